@@ -1,0 +1,32 @@
+"""Loading policies, schema and entities from files; a thin layer over `_core.Engine`."""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+from tether import _core
+
+StrPath = str | PathLike[str]
+
+
+class Engine(_core.Engine):
+    """The compiled Cedar engine. See `_core.Engine` for the request methods."""
+
+    @classmethod
+    def from_files(
+        cls,
+        policies: StrPath | list[StrPath],
+        schema: StrPath | None = None,
+        entities: StrPath | None = None,
+        *,
+        on_error: str = "skip",
+        validate: bool = True,
+    ) -> Engine:
+        """Build an engine from `.cedar` file(s), a `.cedarschema` (or JSON schema)
+        and a Cedar JSON entities file. Several policy files are concatenated in order."""
+        paths = policies if isinstance(policies, list) else [policies]
+        text = "\n".join(Path(p).read_text(encoding="utf-8") for p in paths)
+        schema_text = Path(schema).read_text(encoding="utf-8") if schema is not None else None
+        entities_text = Path(entities).read_text(encoding="utf-8") if entities is not None else None
+        return cls(text, schema_text, entities_text, on_error=on_error, validate=validate)

@@ -1,0 +1,377 @@
+//! Snapshots and the authorization loop.
+//!
+//! A `Snapshot` is immutable: compiled policies, entity store, interner. The
+//! engine publishes snapshots through an `ArcSwap`, so a reload or entity
+//! upsert builds a new snapshot off to the side and swaps it in atomically;
+//! readers never block and never see a half-built set.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::Schema;
+use serde_json::Value as Json;
+
+use crate::compile::index::{scope_holds, ScopeFacts};
+use crate::compile::ir::Effect;
+use crate::compile::{self, CompiledSet};
+use crate::entities::{parse_entities, EntityStore};
+use crate::error::TetherError;
+use crate::eval::{EvalErr, Evaluator, Locals};
+use crate::value::{Euid, Interner, Value};
+
+pub struct Snapshot {
+    pub interner: Interner,
+    pub set: Arc<CompiledSet>,
+    pub store: Arc<EntityStore>,
+    pub schema: Option<Arc<Schema>>,
+    pub version: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Cedar's semantics: an erroring policy is skipped (and reported).
+    Skip,
+    /// Fail closed: any error while evaluating a candidate policy denies.
+    Deny,
+}
+
+/// What a caller wants back: only the decision, or Cedar's full diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Fast,
+    Full,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// Indexes of the policies that determined the decision (Full mode).
+    pub reasons: Vec<u32>,
+    /// Policies whose evaluation errored, with the error.
+    pub errors: Vec<(u32, EvalErr)>,
+}
+
+/// A request with entities resolved to symbols of one snapshot.
+pub struct ResolvedRequest {
+    pub principal: Euid,
+    pub action: Euid,
+    pub resource: Euid,
+    pub context: Value,
+    pub locals: Locals,
+}
+
+thread_local! {
+    /// Per-thread stamps for deduplicating candidates; reused, so no allocation per call.
+    static SEEN: RefCell<(u32, Vec<u32>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+impl Snapshot {
+    pub fn evaluate(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
+        let store: &EntityStore = &self.store;
+        let facts = ScopeFacts {
+            principal: req.principal,
+            principal_anc: store.ancestors(&req.principal),
+            action: req.action,
+            action_anc: store.ancestors(&req.action),
+            resource: req.resource,
+            resource_anc: store.ancestors(&req.resource),
+        };
+        let ev = Evaluator {
+            nodes: &self.set.nodes,
+            store,
+            interner: &self.interner,
+            locals: &req.locals,
+            principal: req.principal,
+            action: req.action,
+            resource: req.resource,
+            context: &req.context,
+        };
+        let mut out = Outcome::default();
+        // Whether evaluation may stop at the first decisive policy.
+        let short = mode == Mode::Fast && on_error == OnError::Skip;
+        let forbid_hit = self.scan(Effect::Forbid, &facts, &ev, &mut out, short);
+        if forbid_hit && short {
+            return out;
+        }
+        if on_error == OnError::Deny && !out.errors.is_empty() {
+            out.reasons.clear();
+            return out;
+        }
+        let forbid_reasons = out.reasons.len();
+        let permit_hit = self.scan(Effect::Permit, &facts, &ev, &mut out, short);
+        if forbid_hit {
+            out.reasons.truncate(forbid_reasons);
+            out.allowed = false;
+        } else if on_error == OnError::Deny && !out.errors.is_empty() {
+            out.reasons.clear();
+            out.allowed = false;
+        } else {
+            out.allowed = permit_hit;
+        }
+        out
+    }
+
+    /// Evaluate the candidate policies of one effect; true if any is satisfied.
+    fn scan(
+        &self,
+        effect: Effect,
+        facts: &ScopeFacts<'_>,
+        ev: &Evaluator<'_>,
+        out: &mut Outcome,
+        short: bool,
+    ) -> bool {
+        let idx = match effect {
+            Effect::Forbid => &self.set.forbids,
+            Effect::Permit => &self.set.permits,
+        };
+        let (lists, multi) = idx.candidates(facts);
+        if lists.total == 0 {
+            return false;
+        }
+        let mut hit = false;
+        let mut visit = |pi: u32, out: &mut Outcome| -> bool {
+            let p = &self.set.policies[pi as usize];
+            if !scope_holds(p, facts) {
+                return false;
+            }
+            let mut ok = true;
+            for c in p.clauses.iter() {
+                match ev.eval_bool(c.node) {
+                    Ok(b) if b != c.unless => {}
+                    Ok(_) => {
+                        ok = false;
+                        break;
+                    }
+                    Err(e) => {
+                        out.errors.push((pi, e));
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                hit = true;
+                if !short {
+                    out.reasons.push(pi);
+                }
+            }
+            ok && short
+        };
+        if multi {
+            SEEN.with(|cell| {
+                let mut guard = cell.borrow_mut();
+                let (gen, stamps) = &mut *guard;
+                *gen = gen.wrapping_add(1);
+                if *gen == 0 {
+                    stamps.iter_mut().for_each(|s| *s = 0);
+                    *gen = 1;
+                }
+                if stamps.len() < self.set.policies.len() {
+                    stamps.resize(self.set.policies.len(), 0);
+                }
+                for pi in lists.iter() {
+                    if stamps[pi as usize] == *gen {
+                        continue;
+                    }
+                    stamps[pi as usize] = *gen;
+                    if visit(pi, out) {
+                        break;
+                    }
+                }
+            });
+        } else {
+            for pi in lists.iter() {
+                if visit(pi, out) {
+                    break;
+                }
+            }
+        }
+        hit
+    }
+}
+
+/// The mutable face: holds the current snapshot and builds new ones.
+pub struct Core {
+    pub current: ArcSwap<Snapshot>,
+    /// Serialises writers; readers never take it.
+    write: std::sync::Mutex<()>,
+    pub on_error: OnError,
+}
+
+pub fn parse_schema(text: &str) -> Result<Schema, TetherError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        let j: Json = serde_json::from_str(text)
+            .map_err(|e| TetherError::Schema(format!("schema JSON: {e}")))?;
+        Schema::from_json_value(j)
+            .map_err(|e| TetherError::Schema(crate::error::render_diag(&e)))
+    } else {
+        Schema::from_cedarschema_str(text)
+            .map(|(s, _warnings)| s)
+            .map_err(|e| TetherError::Schema(crate::error::render_diag(&e)))
+    }
+}
+
+pub fn parse_json(text: &str, what: &str) -> Result<Json, TetherError> {
+    serde_json::from_str(text).map_err(|e| {
+        TetherError::Entity(format!(
+            "{what} JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+impl Core {
+    pub fn new(
+        policies: &str,
+        schema: Option<&str>,
+        entities: Option<&Json>,
+        validate: bool,
+        on_error: OnError,
+    ) -> Result<Self, TetherError> {
+        let schema = schema.map(parse_schema).transpose()?.map(Arc::new);
+        let snap = build(
+            policies,
+            schema,
+            entities,
+            validate,
+            Interner::default(),
+            None,
+            0,
+        )?;
+        Ok(Core {
+            current: ArcSwap::from_pointee(snap),
+            write: std::sync::Mutex::new(()),
+            on_error,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A poisoned lock only means another writer panicked before swapping; the
+        // published snapshot is still whole, so carry on.
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replace policies (and optionally the schema); entities are kept.
+    pub fn reload(
+        &self,
+        policies: &str,
+        schema: Option<&str>,
+        validate: bool,
+    ) -> Result<(), TetherError> {
+        let _w = self.lock();
+        let cur = self.current.load_full();
+        let schema = match schema {
+            Some(s) => Some(Arc::new(parse_schema(s)?)),
+            None => cur.schema.clone(),
+        };
+        let pset = compile::parse(policies)?;
+        if let (Some(s), true) = (&schema, validate) {
+            compile::validate(&pset, s, policies)?;
+        }
+        let mut interner = cur.interner.clone();
+        let set = compile::compile(policies, &pset, &mut interner)?;
+        self.current.store(Arc::new(Snapshot {
+            interner,
+            set: Arc::new(set),
+            store: cur.store.clone(),
+            schema,
+            version: cur.version + 1,
+        }));
+        Ok(())
+    }
+
+    pub fn upsert_entities(&self, json: &Json) -> Result<usize, TetherError> {
+        let _w = self.lock();
+        let cur = self.current.load_full();
+        let mut interner = cur.interner.clone();
+        let parsed = parse_entities(json, cur.schema.as_deref(), &mut interner)?;
+        let n = parsed.len();
+        let mut store = (*cur.store).clone();
+        for (uid, data) in parsed {
+            store.upsert(uid, data);
+        }
+        store.recompute_ancestors();
+        self.publish(&cur, interner, store);
+        Ok(n)
+    }
+
+    pub fn remove_entities(&self, uids: &[(String, String)]) -> Result<usize, TetherError> {
+        let _w = self.lock();
+        let cur = self.current.load_full();
+        let mut store = (*cur.store).clone();
+        let mut n = 0;
+        for (t, i) in uids {
+            if let (Some(ty), Some(id)) = (cur.interner.lookup(t), cur.interner.lookup(i)) {
+                if store.remove(&Euid { ty, id }) {
+                    n += 1;
+                }
+            }
+        }
+        store.recompute_ancestors();
+        self.publish(&cur, cur.interner.clone(), store);
+        Ok(n)
+    }
+
+    /// Symbols for an entity uid, interning (and publishing) them if new, so a
+    /// handle made now stays valid for every later snapshot (interning only appends).
+    pub fn intern_uid(&self, ty: &str, id: &str) -> Result<Euid, TetherError> {
+        let cur = self.current.load();
+        if let (Some(t), Some(i)) = (cur.interner.lookup(ty), cur.interner.lookup(id)) {
+            return Ok(Euid { ty: t, id: i });
+        }
+        drop(cur);
+        let _w = self.lock();
+        let cur = self.current.load_full();
+        let mut interner = cur.interner.clone();
+        let uid = Euid {
+            ty: interner.intern(ty),
+            id: interner.intern(id),
+        };
+        self.publish(&cur, interner, (*cur.store).clone());
+        Ok(uid)
+    }
+
+    fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore) {
+        self.current.store(Arc::new(Snapshot {
+            interner,
+            set: cur.set.clone(),
+            store: Arc::new(store),
+            schema: cur.schema.clone(),
+            version: cur.version + 1,
+        }));
+    }
+}
+
+fn build(
+    policies: &str,
+    schema: Option<Arc<Schema>>,
+    entities: Option<&Json>,
+    validate: bool,
+    mut interner: Interner,
+    store: Option<EntityStore>,
+    version: u64,
+) -> Result<Snapshot, TetherError> {
+    let pset = compile::parse(policies)?;
+    if let (Some(s), true) = (&schema, validate) {
+        compile::validate(&pset, s, policies)?;
+    }
+    let set = compile::compile(policies, &pset, &mut interner)?;
+    let mut store = store.unwrap_or_default();
+    let empty = Json::Array(Vec::new());
+    // Always parse (even an empty list) so a schema's action entities are present.
+    let parsed = parse_entities(entities.unwrap_or(&empty), schema.as_deref(), &mut interner)?;
+    for (uid, data) in parsed {
+        store.upsert(uid, data);
+    }
+    store.recompute_ancestors();
+    Ok(Snapshot {
+        interner,
+        set: Arc::new(set),
+        store: Arc::new(store),
+        schema,
+        version,
+    })
+}

@@ -1,0 +1,362 @@
+//! The evaluator: walks the flat IR with Cedar's exact semantics.
+//!
+//! Values are borrowed from the snapshot (policy literals, entity attributes) or
+//! the request (context) wherever possible, so the common path allocates
+//! nothing. Any error makes the enclosing policy "errored", exactly as in Cedar;
+//! which error it was only matters for the message, rendered lazily.
+
+pub mod ext;
+pub mod like;
+
+use std::borrow::Cow;
+
+use crate::compile::ir::{BinOp, Node, NodeId, Var};
+use crate::entities::EntityStore;
+use crate::value::{value_eq, Euid, Interner, Sym, Value};
+
+/// Why an expression failed. Rendering to text happens only when asked.
+#[derive(Clone, Debug)]
+pub enum EvalErr {
+    Type {
+        expected: &'static str,
+        got: &'static str,
+    },
+    Overflow,
+    NoEntity(Euid),
+    NoAttr(Sym),
+    NoTag(Sym),
+    Ext(String),
+}
+
+pub type EResult<'a> = Result<Cow<'a, Value>, EvalErr>;
+
+/// Strings first seen in this request, numbered above the snapshot's interner.
+#[derive(Default, Debug)]
+pub struct Locals {
+    pub base: u32,
+    pub strs: Vec<Box<str>>,
+}
+
+impl Locals {
+    pub fn new(interner: &Interner) -> Self {
+        Locals {
+            base: interner.len() as u32,
+            strs: Vec::new(),
+        }
+    }
+
+    pub fn sym(&mut self, interner: &Interner, s: &str) -> Sym {
+        if let Some(id) = interner.lookup(s) {
+            return id;
+        }
+        if let Some(i) = self.strs.iter().position(|x| &**x == s) {
+            return self.base + i as u32;
+        }
+        self.strs.push(s.into());
+        self.base + (self.strs.len() - 1) as u32
+    }
+
+    pub fn resolve<'s>(&'s self, interner: &'s Interner, id: Sym) -> Option<&'s str> {
+        if id < self.base {
+            interner.get(id)
+        } else {
+            self.strs.get((id - self.base) as usize).map(|s| &**s)
+        }
+    }
+}
+
+pub struct Evaluator<'a> {
+    pub nodes: &'a [Node],
+    pub store: &'a EntityStore,
+    pub interner: &'a Interner,
+    pub locals: &'a Locals,
+    pub principal: Euid,
+    pub action: Euid,
+    pub resource: Euid,
+    pub context: &'a Value,
+}
+
+#[inline]
+fn type_err<T>(expected: &'static str, got: &Value) -> Result<T, EvalErr> {
+    Err(EvalErr::Type {
+        expected,
+        got: got.type_name(),
+    })
+}
+
+#[inline]
+fn as_bool(v: &Value) -> Result<bool, EvalErr> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        other => type_err("bool", other),
+    }
+}
+
+#[inline]
+fn as_long(v: &Value) -> Result<i64, EvalErr> {
+    match v {
+        Value::Long(i) => Ok(*i),
+        other => type_err("long", other),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// Evaluate a clause body to a boolean.
+    #[inline]
+    pub fn eval_bool(&self, n: NodeId) -> Result<bool, EvalErr> {
+        as_bool(&*self.eval(n)?)
+    }
+
+    pub fn eval(&self, n: NodeId) -> EResult<'a> {
+        let nodes: &'a [Node] = self.nodes;
+        match &nodes[n as usize] {
+            Node::Lit(v) => Ok(Cow::Borrowed(v)),
+            Node::Var(v) => Ok(match v {
+                Var::Principal => Cow::Owned(Value::Entity(self.principal)),
+                Var::Action => Cow::Owned(Value::Entity(self.action)),
+                Var::Resource => Cow::Owned(Value::Entity(self.resource)),
+                Var::Context => Cow::Borrowed(self.context),
+            }),
+            Node::Not(a) => Ok(Cow::Owned(Value::Bool(!self.eval_bool(*a)?))),
+            Node::Neg(a) => {
+                let x = as_long(&*self.eval(*a)?)?;
+                x.checked_neg()
+                    .map(|v| Cow::Owned(Value::Long(v)))
+                    .ok_or(EvalErr::Overflow)
+            }
+            Node::IsEmpty(a) => match &*self.eval(*a)? {
+                Value::Set(s) => Ok(Cow::Owned(Value::Bool(s.is_empty()))),
+                other => type_err("set", other),
+            },
+            Node::And(a, b) => {
+                if !self.eval_bool(*a)? {
+                    return Ok(Cow::Owned(Value::Bool(false)));
+                }
+                Ok(Cow::Owned(Value::Bool(self.eval_bool(*b)?)))
+            }
+            Node::Or(a, b) => {
+                if self.eval_bool(*a)? {
+                    return Ok(Cow::Owned(Value::Bool(true)));
+                }
+                Ok(Cow::Owned(Value::Bool(self.eval_bool(*b)?)))
+            }
+            Node::If(c, t, f) => {
+                if self.eval_bool(*c)? {
+                    self.eval(*t)
+                } else {
+                    self.eval(*f)
+                }
+            }
+            Node::NotEq(a, b) => {
+                let x = self.eval(*a)?;
+                let y = self.eval(*b)?;
+                Ok(Cow::Owned(Value::Bool(!value_eq(&x, &y))))
+            }
+            Node::Bin(op, a, b) => {
+                let x = self.eval(*a)?;
+                let y = self.eval(*b)?;
+                self.binary(*op, &x, &y)
+            }
+            Node::GetAttr(a, attr) => self.get_attr(self.eval(*a)?, *attr),
+            Node::HasAttr(a, attr) => {
+                let has = match &*self.eval(*a)? {
+                    Value::Record(r) => r.get(*attr).is_some(),
+                    Value::Entity(uid) => self
+                        .store
+                        .get(uid)
+                        .is_some_and(|e| e.attrs.get(*attr).is_some()),
+                    other => return type_err("record or entity", other),
+                };
+                Ok(Cow::Owned(Value::Bool(has)))
+            }
+            Node::Like(a, pat) => match &*self.eval(*a)? {
+                Value::Str(s) => {
+                    let text = self.locals.resolve(self.interner, *s).unwrap_or("");
+                    Ok(Cow::Owned(Value::Bool(like::matches(pat, text))))
+                }
+                other => type_err("string", other),
+            },
+            Node::Is(a, ty) => match &*self.eval(*a)? {
+                Value::Entity(uid) => Ok(Cow::Owned(Value::Bool(uid.ty == *ty))),
+                other => type_err("entity", other),
+            },
+            Node::Set(items) => {
+                let mut vals = Vec::with_capacity(items.len());
+                for i in items.iter() {
+                    vals.push(self.eval(*i)?.into_owned());
+                }
+                Ok(Cow::Owned(Value::set_from(vals)))
+            }
+            Node::Record(fields) => {
+                let mut vals = Vec::with_capacity(fields.len());
+                for (k, i) in fields.iter() {
+                    vals.push((*k, self.eval(*i)?.into_owned()));
+                }
+                Ok(Cow::Owned(Value::Record(std::sync::Arc::new(
+                    crate::value::Record::from_unsorted(vals),
+                ))))
+            }
+            Node::Ext(f, args) => {
+                let mut core_args = Vec::with_capacity(args.len());
+                for a in args.iter() {
+                    let v = self.eval(*a)?;
+                    match ext::value_to_core(&v, |s| {
+                        self.locals.resolve(self.interner, s).map(str::to_owned)
+                    }) {
+                        Some(c) => core_args.push(c),
+                        None => return type_err("extension argument", &v),
+                    }
+                }
+                match f.call(&core_args) {
+                    Ok(cedar_policy_core::ast::PartialValue::Value(v)) => {
+                        ext::core_result_to_value(v)
+                            .map(Cow::Owned)
+                            .ok_or_else(|| EvalErr::Ext("unexpected extension result".into()))
+                    }
+                    Ok(_) => Err(EvalErr::Ext("residual extension result".into())),
+                    Err(e) => Err(EvalErr::Ext(e.to_string())),
+                }
+            }
+        }
+    }
+
+    fn get_attr(&self, base: Cow<'a, Value>, attr: Sym) -> EResult<'a> {
+        match base {
+            Cow::Borrowed(Value::Record(r)) => match r.get(attr) {
+                Some(v) => Ok(Cow::Borrowed(v)),
+                None => Err(EvalErr::NoAttr(attr)),
+            },
+            Cow::Owned(Value::Record(r)) => match r.get(attr) {
+                Some(v) => Ok(Cow::Owned(v.clone())),
+                None => Err(EvalErr::NoAttr(attr)),
+            },
+            Cow::Borrowed(Value::Entity(uid)) => self.entity_attr(uid, attr),
+            Cow::Owned(Value::Entity(uid)) => self.entity_attr(&uid, attr),
+            other => type_err("record or entity", &other),
+        }
+    }
+
+    fn entity_attr(&self, uid: &Euid, attr: Sym) -> EResult<'a> {
+        let store: &'a EntityStore = self.store;
+        match store.get(uid) {
+            None => Err(EvalErr::NoEntity(*uid)),
+            Some(e) => match e.attrs.get(attr) {
+                Some(v) => Ok(Cow::Borrowed(v)),
+                None => Err(EvalErr::NoAttr(attr)),
+            },
+        }
+    }
+
+    /// `uid in target`: equal, or target among uid's ancestors.
+    #[inline]
+    pub fn entity_in(&self, uid: &Euid, target: &Euid) -> bool {
+        uid == target || self.store.is_ancestor(uid, target)
+    }
+
+    fn binary(&self, op: BinOp, x: &Value, y: &Value) -> EResult<'a> {
+        let b = |v: bool| Ok(Cow::Owned(Value::Bool(v)));
+        match op {
+            BinOp::Eq => b(value_eq(x, y)),
+            BinOp::Less | BinOp::LessEq => {
+                let or_eq = op == BinOp::LessEq;
+                match (x, y) {
+                    (Value::Long(p), Value::Long(q)) => b(if or_eq { p <= q } else { p < q }),
+                    (Value::Ext(p), Value::Ext(q)) => match ext::ext_less(p, q, or_eq) {
+                        Some(r) => b(r),
+                        None => Err(EvalErr::Type {
+                            expected: "long, datetime or duration of the same type",
+                            got: if ext::ext_is_ordered(p) {
+                                y.type_name()
+                            } else {
+                                x.type_name()
+                            },
+                        }),
+                    },
+                    (Value::Long(_), other) | (other, _) => type_err("long", other),
+                }
+            }
+            BinOp::Add | BinOp::Sub | BinOp::Mul => {
+                let p = as_long(x)?;
+                let q = as_long(y)?;
+                let r = match op {
+                    BinOp::Add => p.checked_add(q),
+                    BinOp::Sub => p.checked_sub(q),
+                    _ => p.checked_mul(q),
+                };
+                r.map(|v| Cow::Owned(Value::Long(v)))
+                    .ok_or(EvalErr::Overflow)
+            }
+            BinOp::In => {
+                let uid = match x {
+                    Value::Entity(u) => u,
+                    other => return type_err("entity", other),
+                };
+                match y {
+                    Value::Entity(t) => b(self.entity_in(uid, t)),
+                    Value::Set(items) => {
+                        // Cedar checks the whole set is entities before answering.
+                        let mut found = false;
+                        for it in items.iter() {
+                            match it {
+                                Value::Entity(t) => found = found || self.entity_in(uid, t),
+                                other => return type_err("set of entities", other),
+                            }
+                        }
+                        b(found)
+                    }
+                    other => type_err("entity or set", other),
+                }
+            }
+            BinOp::Contains => match x {
+                Value::Set(items) => b(items.iter().any(|v| value_eq(v, y))),
+                other => type_err("set", other),
+            },
+            BinOp::ContainsAll | BinOp::ContainsAny => {
+                let (p, q) = match (x, y) {
+                    (Value::Set(p), Value::Set(q)) => (p, q),
+                    (Value::Set(_), other) | (other, _) => return type_err("set", other),
+                };
+                if op == BinOp::ContainsAll {
+                    b(q.iter().all(|v| p.iter().any(|w| value_eq(v, w))))
+                } else {
+                    b(q.iter().any(|v| p.iter().any(|w| value_eq(v, w))))
+                }
+            }
+            BinOp::GetTag | BinOp::HasTag => {
+                let uid = match x {
+                    Value::Entity(u) => u,
+                    other => return type_err("entity", other),
+                };
+                let tag = match y {
+                    Value::Str(s) => *s,
+                    other => return type_err("string", other),
+                };
+                let store: &'a EntityStore = self.store;
+                match (op, store.get(uid)) {
+                    (BinOp::HasTag, None) => b(false),
+                    (BinOp::HasTag, Some(e)) => b(e.tags.get(tag).is_some()),
+                    (_, None) => Err(EvalErr::NoEntity(*uid)),
+                    (_, Some(e)) => match e.tags.get(tag) {
+                        Some(v) => Ok(Cow::Borrowed(v)),
+                        None => Err(EvalErr::NoTag(tag)),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl EvalErr {
+    /// A message that names what went wrong, with symbols resolved.
+    pub fn render(&self, interner: &Interner, locals: &Locals) -> String {
+        let s = |id: Sym| locals.resolve(interner, id).unwrap_or("?").to_owned();
+        match self {
+            EvalErr::Type { expected, got } => format!("type error: expected {expected}, got {got}"),
+            EvalErr::Overflow => "integer overflow".to_owned(),
+            EvalErr::NoEntity(u) => format!("entity `{}::\"{}\"` does not exist", s(u.ty), s(u.id)),
+            EvalErr::NoAttr(a) => format!("attribute `{}` does not exist", s(*a)),
+            EvalErr::NoTag(t) => format!("tag `{}` does not exist", s(*t)),
+            EvalErr::Ext(m) => format!("extension error: {m}"),
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! `tether._core`: the Python-facing classes. Conversion of Python objects into
+//! requests lives here; all decision logic lives in the modules below.
+
+pub mod compile;
+pub mod engine;
+pub mod entities;
+pub mod error;
+pub mod eval;
+pub mod request;
+pub mod value;
+
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
+
+use engine::{Core, Mode, OnError, Outcome, ResolvedRequest, Snapshot};
+use error::TetherError as CoreError;
+use eval::Locals;
+use value::{Euid, Record, Value};
+
+create_exception!(_core, TetherError, PyException, "Base of every tether error.");
+create_exception!(_core, PolicyError, TetherError, "A policy failed to parse, validate or compile.");
+create_exception!(_core, SchemaError, TetherError, "A schema failed to parse.");
+create_exception!(_core, EntityError, TetherError, "Entity data is malformed or invalid.");
+create_exception!(_core, RequestError, TetherError, "An authorization request is malformed.");
+
+fn to_py(py: Python<'_>, e: CoreError) -> PyErr {
+    match e {
+        CoreError::Policy {
+            message,
+            location,
+            feature,
+        } => {
+            let err = PolicyError::new_err(message);
+            let v = err.value(py);
+            // Attributes on the instance so callers can point at the source.
+            let _ = v.setattr("policy_id", location.policy_id);
+            let _ = v.setattr("line", location.line);
+            let _ = v.setattr("column", location.column);
+            let _ = v.setattr("feature", feature);
+            err
+        }
+        CoreError::Schema(m) => SchemaError::new_err(m),
+        CoreError::Entity(m) => EntityError::new_err(m),
+        CoreError::Request(m) => RequestError::new_err(m),
+    }
+}
+
+/// A handle to an entity uid, resolved once; the fastest way to name an entity.
+#[pyclass(frozen, module = "tether._core")]
+struct Entity {
+    uid: Euid,
+    #[pyo3(get, name = "type")]
+    ty: String,
+    #[pyo3(get)]
+    id: String,
+    engine_id: usize,
+}
+
+#[pymethods]
+impl Entity {
+    fn __repr__(&self) -> String {
+        format!("{}::{:?}", self.ty, self.id)
+    }
+    fn __str__(&self) -> String {
+        self.__repr__()
+    }
+}
+
+/// The answer to one request.
+#[pyclass(frozen, module = "tether._core")]
+struct Decision {
+    #[pyo3(get)]
+    allowed: bool,
+    #[pyo3(get)]
+    reasons: Vec<String>,
+    /// Ids of the policies whose evaluation errored.
+    #[pyo3(get)]
+    errors: Vec<String>,
+    /// `policy id: message` for each error, in the same order.
+    #[pyo3(get)]
+    error_messages: Vec<String>,
+    #[pyo3(get)]
+    policy_version: u64,
+}
+
+#[pymethods]
+impl Decision {
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, reasons={:?}, errors={:?})",
+            if self.allowed { "True" } else { "False" },
+            self.reasons,
+            self.errors
+        )
+    }
+}
+
+const MAX_DEPTH: usize = 256;
+
+struct Converter<'s> {
+    snap: &'s Snapshot,
+    locals: Locals,
+    engine_id: usize,
+}
+
+impl<'s> Converter<'s> {
+    fn new(snap: &'s Snapshot, engine_id: usize) -> Self {
+        Converter {
+            snap,
+            locals: Locals::new(&snap.interner),
+            engine_id,
+        }
+    }
+
+    fn sym(&mut self, s: &str) -> u32 {
+        self.locals.sym(&self.snap.interner, s)
+    }
+
+    fn uid_parts(&mut self, ty: &str, id: &str) -> Euid {
+        Euid {
+            ty: self.sym(ty),
+            id: self.sym(id),
+        }
+    }
+
+    fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
+        if let Ok(h) = obj.downcast::<Entity>() {
+            let h = h.get();
+            if h.engine_id != self.engine_id {
+                return Err(CoreError::Request(format!(
+                    "{role}: entity handle {} belongs to another engine",
+                    h.__repr__()
+                )));
+            }
+            return Ok(h.uid);
+        }
+        if let Ok(s) = obj.downcast::<PyString>() {
+            let s = s
+                .to_str()
+                .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
+            let (ty, id) = request::parse_uid(s)
+                .map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
+            return Ok(self.uid_parts(ty, &id));
+        }
+        if let Ok(t) = obj.downcast::<PyTuple>() {
+            if t.len() == 2 {
+                if let (Ok(ty), Ok(id)) = (
+                    t.get_item(0).and_then(|x| x.extract::<String>()),
+                    t.get_item(1).and_then(|x| x.extract::<String>()),
+                ) {
+                    return Ok(self.uid_parts(&ty, &id));
+                }
+            }
+        }
+        if let Ok(d) = obj.downcast::<PyDict>() {
+            let inner = match d.get_item("__entity").ok().flatten() {
+                Some(i) => i,
+                None => d.clone().into_any(),
+            };
+            if let Ok(d) = inner.downcast::<PyDict>() {
+                let ty = d.get_item("type").ok().flatten().and_then(|x| x.extract::<String>().ok());
+                let id = d.get_item("id").ok().flatten().and_then(|x| x.extract::<String>().ok());
+                if let (Some(ty), Some(id)) = (ty, id) {
+                    return Ok(self.uid_parts(&ty, &id));
+                }
+            }
+        }
+        Err(CoreError::Request(format!(
+            "{role}: expected 'Type::\"id\"', a (type, id) tuple, an engine.entity() handle or \
+             {{\"type\": .., \"id\": ..}}, got {}",
+            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        )))
+    }
+
+    fn value(&mut self, obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> Result<Value, CoreError> {
+        if depth > MAX_DEPTH {
+            return Err(CoreError::Request(format!(
+                "context{path}: nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let bad = |what: &str| CoreError::Request(format!("context{path}: {what}"));
+        if obj.is_instance_of::<PyBool>() {
+            return Ok(Value::Bool(obj.extract::<bool>().unwrap_or(false)));
+        }
+        if obj.is_instance_of::<PyInt>() {
+            return obj
+                .extract::<i64>()
+                .map(Value::Long)
+                .map_err(|_| bad("integer does not fit in 64 bits"));
+        }
+        if let Ok(s) = obj.downcast::<PyString>() {
+            let s = s.to_str().map_err(|_| bad("string is not valid UTF-8"))?;
+            return Ok(Value::Str(self.sym(s)));
+        }
+        if let Ok(h) = obj.downcast::<Entity>() {
+            return self.entity(h.as_any(), "context").map(Value::Entity);
+        }
+        if let Ok(d) = obj.downcast::<PyDict>() {
+            if d.len() == 1 {
+                if let Some(e) = d.get_item("__entity").ok().flatten() {
+                    return self
+                        .entity(&e, &format!("context{path}"))
+                        .map(Value::Entity);
+                }
+                if let Some(x) = d.get_item("__extn").ok().flatten() {
+                    return self.extension(&x, path, depth);
+                }
+            }
+            let mut fields = Vec::with_capacity(d.len());
+            for (k, v) in d.iter() {
+                let key = k
+                    .downcast::<PyString>()
+                    .map_err(|_| bad("record keys must be strings"))?
+                    .to_str()
+                    .map_err(|_| bad("key is not valid UTF-8"))?
+                    .to_owned();
+                let sub = format!("{path}.{key}");
+                let val = self.value(&v, &sub, depth + 1)?;
+                fields.push((self.sym(&key), val));
+            }
+            return Ok(Value::Record(Arc::new(Record::from_unsorted(fields))));
+        }
+        if obj.is_instance_of::<PyList>()
+            || obj.is_instance_of::<PyTuple>()
+            || obj.is_instance_of::<PySet>()
+            || obj.is_instance_of::<PyFrozenSet>()
+        {
+            let mut items = Vec::new();
+            for (i, it) in obj.try_iter().map_err(|_| bad("not iterable"))?.enumerate() {
+                let it = it.map_err(|_| bad("iteration failed"))?;
+                items.push(self.value(&it, &format!("{path}[{i}]"), depth + 1)?);
+            }
+            return Ok(Value::set_from(items));
+        }
+        let tn = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        Err(bad(&format!(
+            "a {tn} is not a Cedar value (use bool, int, str, list/set, dict, an entity or \
+             {{\"__extn\": ..}}; floats must be written as decimal)"
+        )))
+    }
+
+    fn extension(&mut self, x: &Bound<'_, PyAny>, path: &str, depth: usize) -> Result<Value, CoreError> {
+        let bad = |what: String| CoreError::Request(format!("context{path}: {what}"));
+        let d = x
+            .downcast::<PyDict>()
+            .map_err(|_| bad("`__extn` must be a dict".into()))?;
+        let fname: String = d
+            .get_item("fn")
+            .ok()
+            .flatten()
+            .and_then(|f| f.extract().ok())
+            .ok_or_else(|| bad("`__extn` needs a string `fn`".into()))?;
+        let args: Vec<Bound<'_, PyAny>> = match (
+            d.get_item("arg").ok().flatten(),
+            d.get_item("args").ok().flatten(),
+        ) {
+            (Some(a), None) => vec![a],
+            (None, Some(a)) => a
+                .try_iter()
+                .map_err(|_| bad("`args` must be a list".into()))?
+                .filter_map(Result::ok)
+                .collect(),
+            _ => return Err(bad("`__extn` needs `arg` or `args`".into())),
+        };
+        let mut core_args = Vec::new();
+        for a in &args {
+            let v = self.value(a, path, depth + 1)?;
+            let c = eval::ext::value_to_core(&v, |s| {
+                self.locals
+                    .resolve(&self.snap.interner, s)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| bad(format!("bad argument to `{fname}`")))?;
+            core_args.push(c);
+        }
+        let name: cedar_policy_core::ast::Name = fname
+            .parse()
+            .map_err(|_| bad(format!("unknown extension function `{fname}`")))?;
+        let f = cedar_policy_core::extensions::Extensions::all_available()
+            .func(&name)
+            .map_err(|_| bad(format!("unknown extension function `{fname}`")))?;
+        match f.call(&core_args) {
+            Ok(cedar_policy_core::ast::PartialValue::Value(v)) => eval::ext::core_result_to_value(v)
+                .ok_or_else(|| bad(format!("`{fname}` gave no value"))),
+            Ok(_) => Err(bad(format!("`{fname}` gave no value"))),
+            Err(e) => Err(bad(format!("{fname}: {e}"))),
+        }
+    }
+
+    fn request(
+        mut self,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Result<ResolvedRequest, CoreError> {
+        let principal = self.entity(principal, "principal")?;
+        let action = self.entity(action, "action")?;
+        let resource = self.entity(resource, "resource")?;
+        let context = match context {
+            None => Value::Record(Arc::new(Record::default())),
+            Some(c) if c.is_none() => Value::Record(Arc::new(Record::default())),
+            Some(c) => {
+                if !c.is_instance_of::<PyDict>() {
+                    return Err(CoreError::Request(format!(
+                        "context must be a dict, got {}",
+                        c.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    )));
+                }
+                self.value(c, "", 0)?
+            }
+        };
+        Ok(ResolvedRequest {
+            principal,
+            action,
+            resource,
+            context,
+            locals: self.locals,
+        })
+    }
+}
+
+/// A compiled Cedar policy set with its entities: the authorization engine.
+#[pyclass(frozen, subclass, module = "tether._core")]
+struct Engine {
+    core: Core,
+    allow: Py<Decision>,
+    deny: Py<Decision>,
+}
+
+fn text_arg(obj: &Bound<'_, PyAny>, what: &str) -> Result<String, CoreError> {
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return s
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| CoreError::policy(format!("{what} text is not valid UTF-8")));
+    }
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return std::str::from_utf8(b.as_bytes())
+            .map(str::to_owned)
+            .map_err(|e| {
+                CoreError::policy(format!(
+                    "{what} bytes are not valid UTF-8 (first bad byte at offset {})",
+                    e.valid_up_to()
+                ))
+            });
+    }
+    Err(CoreError::policy(format!("{what} must be str or bytes")))
+}
+
+fn entities_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<serde_json::Value, CoreError> {
+    if let Ok(s) = obj.downcast::<PyString>() {
+        let s = s
+            .to_str()
+            .map_err(|_| CoreError::Entity("entities text is not valid UTF-8".into()))?;
+        return engine::parse_json(s, "entities");
+    }
+    // Lists and dicts go through Python's json module: exact, and handles any nesting
+    // of plain Python data that a JSON document could hold.
+    let json = py
+        .import("json")
+        .and_then(|m| m.call_method1("dumps", (obj,)))
+        .map_err(|e| CoreError::Entity(format!("entities are not JSON-serialisable: {e}")))?;
+    let s: String = json
+        .extract()
+        .map_err(|_| CoreError::Entity("entities are not JSON-serialisable".into()))?;
+    engine::parse_json(&s, "entities")
+}
+
+fn on_error_arg(s: &str) -> PyResult<OnError> {
+    match s {
+        "skip" => Ok(OnError::Skip),
+        "deny" => Ok(OnError::Deny),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "on_error must be \"skip\" or \"deny\", not {other:?}"
+        ))),
+    }
+}
+
+impl Engine {
+    fn id(&self) -> usize {
+        self as *const Engine as usize
+    }
+
+    fn decision(&self, py: Python<'_>, snap: &Snapshot, req: &ResolvedRequest, out: Outcome) -> PyResult<Py<Decision>> {
+        if out.reasons.is_empty() && out.errors.is_empty() {
+            return Ok(if out.allowed { self.allow.clone_ref(py) } else { self.deny.clone_ref(py) });
+        }
+        let pol = &snap.set.policies;
+        let d = Decision {
+            allowed: out.allowed,
+            reasons: out.reasons.iter().map(|i| pol[*i as usize].id.clone()).collect(),
+            errors: out.errors.iter().map(|(i, _)| pol[*i as usize].id.clone()).collect(),
+            error_messages: out
+                .errors
+                .iter()
+                .map(|(i, e)| {
+                    format!(
+                        "{}: {}",
+                        pol[*i as usize].id,
+                        e.render(&snap.interner, &req.locals)
+                    )
+                })
+                .collect(),
+            policy_version: snap.version,
+        };
+        Py::new(py, d)
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (policies, schema=None, entities=None, *, on_error="skip", validate=true))]
+    fn new(
+        py: Python<'_>,
+        policies: &Bound<'_, PyAny>,
+        schema: Option<&Bound<'_, PyAny>>,
+        entities: Option<&Bound<'_, PyAny>>,
+        on_error: &str,
+        validate: bool,
+    ) -> PyResult<Self> {
+        let on_error = on_error_arg(on_error)?;
+        let text = text_arg(policies, "policy").map_err(|e| to_py(py, e))?;
+        let schema = schema
+            .filter(|s| !s.is_none())
+            .map(|s| text_arg(s, "schema"))
+            .transpose()
+            .map_err(|e| to_py(py, e))?;
+        let ents = entities
+            .filter(|e| !e.is_none())
+            .map(|e| entities_json(py, e))
+            .transpose()
+            .map_err(|e| to_py(py, e))?;
+        let core = py
+            .allow_threads(|| Core::new(&text, schema.as_deref(), ents.as_ref(), validate, on_error))
+            .map_err(|e| to_py(py, e))?;
+        let mk = |allowed| {
+            Py::new(
+                py,
+                Decision {
+                    allowed,
+                    reasons: Vec::new(),
+                    errors: Vec::new(),
+                    error_messages: Vec::new(),
+                    policy_version: 0,
+                },
+            )
+        };
+        Ok(Engine {
+            core,
+            allow: mk(true)?,
+            deny: mk(false)?,
+        })
+    }
+
+    /// Decide one request. `reasons=True` evaluates every candidate policy and
+    /// reports Cedar's full diagnostics; otherwise evaluation stops at the first
+    /// decisive policy and `errors` lists only the errors met on the way.
+    #[pyo3(signature = (principal, action, resource, context=None, *, reasons=false))]
+    fn authorize(
+        &self,
+        py: Python<'_>,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        reasons: bool,
+    ) -> PyResult<Py<Decision>> {
+        let snap = self.core.current.load();
+        let req = Converter::new(&snap, self.id())
+            .request(principal, action, resource, context)
+            .map_err(|e| to_py(py, e))?;
+        let mode = if reasons { Mode::Full } else { Mode::Fast };
+        let out = snap.evaluate(&req, mode, self.core.on_error);
+        self.decision(py, &snap, &req, out)
+    }
+
+    /// The decision alone: the fastest call.
+    #[pyo3(signature = (principal, action, resource, context=None))]
+    fn is_allowed(
+        &self,
+        py: Python<'_>,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let snap = self.core.current.load();
+        let req = Converter::new(&snap, self.id())
+            .request(principal, action, resource, context)
+            .map_err(|e| to_py(py, e))?;
+        Ok(snap.evaluate(&req, Mode::Fast, self.core.on_error).allowed)
+    }
+
+    /// Decide many `(principal, action, resource[, context])` requests; the
+    /// evaluation runs with the GIL released. Returns one bool per request.
+    fn authorize_batch(&self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+        let snap = self.core.current.load_full();
+        let mut reqs = Vec::new();
+        for (i, r) in requests.try_iter()?.enumerate() {
+            let r = r?;
+            let t = r.downcast::<PyTuple>().map_err(|_| {
+                to_py(py, CoreError::Request(format!("request #{i}: expected a tuple")))
+            })?;
+            if !(3..=4).contains(&t.len()) {
+                return Err(to_py(
+                    py,
+                    CoreError::Request(format!(
+                        "request #{i}: expected (principal, action, resource[, context])"
+                    )),
+                ));
+            }
+            let ctx = if t.len() == 4 { Some(t.get_item(3)?) } else { None };
+            let req = Converter::new(&snap, self.id())
+                .request(&t.get_item(0)?, &t.get_item(1)?, &t.get_item(2)?, ctx.as_ref())
+                .map_err(|e| to_py(py, CoreError::Request(format!("request #{i}: {e}"))))?;
+            reqs.push(req);
+        }
+        let on_error = self.core.on_error;
+        let snap2 = snap.clone();
+        Ok(py.allow_threads(move || {
+            reqs.iter()
+                .map(|r| snap2.evaluate(r, Mode::Fast, on_error).allowed)
+                .collect()
+        }))
+    }
+
+    /// A handle for an entity uid; the fastest way to pass an entity.
+    #[pyo3(name = "entity")]
+    fn entity_handle(&self, py: Python<'_>, r#type: &str, id: &str) -> PyResult<Entity> {
+        let euid = self.core.intern_uid(r#type, id).map_err(|e| to_py(py, e))?;
+        Ok(Entity {
+            uid: euid,
+            ty: r#type.to_owned(),
+            id: id.to_owned(),
+            engine_id: self.id(),
+        })
+    }
+
+    /// Add or replace entities (Cedar JSON: text or a list of dicts). Atomic.
+    fn upsert_entities(&self, py: Python<'_>, entities: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let json = entities_json(py, entities).map_err(|e| to_py(py, e))?;
+        py.allow_threads(|| self.core.upsert_entities(&json))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Remove entities by uid (strings, tuples or handles). Returns how many existed.
+    fn remove_entities(&self, py: Python<'_>, uids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut parts = Vec::new();
+        for u in uids.try_iter()? {
+            let u = u?;
+            if let Ok(h) = u.downcast::<Entity>() {
+                let h = h.get();
+                parts.push((h.ty.clone(), h.id.clone()));
+            } else if let Ok(s) = u.downcast::<PyString>() {
+                let (t, i) = request::parse_uid(s.to_str()?).map_err(|e| to_py(py, e))?;
+                parts.push((t.to_owned(), i.into_owned()));
+            } else {
+                let (t, i): (String, String) = u.extract().map_err(|_| {
+                    to_py(py, CoreError::Request("entity uids must be 'Type::\"id\"', (type, id) or handles".into()))
+                })?;
+                parts.push((t, i));
+            }
+        }
+        self.core.remove_entities(&parts).map_err(|e| to_py(py, e))
+    }
+
+    /// Replace the policy set (and optionally the schema) atomically; entities stay.
+    #[pyo3(signature = (policies, schema=None, *, validate=true))]
+    fn reload(
+        &self,
+        py: Python<'_>,
+        policies: &Bound<'_, PyAny>,
+        schema: Option<&Bound<'_, PyAny>>,
+        validate: bool,
+    ) -> PyResult<()> {
+        let text = text_arg(policies, "policy").map_err(|e| to_py(py, e))?;
+        let schema = schema
+            .filter(|s| !s.is_none())
+            .map(|s| text_arg(s, "schema"))
+            .transpose()
+            .map_err(|e| to_py(py, e))?;
+        py.allow_threads(|| self.core.reload(&text, schema.as_deref(), validate))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Ids of the policies, in file order.
+    fn policy_ids(&self) -> Vec<String> {
+        self.core
+            .current
+            .load()
+            .set
+            .policies
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Annotations of one policy, e.g. `{"obligation": "approval"}`.
+    fn annotations(&self, py: Python<'_>, policy_id: &str) -> PyResult<Vec<(String, String)>> {
+        let snap = self.core.current.load();
+        snap.set
+            .policies
+            .iter()
+            .find(|p| p.id == policy_id)
+            .map(|p| p.annotations.clone())
+            .ok_or_else(|| to_py(py, CoreError::Request(format!("no policy `{policy_id}`"))))
+    }
+
+    /// Policy text of the current set.
+    fn policy_text(&self) -> String {
+        self.core.current.load().set.text.clone()
+    }
+
+    #[getter]
+    fn version(&self) -> u64 {
+        self.core.current.load().version
+    }
+
+    #[getter]
+    fn entity_count(&self) -> usize {
+        self.core.current.load().store.len()
+    }
+
+    #[getter]
+    fn policy_count(&self) -> usize {
+        self.core.current.load().set.policies.len()
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Engine>()?;
+    m.add_class::<Decision>()?;
+    m.add_class::<Entity>()?;
+    m.add("TetherError", py.get_type::<TetherError>())?;
+    m.add("PolicyError", py.get_type::<PolicyError>())?;
+    m.add("SchemaError", py.get_type::<SchemaError>())?;
+    m.add("EntityError", py.get_type::<EntityError>())?;
+    m.add("RequestError", py.get_type::<RequestError>())?;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Runtime values and the string interner.
+//!
+//! Every string the engine sees (entity types and ids, attribute names, string
+//! constants and attribute values) is interned to a dense `Sym` when a snapshot
+//! is built, so equality is an integer compare and cloning a value never
+//! touches a refcount for scalars. Strings that first appear in a request (an
+//! unknown context value, say) get request-local symbols above the snapshot's
+//! range; see `eval::Request`.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+/// An interned string.
+pub type Sym = u32;
+
+/// An entity uid: interned type name and interned id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Euid {
+    pub ty: Sym,
+    pub id: Sym,
+}
+
+/// A Cedar value.
+///
+/// Sets and records are kept in canonical order (sorted by `canonical_cmp`,
+/// deduplicated) so structural equality is Cedar's set/record equality.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Bool(bool),
+    Long(i64),
+    Str(Sym),
+    Entity(Euid),
+    Set(Arc<[Value]>),
+    Record(Arc<Record>),
+    /// Extension values (decimal, ipaddr, datetime, duration) stay in Cedar's own
+    /// representation so every extension function is Cedar's own code.
+    Ext(Arc<cedar_policy_core::ast::Value>),
+}
+
+/// A record: fields sorted by key symbol.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub fields: Vec<(Sym, Value)>,
+}
+
+impl Record {
+    pub fn from_unsorted(mut fields: Vec<(Sym, Value)>) -> Self {
+        fields.sort_by_key(|(k, _)| *k);
+        fields.dedup_by_key(|(k, _)| *k);
+        Record { fields }
+    }
+
+    #[inline]
+    pub fn get(&self, key: Sym) -> Option<&Value> {
+        // Records are small; a linear scan beats binary search below ~16 fields.
+        if self.fields.len() <= 16 {
+            self.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        } else {
+            self.fields
+                .binary_search_by_key(&key, |(k, _)| *k)
+                .ok()
+                .map(|i| &self.fields[i].1)
+        }
+    }
+}
+
+impl Value {
+    pub fn set_from(mut items: Vec<Value>) -> Value {
+        items.sort_by(canonical_cmp);
+        items.dedup_by(|a, b| canonical_cmp(a, b) == Ordering::Equal);
+        Value::Set(items.into())
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "bool",
+            Value::Long(_) => "long",
+            Value::Str(_) => "string",
+            Value::Entity(_) => "entity",
+            Value::Set(_) => "set",
+            Value::Record(_) => "record",
+            Value::Ext(v) => match &v.value {
+                cedar_policy_core::ast::ValueKind::ExtensionValue(e) => ext_type_name(e.typename()),
+                _ => "extension",
+            },
+        }
+    }
+}
+
+fn ext_type_name(name: cedar_policy_core::ast::Name) -> &'static str {
+    match name.to_string().as_str() {
+        "decimal" => "decimal",
+        "ipaddr" => "ipaddr",
+        "datetime" => "datetime",
+        "duration" => "duration",
+        _ => "extension",
+    }
+}
+
+fn rank(v: &Value) -> u8 {
+    match v {
+        Value::Bool(_) => 0,
+        Value::Long(_) => 1,
+        Value::Str(_) => 2,
+        Value::Entity(_) => 3,
+        Value::Set(_) => 4,
+        Value::Record(_) => 5,
+        Value::Ext(_) => 6,
+    }
+}
+
+/// A total order used only to canonicalise sets; equality under it is Cedar equality.
+pub fn canonical_cmp(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Long(x), Value::Long(y)) => x.cmp(y),
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (Value::Entity(x), Value::Entity(y)) => x.cmp(y),
+        (Value::Set(x), Value::Set(y)) => {
+            x.len().cmp(&y.len()).then_with(|| {
+                for (p, q) in x.iter().zip(y.iter()) {
+                    let o = canonical_cmp(p, q);
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                Ordering::Equal
+            })
+        }
+        (Value::Record(x), Value::Record(y)) => {
+            x.fields.len().cmp(&y.fields.len()).then_with(|| {
+                for ((kp, p), (kq, q)) in x.fields.iter().zip(y.fields.iter()) {
+                    let o = kp.cmp(kq).then_with(|| canonical_cmp(p, q));
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                Ordering::Equal
+            })
+        }
+        (Value::Ext(x), Value::Ext(y)) => x.as_ref().cmp(y.as_ref()),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+#[inline]
+pub fn value_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Long(x), Value::Long(y)) => x == y,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Entity(x), Value::Entity(y)) => x == y,
+        _ => canonical_cmp(a, b) == Ordering::Equal && rank(a) == rank(b),
+    }
+}
+
+/// Interns strings to dense symbols. Built once per snapshot; read-only afterwards.
+#[derive(Clone, Default, Debug)]
+pub struct Interner {
+    map: FxHashMap<Arc<str>, Sym>,
+    strs: Vec<Arc<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.map.get(s) {
+            return id;
+        }
+        let id = self.strs.len() as Sym;
+        let a: Arc<str> = Arc::from(s);
+        self.strs.push(a.clone());
+        self.map.insert(a, id);
+        id
+    }
+
+    #[inline]
+    pub fn lookup(&self, s: &str) -> Option<Sym> {
+        self.map.get(s).copied()
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.strs.len()
+    }
+
+    #[inline]
+    pub fn get(&self, id: Sym) -> Option<&str> {
+        self.strs.get(id as usize).map(|s| &**s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_are_canonical() {
+        let a = Value::set_from(vec![Value::Long(3), Value::Long(1), Value::Long(3)]);
+        let b = Value::set_from(vec![Value::Long(1), Value::Long(3)]);
+        assert!(value_eq(&a, &b));
+        let c = Value::set_from(vec![Value::Long(1)]);
+        assert!(!value_eq(&a, &c));
+    }
+
+    #[test]
+    fn different_types_are_unequal() {
+        assert!(!value_eq(&Value::Long(1), &Value::Bool(true)));
+        assert!(!value_eq(&Value::Str(1), &Value::Long(1)));
+    }
+
+    #[test]
+    fn interner_is_stable() {
+        let mut i = Interner::default();
+        let a = i.intern("a");
+        let b = i.intern("b");
+        assert_ne!(a, b);
+        assert_eq!(i.intern("a"), a);
+        assert_eq!(i.get(b), Some("b"));
+        assert_eq!(i.lookup("zz"), None);
+    }
+}
