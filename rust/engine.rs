@@ -268,11 +268,13 @@ impl Core {
             None => cur.schema.clone(),
         };
         let pset = compile::parse(policies)?;
-        if let (Some(s), true) = (&schema, validate) {
-            compile::validate(&pset, s, policies)?;
-        }
+        let warnings = match (&schema, validate) {
+            (Some(s), true) => compile::validate(&pset, s, policies)?,
+            _ => Vec::new(),
+        };
         let mut interner = cur.interner.clone();
-        let set = compile::compile(policies, &pset, &mut interner)?;
+        let mut set = compile::compile(policies, &pset, &mut interner)?;
+        set.warnings = warnings;
         self.current.store(Arc::new(Snapshot {
             interner,
             set: Arc::new(set),
@@ -334,6 +336,31 @@ impl Core {
         Ok(uid)
     }
 
+    pub fn normalize_context(
+        &self,
+        action_type: &str,
+        action_id: &str,
+        context_json: &str,
+        validate: bool,
+    ) -> Result<String, TetherError> {
+        let cur = self.current.load();
+        let json: Json = serde_json::from_str(context_json)
+            .map_err(|e| TetherError::Request(format!("context JSON: {e}")))?;
+        let uid = cedar_policy::EntityUid::from_type_name_and_id(
+            action_type
+                .parse()
+                .map_err(|_| TetherError::Request(format!("bad action type `{action_type}`")))?,
+            cedar_policy::EntityId::new(action_id),
+        );
+        let schema = cur.schema.as_deref().filter(|_| validate);
+        let ctx = cedar_policy::Context::from_json_value(json, schema.map(|s| (s, &uid)))
+            .map_err(|e| TetherError::Request(crate::error::render_diag(&e)))?;
+        let out = ctx
+            .to_json_value()
+            .map_err(|e| TetherError::Request(e.to_string()))?;
+        Ok(out.to_string())
+    }
+
     fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore) {
         self.current.store(Arc::new(Snapshot {
             interner,
@@ -355,10 +382,12 @@ fn build(
     version: u64,
 ) -> Result<Snapshot, TetherError> {
     let pset = compile::parse(policies)?;
-    if let (Some(s), true) = (&schema, validate) {
-        compile::validate(&pset, s, policies)?;
-    }
-    let set = compile::compile(policies, &pset, &mut interner)?;
+    let warnings = match (&schema, validate) {
+        (Some(s), true) => compile::validate(&pset, s, policies)?,
+        _ => Vec::new(),
+    };
+    let mut set = compile::compile(policies, &pset, &mut interner)?;
+    set.warnings = warnings;
     let mut store = store.unwrap_or_default();
     let empty = Json::Array(Vec::new());
     // Always parse (even an empty list) so a schema's action entities are present.

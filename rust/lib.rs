@@ -596,6 +596,29 @@ impl Engine {
             .map_err(|e| to_py(py, e))
     }
 
+    /// Check a Cedar JSON context against the schema's context type for `action`
+    /// and return it in canonical form (explicit `__entity`/`__extn` escapes), as a
+    /// JSON string. Without a schema (or with `validate=False`) it is only
+    /// parsed and canonicalised.
+    #[pyo3(signature = (action, context_json, *, validate=true))]
+    fn normalize_context(
+        &self,
+        py: Python<'_>,
+        action: &Bound<'_, PyAny>,
+        context_json: &str,
+        validate: bool,
+    ) -> PyResult<String> {
+        let (ty, id): (String, String) = if let Ok(s) = action.downcast::<PyString>() {
+            let (t, i) = request::parse_uid(s.to_str()?).map_err(|e| to_py(py, e))?;
+            (t.to_owned(), i.into_owned())
+        } else {
+            action.extract()?
+        };
+        self.core
+            .normalize_context(&ty, &id, context_json, validate)
+            .map_err(|e| to_py(py, e))
+    }
+
     /// Ids of the policies, in file order.
     fn policy_ids(&self) -> Vec<String> {
         self.core
@@ -617,6 +640,11 @@ impl Engine {
             .find(|p| p.id == policy_id)
             .map(|p| p.annotations.clone())
             .ok_or_else(|| to_py(py, CoreError::Request(format!("no policy `{policy_id}`"))))
+    }
+
+    /// Cedar validator warnings for the current set (e.g. a policy that can never apply).
+    fn warnings(&self) -> Vec<String> {
+        self.core.current.load().set.warnings.clone()
     }
 
     /// Policy text of the current set.

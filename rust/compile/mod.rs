@@ -20,6 +20,8 @@ pub struct CompiledSet {
     pub forbids: Index,
     pub permits: Index,
     pub text: String,
+    /// Cedar validator warnings from the last validation (empty when not validated).
+    pub warnings: Vec<String>,
 }
 
 /// Order policy ids as Cedar names them (`policy2` before `policy10`).
@@ -77,11 +79,12 @@ pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
     })
 }
 
-/// Validate against a schema (strict mode); the first error is reported with its location.
-pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<(), TetherError> {
+/// Validate against a schema (strict mode); the first error is reported with its
+/// location. Cedar's warnings (e.g. a policy that can never apply) are returned.
+pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<Vec<String>, TetherError> {
     let res = Validator::new(schema.clone()).validate(pset, ValidationMode::Strict);
     if res.validation_passed() {
-        return Ok(());
+        return Ok(res.validation_warnings().map(|w| render_diag(w)).collect());
     }
     let errs: Vec<String> = res.validation_errors().map(|e| render_diag(e)).collect();
     let first = res.validation_errors().next();
@@ -174,5 +177,6 @@ pub fn compile(
         forbids,
         permits,
         text: text.to_owned(),
+        warnings: Vec::new(),
     })
 }
