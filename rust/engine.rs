@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use cedar_policy::Schema;
 use serde_json::Value as Json;
 
-use crate::compile::index::{scope_holds, ScopeFacts};
+use crate::compile::index::{scope_holds, Lists, ScopeFacts};
 use crate::compile::ir::Effect;
 use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
@@ -57,9 +57,13 @@ pub struct ResolvedRequest {
     pub principal: Euid,
     pub action: Euid,
     pub resource: Euid,
-    pub context: Value,
+    /// `None` is the empty record (no allocation for context-free requests).
+    pub context: Option<Value>,
     pub locals: Locals,
 }
+
+static EMPTY_CONTEXT: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| Value::Record(Arc::new(crate::value::Record::default())));
 
 thread_local! {
     /// Per-thread stamps for deduplicating candidates; reused, so no allocation per call.
@@ -77,6 +81,12 @@ impl Snapshot {
             resource: req.resource,
             resource_anc: store.ancestors(&req.resource),
         };
+        let mut out = Outcome::default();
+        let mut lists = Lists::new();
+        let multi = self.set.index.candidates(&facts, &mut lists);
+        if lists.total == 0 {
+            return out;
+        }
         let ev = Evaluator {
             nodes: &self.set.nodes,
             store,
@@ -85,12 +95,11 @@ impl Snapshot {
             principal: req.principal,
             action: req.action,
             resource: req.resource,
-            context: &req.context,
+            context: req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
         };
-        let mut out = Outcome::default();
         // Whether evaluation may stop at the first decisive policy.
         let short = mode == Mode::Fast && on_error == OnError::Skip;
-        let forbid_hit = self.scan(Effect::Forbid, &facts, &ev, &mut out, short);
+        let forbid_hit = self.scan(Effect::Forbid, &lists, multi, &facts, &ev, &mut out, short);
         if forbid_hit && short {
             return out;
         }
@@ -99,7 +108,7 @@ impl Snapshot {
             return out;
         }
         let forbid_reasons = out.reasons.len();
-        let permit_hit = self.scan(Effect::Permit, &facts, &ev, &mut out, short);
+        let permit_hit = self.scan(Effect::Permit, &lists, multi, &facts, &ev, &mut out, short);
         if forbid_hit {
             out.reasons.truncate(forbid_reasons);
             out.allowed = false;
@@ -113,50 +122,38 @@ impl Snapshot {
     }
 
     /// Evaluate the candidate policies of one effect; true if any is satisfied.
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &self,
         effect: Effect,
+        lists: &Lists<'_>,
+        multi: bool,
         facts: &ScopeFacts<'_>,
         ev: &Evaluator<'_>,
         out: &mut Outcome,
         short: bool,
     ) -> bool {
-        let idx = match effect {
-            Effect::Forbid => &self.set.forbids,
-            Effect::Permit => &self.set.permits,
-        };
-        let (lists, multi) = idx.candidates(facts);
-        if lists.total == 0 {
-            return false;
-        }
         let mut hit = false;
         let mut visit = |pi: u32, out: &mut Outcome| -> bool {
             let p = &self.set.policies[pi as usize];
             if !scope_holds(p, facts) {
                 return false;
             }
-            let mut ok = true;
             for c in p.clauses.iter() {
                 match ev.eval_bool(c.node) {
                     Ok(b) if b != c.unless => {}
-                    Ok(_) => {
-                        ok = false;
-                        break;
-                    }
+                    Ok(_) => return false,
                     Err(e) => {
                         out.errors.push((pi, e));
-                        ok = false;
-                        break;
+                        return false;
                     }
                 }
             }
-            if ok {
-                hit = true;
-                if !short {
-                    out.reasons.push(pi);
-                }
+            hit = true;
+            if !short {
+                out.reasons.push(pi);
             }
-            ok && short
+            short
         };
         if multi {
             SEEN.with(|cell| {
@@ -170,7 +167,7 @@ impl Snapshot {
                 if stamps.len() < self.set.policies.len() {
                     stamps.resize(self.set.policies.len(), 0);
                 }
-                for pi in lists.iter() {
+                for pi in lists.iter(effect) {
                     if stamps[pi as usize] == *gen {
                         continue;
                     }
@@ -181,7 +178,7 @@ impl Snapshot {
                 }
             });
         } else {
-            for pi in lists.iter() {
+            for pi in lists.iter(effect) {
                 if visit(pi, out) {
                     break;
                 }
@@ -204,8 +201,7 @@ pub fn parse_schema(text: &str) -> Result<Schema, TetherError> {
     if trimmed.starts_with('{') {
         let j: Json = serde_json::from_str(text)
             .map_err(|e| TetherError::Schema(format!("schema JSON: {e}")))?;
-        Schema::from_json_value(j)
-            .map_err(|e| TetherError::Schema(crate::error::render_diag(&e)))
+        Schema::from_json_value(j).map_err(|e| TetherError::Schema(crate::error::render_diag(&e)))
     } else {
         Schema::from_cedarschema_str(text)
             .map(|(s, _warnings)| s)

@@ -63,6 +63,10 @@ impl EntityStore {
         self.map.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     pub fn upsert(&mut self, uid: Euid, data: EntityData) {
         self.map.insert(uid, data);
     }

@@ -21,11 +21,31 @@ use error::TetherError as CoreError;
 use eval::Locals;
 use value::{Euid, Record, Value};
 
-create_exception!(_core, TetherError, PyException, "Base of every tether error.");
-create_exception!(_core, PolicyError, TetherError, "A policy failed to parse, validate or compile.");
+create_exception!(
+    _core,
+    TetherError,
+    PyException,
+    "Base of every tether error."
+);
+create_exception!(
+    _core,
+    PolicyError,
+    TetherError,
+    "A policy failed to parse, validate or compile."
+);
 create_exception!(_core, SchemaError, TetherError, "A schema failed to parse.");
-create_exception!(_core, EntityError, TetherError, "Entity data is malformed or invalid.");
-create_exception!(_core, RequestError, TetherError, "An authorization request is malformed.");
+create_exception!(
+    _core,
+    EntityError,
+    TetherError,
+    "Entity data is malformed or invalid."
+);
+create_exception!(
+    _core,
+    RequestError,
+    TetherError,
+    "An authorization request is malformed."
+);
 
 fn to_py(py: Python<'_>, e: CoreError) -> PyErr {
     match e {
@@ -104,6 +124,26 @@ impl Decision {
 
 const MAX_DEPTH: usize = 256;
 
+/// A context conversion error and the path (`.a.b[2]`) to the offending value.
+struct PathErr {
+    path: String,
+    msg: String,
+}
+
+impl PathErr {
+    fn new(msg: impl Into<String>) -> Self {
+        PathErr {
+            path: String::new(),
+            msg: msg.into(),
+        }
+    }
+
+    fn under(mut self, step: &str) -> Self {
+        self.path.insert_str(0, step);
+        self
+    }
+}
+
 struct Converter<'s> {
     snap: &'s Snapshot,
     locals: Locals,
@@ -131,6 +171,14 @@ impl<'s> Converter<'s> {
     }
 
     fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
+        if let Ok(s) = obj.downcast::<PyString>() {
+            let s = s
+                .to_str()
+                .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
+            let (ty, id) =
+                request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
+            return Ok(self.uid_parts(ty, &id));
+        }
         if let Ok(h) = obj.downcast::<Entity>() {
             let h = h.get();
             if h.engine_id != self.engine_id {
@@ -140,14 +188,6 @@ impl<'s> Converter<'s> {
                 )));
             }
             return Ok(h.uid);
-        }
-        if let Ok(s) = obj.downcast::<PyString>() {
-            let s = s
-                .to_str()
-                .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
-            let (ty, id) = request::parse_uid(s)
-                .map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
-            return Ok(self.uid_parts(ty, &id));
         }
         if let Ok(t) = obj.downcast::<PyTuple>() {
             if t.len() == 2 {
@@ -165,8 +205,16 @@ impl<'s> Converter<'s> {
                 None => d.clone().into_any(),
             };
             if let Ok(d) = inner.downcast::<PyDict>() {
-                let ty = d.get_item("type").ok().flatten().and_then(|x| x.extract::<String>().ok());
-                let id = d.get_item("id").ok().flatten().and_then(|x| x.extract::<String>().ok());
+                let ty = d
+                    .get_item("type")
+                    .ok()
+                    .flatten()
+                    .and_then(|x| x.extract::<String>().ok());
+                let id = d
+                    .get_item("id")
+                    .ok()
+                    .flatten()
+                    .and_then(|x| x.extract::<String>().ok());
                 if let (Some(ty), Some(id)) = (ty, id) {
                     return Ok(self.uid_parts(&ty, &id));
                 }
@@ -175,55 +223,59 @@ impl<'s> Converter<'s> {
         Err(CoreError::Request(format!(
             "{role}: expected 'Type::\"id\"', a (type, id) tuple, an engine.entity() handle or \
              {{\"type\": .., \"id\": ..}}, got {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         )))
     }
 
-    fn value(&mut self, obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> Result<Value, CoreError> {
+    /// Convert one context value. Errors carry the path to the bad value, built
+    /// only while unwinding so the success path formats nothing.
+    fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
         if depth > MAX_DEPTH {
-            return Err(CoreError::Request(format!(
-                "context{path}: nested deeper than {MAX_DEPTH} levels"
+            return Err(PathErr::new(format!(
+                "nested deeper than {MAX_DEPTH} levels"
             )));
         }
-        let bad = |what: &str| CoreError::Request(format!("context{path}: {what}"));
         if obj.is_instance_of::<PyBool>() {
-            return Ok(Value::Bool(obj.extract::<bool>().unwrap_or(false)));
+            return Ok(Value::Bool(obj.is_truthy().unwrap_or(false)));
         }
         if obj.is_instance_of::<PyInt>() {
             return obj
                 .extract::<i64>()
                 .map(Value::Long)
-                .map_err(|_| bad("integer does not fit in 64 bits"));
+                .map_err(|_| PathErr::new("integer does not fit in 64 bits"));
         }
         if let Ok(s) = obj.downcast::<PyString>() {
-            let s = s.to_str().map_err(|_| bad("string is not valid UTF-8"))?;
+            let s = s
+                .to_str()
+                .map_err(|_| PathErr::new("string is not valid UTF-8"))?;
             return Ok(Value::Str(self.sym(s)));
-        }
-        if let Ok(h) = obj.downcast::<Entity>() {
-            return self.entity(h.as_any(), "context").map(Value::Entity);
         }
         if let Ok(d) = obj.downcast::<PyDict>() {
             if d.len() == 1 {
                 if let Some(e) = d.get_item("__entity").ok().flatten() {
                     return self
-                        .entity(&e, &format!("context{path}"))
-                        .map(Value::Entity);
+                        .entity(&e, "entity")
+                        .map(Value::Entity)
+                        .map_err(|e| PathErr::new(e.to_string()));
                 }
                 if let Some(x) = d.get_item("__extn").ok().flatten() {
-                    return self.extension(&x, path, depth);
+                    return self.extension(&x, depth);
                 }
             }
             let mut fields = Vec::with_capacity(d.len());
             for (k, v) in d.iter() {
                 let key = k
                     .downcast::<PyString>()
-                    .map_err(|_| bad("record keys must be strings"))?
+                    .map_err(|_| PathErr::new("record keys must be strings"))?
                     .to_str()
-                    .map_err(|_| bad("key is not valid UTF-8"))?
-                    .to_owned();
-                let sub = format!("{path}.{key}");
-                let val = self.value(&v, &sub, depth + 1)?;
-                fields.push((self.sym(&key), val));
+                    .map_err(|_| PathErr::new("key is not valid UTF-8"))?;
+                let val = self
+                    .value(&v, depth + 1)
+                    .map_err(|e| e.under(&format!(".{key}")))?;
+                fields.push((self.sym(key), val));
             }
             return Ok(Value::Record(Arc::new(Record::from_unsorted(fields))));
         }
@@ -233,25 +285,35 @@ impl<'s> Converter<'s> {
             || obj.is_instance_of::<PyFrozenSet>()
         {
             let mut items = Vec::new();
-            for (i, it) in obj.try_iter().map_err(|_| bad("not iterable"))?.enumerate() {
-                let it = it.map_err(|_| bad("iteration failed"))?;
-                items.push(self.value(&it, &format!("{path}[{i}]"), depth + 1)?);
+            let iter = obj.try_iter().map_err(|_| PathErr::new("not iterable"))?;
+            for (i, it) in iter.enumerate() {
+                let it = it.map_err(|_| PathErr::new("iteration failed"))?;
+                items.push(
+                    self.value(&it, depth + 1)
+                        .map_err(|e| e.under(&format!("[{i}]")))?,
+                );
             }
             return Ok(Value::set_from(items));
+        }
+        if obj.downcast::<Entity>().is_ok() {
+            return self
+                .entity(obj, "entity")
+                .map(Value::Entity)
+                .map_err(|e| PathErr::new(e.to_string()));
         }
         let tn = obj
             .get_type()
             .name()
             .map(|n| n.to_string())
             .unwrap_or_default();
-        Err(bad(&format!(
+        Err(PathErr::new(format!(
             "a {tn} is not a Cedar value (use bool, int, str, list/set, dict, an entity or \
              {{\"__extn\": ..}}; floats must be written as decimal)"
         )))
     }
 
-    fn extension(&mut self, x: &Bound<'_, PyAny>, path: &str, depth: usize) -> Result<Value, CoreError> {
-        let bad = |what: String| CoreError::Request(format!("context{path}: {what}"));
+    fn extension(&mut self, x: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
+        let bad = PathErr::new;
         let d = x
             .downcast::<PyDict>()
             .map_err(|_| bad("`__extn` must be a dict".into()))?;
@@ -275,7 +337,7 @@ impl<'s> Converter<'s> {
         };
         let mut core_args = Vec::new();
         for a in &args {
-            let v = self.value(a, path, depth + 1)?;
+            let v = self.value(a, depth + 1)?;
             let c = eval::ext::value_to_core(&v, |s| {
                 self.locals
                     .resolve(&self.snap.interner, s)
@@ -291,8 +353,10 @@ impl<'s> Converter<'s> {
             .func(&name)
             .map_err(|_| bad(format!("unknown extension function `{fname}`")))?;
         match f.call(&core_args) {
-            Ok(cedar_policy_core::ast::PartialValue::Value(v)) => eval::ext::core_result_to_value(v)
-                .ok_or_else(|| bad(format!("`{fname}` gave no value"))),
+            Ok(cedar_policy_core::ast::PartialValue::Value(v)) => {
+                eval::ext::core_result_to_value(v)
+                    .ok_or_else(|| bad(format!("`{fname}` gave no value")))
+            }
             Ok(_) => Err(bad(format!("`{fname}` gave no value"))),
             Err(e) => Err(bad(format!("{fname}: {e}"))),
         }
@@ -309,16 +373,22 @@ impl<'s> Converter<'s> {
         let action = self.entity(action, "action")?;
         let resource = self.entity(resource, "resource")?;
         let context = match context {
-            None => Value::Record(Arc::new(Record::default())),
-            Some(c) if c.is_none() => Value::Record(Arc::new(Record::default())),
+            None => None,
+            Some(c) if c.is_none() => None,
             Some(c) => {
                 if !c.is_instance_of::<PyDict>() {
                     return Err(CoreError::Request(format!(
                         "context must be a dict, got {}",
-                        c.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                        c.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
                     )));
                 }
-                self.value(c, "", 0)?
+                Some(
+                    self.value(c, 0)
+                        .map_err(|e| CoreError::Request(format!("context{}: {}", e.path, e.msg)))?,
+                )
             }
         };
         Ok(ResolvedRequest {
@@ -393,15 +463,33 @@ impl Engine {
         self as *const Engine as usize
     }
 
-    fn decision(&self, py: Python<'_>, snap: &Snapshot, req: &ResolvedRequest, out: Outcome) -> PyResult<Py<Decision>> {
+    fn decision(
+        &self,
+        py: Python<'_>,
+        snap: &Snapshot,
+        req: &ResolvedRequest,
+        out: Outcome,
+    ) -> PyResult<Py<Decision>> {
         if out.reasons.is_empty() && out.errors.is_empty() {
-            return Ok(if out.allowed { self.allow.clone_ref(py) } else { self.deny.clone_ref(py) });
+            return Ok(if out.allowed {
+                self.allow.clone_ref(py)
+            } else {
+                self.deny.clone_ref(py)
+            });
         }
         let pol = &snap.set.policies;
         let d = Decision {
             allowed: out.allowed,
-            reasons: out.reasons.iter().map(|i| pol[*i as usize].id.clone()).collect(),
-            errors: out.errors.iter().map(|(i, _)| pol[*i as usize].id.clone()).collect(),
+            reasons: out
+                .reasons
+                .iter()
+                .map(|i| pol[*i as usize].id.clone())
+                .collect(),
+            errors: out
+                .errors
+                .iter()
+                .map(|(i, _)| pol[*i as usize].id.clone())
+                .collect(),
             error_messages: out
                 .errors
                 .iter()
@@ -444,7 +532,9 @@ impl Engine {
             .transpose()
             .map_err(|e| to_py(py, e))?;
         let core = py
-            .allow_threads(|| Core::new(&text, schema.as_deref(), ents.as_ref(), validate, on_error))
+            .allow_threads(|| {
+                Core::new(&text, schema.as_deref(), ents.as_ref(), validate, on_error)
+            })
             .map_err(|e| to_py(py, e))?;
         let mk = |allowed| {
             Py::new(
@@ -512,7 +602,10 @@ impl Engine {
         for (i, r) in requests.try_iter()?.enumerate() {
             let r = r?;
             let t = r.downcast::<PyTuple>().map_err(|_| {
-                to_py(py, CoreError::Request(format!("request #{i}: expected a tuple")))
+                to_py(
+                    py,
+                    CoreError::Request(format!("request #{i}: expected a tuple")),
+                )
             })?;
             if !(3..=4).contains(&t.len()) {
                 return Err(to_py(
@@ -522,9 +615,18 @@ impl Engine {
                     )),
                 ));
             }
-            let ctx = if t.len() == 4 { Some(t.get_item(3)?) } else { None };
+            let ctx = if t.len() == 4 {
+                Some(t.get_item(3)?)
+            } else {
+                None
+            };
             let req = Converter::new(&snap, self.id())
-                .request(&t.get_item(0)?, &t.get_item(1)?, &t.get_item(2)?, ctx.as_ref())
+                .request(
+                    &t.get_item(0)?,
+                    &t.get_item(1)?,
+                    &t.get_item(2)?,
+                    ctx.as_ref(),
+                )
                 .map_err(|e| to_py(py, CoreError::Request(format!("request #{i}: {e}"))))?;
             reqs.push(req);
         }
@@ -569,7 +671,12 @@ impl Engine {
                 parts.push((t.to_owned(), i.into_owned()));
             } else {
                 let (t, i): (String, String) = u.extract().map_err(|_| {
-                    to_py(py, CoreError::Request("entity uids must be 'Type::\"id\"', (type, id) or handles".into()))
+                    to_py(
+                        py,
+                        CoreError::Request(
+                            "entity uids must be 'Type::\"id\"', (type, id) or handles".into(),
+                        ),
+                    )
                 })?;
                 parts.push((t, i));
             }

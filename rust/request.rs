@@ -32,7 +32,9 @@ pub fn parse_uid(s: &str) -> Result<(&str, Cow<'_, str>), TetherError> {
         return Err(bad("invalid entity type name"));
     }
     let rest = &s[sep + 3..];
-    let body = rest.strip_suffix('"').ok_or_else(|| bad("missing closing quote"))?;
+    let body = rest
+        .strip_suffix('"')
+        .ok_or_else(|| bad("missing closing quote"))?;
     if !body.contains('\\') {
         if body.contains('"') {
             return Err(bad("unescaped quote in id"));
@@ -117,7 +119,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in [r#"User::alice"#, r#"::"a""#, r#"1User::"a""#, r#"User::"a"#, r#"User::"a"b""#] {
+        for bad in [
+            r#"User::alice"#,
+            r#"::"a""#,
+            r#"1User::"a""#,
+            r#"User::"a"#,
+            r#"User::"a"b""#,
+        ] {
             assert!(parse_uid(bad).is_err(), "{bad}");
         }
     }

@@ -118,17 +118,15 @@ pub fn canonical_cmp(a: &Value, b: &Value) -> Ordering {
         (Value::Long(x), Value::Long(y)) => x.cmp(y),
         (Value::Str(x), Value::Str(y)) => x.cmp(y),
         (Value::Entity(x), Value::Entity(y)) => x.cmp(y),
-        (Value::Set(x), Value::Set(y)) => {
-            x.len().cmp(&y.len()).then_with(|| {
-                for (p, q) in x.iter().zip(y.iter()) {
-                    let o = canonical_cmp(p, q);
-                    if o != Ordering::Equal {
-                        return o;
-                    }
+        (Value::Set(x), Value::Set(y)) => x.len().cmp(&y.len()).then_with(|| {
+            for (p, q) in x.iter().zip(y.iter()) {
+                let o = canonical_cmp(p, q);
+                if o != Ordering::Equal {
+                    return o;
                 }
-                Ordering::Equal
-            })
-        }
+            }
+            Ordering::Equal
+        }),
         (Value::Record(x), Value::Record(y)) => {
             x.fields.len().cmp(&y.fields.len()).then_with(|| {
                 for ((kp, p), (kq, q)) in x.fields.iter().zip(y.fields.iter()) {
@@ -183,6 +181,11 @@ impl Interner {
     #[inline]
     pub fn len(&self) -> usize {
         self.strs.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.strs.is_empty()
     }
 
     #[inline]

@@ -27,9 +27,7 @@ def test_hand_written_cases() -> None:
 def test_generated_corpus(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = unpack_generated(tmp_path_factory.mktemp("cedar-corpus"))
     cases = sorted(
-        p
-        for p in (root / "corpus-tests").glob("*.json")
-        if not p.name.endswith(".entities.json")
+        p for p in (root / "corpus-tests").glob("*.json") if not p.name.endswith(".entities.json")
     )
     assert len(cases) > 6000, f"expected ~6,200 generated cases, found {len(cases)}"
     tally = Tally()

@@ -3,8 +3,6 @@
 from collections.abc import Iterable, Mapping
 from typing import Any, final
 
-EntityArg = str | tuple[str, str] | Entity | Mapping[str, Any]
-
 class TetherError(Exception): ...
 
 class PolicyError(TetherError):
@@ -23,6 +21,8 @@ class Entity:
     def type(self) -> str: ...
     @property
     def id(self) -> str: ...
+
+EntityArg = str | tuple[str, str] | Entity | Mapping[str, Any]
 
 @final
 class Decision:

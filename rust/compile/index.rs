@@ -1,55 +1,76 @@
 //! Candidate-policy index over the three scope dimensions.
 //!
 //! Each policy is filed under exactly one key per dimension (its scope
-//! constraint). A request walks only the lists its principal, action and
-//! resource can match, choosing the dimension with the fewest candidates, and
-//! checks the other two scope constraints directly. Cost is proportional to
-//! the smallest matching list, not to the size of the policy set.
+//! constraint). A request gathers only the posting lists its principal, action
+//! and resource can match, picks the dimension with the fewest candidates, and
+//! checks the other two scope constraints directly. Cost is proportional to the
+//! smallest matching list, not to the size of the policy set.
+//!
+//! Every posting list holds forbids first, then permits, with the split point
+//! stored, so one lookup serves both passes (forbids are evaluated first).
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::ir::{ActionScope, CompiledPolicy, EntityScope};
+use super::ir::{ActionScope, CompiledPolicy, Effect, EntityScope};
 use crate::value::{Euid, Sym};
 
+/// Policy indexes under one key: `ids[..forbids]` are forbids, the rest permits.
 #[derive(Default, Debug)]
-pub struct EntityDim {
-    eq: FxHashMap<Euid, Vec<u32>>,
-    /// `in E` and `is T in E`, filed under E.
-    within: FxHashMap<Euid, Vec<u32>>,
-    is: FxHashMap<Sym, Vec<u32>>,
-    any: Vec<u32>,
+pub struct Posting {
+    ids: Vec<u32>,
+    forbids: usize,
 }
 
-impl EntityDim {
-    fn add(&mut self, scope: &EntityScope, p: u32) {
-        match scope {
-            EntityScope::Any => self.any.push(p),
-            EntityScope::Eq(u) => self.eq.entry(*u).or_default().push(p),
-            EntityScope::In(u) | EntityScope::IsIn(_, u) => {
-                self.within.entry(*u).or_default().push(p)
+impl Posting {
+    fn push(&mut self, p: u32, effect: Effect) {
+        match effect {
+            Effect::Forbid => {
+                self.ids.insert(self.forbids, p);
+                self.forbids += 1;
             }
-            EntityScope::Is(t) => self.is.entry(*t).or_default().push(p),
+            Effect::Permit => self.ids.push(p),
         }
     }
 
-    /// The lists a request entity can match, and their total length.
-    fn lists<'a>(
-        &'a self,
-        uid: &Euid,
-        ancestors: Option<&FxHashSet<Euid>>,
-        out: &mut Lists<'a>,
-    ) {
+    #[inline]
+    pub fn part(&self, effect: Effect) -> &[u32] {
+        match effect {
+            Effect::Forbid => &self.ids[..self.forbids],
+            Effect::Permit => &self.ids[self.forbids..],
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct EntityDim {
+    eq: FxHashMap<Euid, Posting>,
+    /// `in E` and `is T in E`, filed under E.
+    within: FxHashMap<Euid, Posting>,
+    is: FxHashMap<Sym, Posting>,
+    any: Posting,
+}
+
+impl EntityDim {
+    fn add(&mut self, scope: &EntityScope, p: u32, e: Effect) {
+        match scope {
+            EntityScope::Any => self.any.push(p, e),
+            EntityScope::Eq(u) => self.eq.entry(*u).or_default().push(p, e),
+            EntityScope::In(u) | EntityScope::IsIn(_, u) => {
+                self.within.entry(*u).or_default().push(p, e)
+            }
+            EntityScope::Is(t) => self.is.entry(*t).or_default().push(p, e),
+        }
+    }
+
+    fn lists<'a>(&'a self, uid: &Euid, ancestors: Option<&FxHashSet<Euid>>, out: &mut Lists<'a>) {
         out.push(&self.any);
         if let Some(l) = self.eq.get(uid) {
             out.push(l);
         }
-        if let Some(l) = self.within.get(uid) {
-            out.push(l);
-        }
-        if let Some(l) = self.is.get(&uid.ty) {
-            out.push(l);
-        }
         if !self.within.is_empty() {
+            if let Some(l) = self.within.get(uid) {
+                out.push(l);
+            }
             if let Some(anc) = ancestors {
                 for a in anc {
                     if let Some(l) = self.within.get(a) {
@@ -58,28 +79,34 @@ impl EntityDim {
                 }
             }
         }
+        if let Some(l) = self.is.get(&uid.ty) {
+            out.push(l);
+        }
     }
 }
 
 #[derive(Default, Debug)]
 pub struct ActionDim {
     /// `action == A` and `action in [.., A, ..]`, filed under each A.
-    keyed: FxHashMap<Euid, Vec<u32>>,
-    any: Vec<u32>,
+    keyed: FxHashMap<Euid, Posting>,
+    any: Posting,
 }
 
-/// A small stack-allocated collection of posting lists.
+const INLINE: usize = 6;
+
+/// The posting lists one request matches in one dimension. Inline storage
+/// keeps the common case (a handful of lists) free of allocation.
 pub struct Lists<'a> {
-    pub lists: [&'a [u32]; 16],
-    pub n: usize,
-    pub overflow: Vec<&'a [u32]>,
+    inline: [Option<&'a Posting>; INLINE],
+    n: usize,
+    overflow: Vec<&'a Posting>,
     pub total: usize,
 }
 
 impl<'a> Lists<'a> {
     pub fn new() -> Self {
         Lists {
-            lists: [&[]; 16],
+            inline: [None; INLINE],
             n: 0,
             overflow: Vec::new(),
             total: 0,
@@ -87,28 +114,40 @@ impl<'a> Lists<'a> {
     }
 
     #[inline]
-    fn push(&mut self, l: &'a [u32]) {
-        if l.is_empty() {
+    fn push(&mut self, l: &'a Posting) {
+        if l.ids.is_empty() {
             return;
         }
-        self.total += l.len();
-        if self.n < self.lists.len() {
-            self.lists[self.n] = l;
+        self.total += l.ids.len();
+        if self.n < INLINE {
+            self.inline[self.n] = Some(l);
             self.n += 1;
         } else {
             self.overflow.push(l);
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.lists[..self.n]
+    /// Number of non-empty lists.
+    pub fn count(&self) -> usize {
+        self.n + self.overflow.len()
+    }
+
+    /// Policy indexes of one effect across all lists.
+    pub fn iter(&self, effect: Effect) -> impl Iterator<Item = u32> + '_ {
+        self.inline[..self.n]
             .iter()
+            .flatten()
             .chain(self.overflow.iter())
-            .flat_map(|l| l.iter().copied())
+            .flat_map(move |l| l.part(effect).iter().copied())
     }
 }
 
-/// Index of the policies of one effect.
+impl Default for Lists<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Index {
     principal: EntityDim,
@@ -155,22 +194,19 @@ pub fn scope_holds(p: &CompiledPolicy, f: &ScopeFacts<'_>) -> bool {
 }
 
 impl Index {
-    pub fn build(policies: &[CompiledPolicy], pick: impl Fn(&CompiledPolicy) -> bool) -> Self {
+    pub fn build(policies: &[CompiledPolicy]) -> Self {
         let mut idx = Index::default();
         for (i, p) in policies.iter().enumerate() {
-            if !pick(p) {
-                continue;
-            }
             let i = i as u32;
-            idx.principal.add(&p.principal, i);
-            idx.resource.add(&p.resource, i);
+            idx.principal.add(&p.principal, i, p.effect);
+            idx.resource.add(&p.resource, i, p.effect);
             match &p.action {
-                ActionScope::Any => idx.action.any.push(i),
-                ActionScope::Eq(a) => idx.action.keyed.entry(*a).or_default().push(i),
+                ActionScope::Any => idx.action.any.push(i, p.effect),
+                ActionScope::Eq(a) => idx.action.keyed.entry(*a).or_default().push(i, p.effect),
                 ActionScope::In(list) => {
                     let uniq: FxHashSet<Euid> = list.iter().copied().collect();
                     for a in uniq {
-                        idx.action.keyed.entry(a).or_default().push(i);
+                        idx.action.keyed.entry(a).or_default().push(i, p.effect);
                     }
                 }
             }
@@ -178,11 +214,10 @@ impl Index {
         idx
     }
 
-    /// Candidate lists from the most selective dimension. A policy may appear
-    /// in more than one of the returned lists only through `action in [..]`
-    /// naming several of the request action's ancestors; callers dedupe with
-    /// `first_action_key`.
-    pub fn candidates<'a>(&'a self, f: &ScopeFacts<'_>) -> (Lists<'a>, bool) {
+    /// Candidate lists from the most selective dimension. A policy can appear
+    /// in two of the returned lists only through `action in [..]` naming two of
+    /// the request action's ancestors; the flag tells the caller to dedupe.
+    pub fn candidates<'a>(&'a self, f: &ScopeFacts<'_>, out: &mut Lists<'a>) -> bool {
         let mut a = Lists::new();
         a.push(&self.action.any);
         if let Some(l) = self.action.keyed.get(&f.action) {
@@ -197,15 +232,17 @@ impl Index {
         }
         let mut p = Lists::new();
         self.principal.lists(&f.principal, f.principal_anc, &mut p);
+        if p.total < a.total {
+            std::mem::swap(&mut a, &mut p);
+        }
         let mut r = Lists::new();
         self.resource.lists(&f.resource, f.resource_anc, &mut r);
-        if a.total <= p.total && a.total <= r.total {
-            let multi = a.n + a.overflow.len() > 1;
-            (a, multi)
-        } else if p.total <= r.total {
-            (p, false)
-        } else {
-            (r, false)
+        if r.total < a.total {
+            std::mem::swap(&mut a, &mut r);
         }
+        // `a` now holds the smallest dimension; only the action dimension can repeat.
+        let multi = a.count() > 1 && f.action_anc.is_some_and(|s| !s.is_empty());
+        *out = a;
+        multi
     }
 }

@@ -258,7 +258,11 @@ impl Lowerer<'_> {
                 self.fold_record(ids)
             }
             #[allow(unreachable_patterns)]
-            _ => return Err(Unsupported("expression kind not in tether's supported subset".into())),
+            _ => {
+                return Err(Unsupported(
+                    "expression kind not in tether's supported subset".into(),
+                ))
+            }
         })
     }
 

@@ -17,8 +17,7 @@ use ir::{Clause, CompiledPolicy, Effect, Node};
 pub struct CompiledSet {
     pub nodes: Vec<Node>,
     pub policies: Vec<CompiledPolicy>,
-    pub forbids: Index,
-    pub permits: Index,
+    pub index: Index,
     pub text: String,
     /// Cedar validator warnings from the last validation (empty when not validated).
     pub warnings: Vec<String>,
@@ -140,7 +139,9 @@ pub fn compile(
             nodes: &mut nodes,
             interner,
         };
-        let principal = lw.principal(&body.principal).map_err(|u| unsupported(u.0))?;
+        let principal = lw
+            .principal(&body.principal)
+            .map_err(|u| unsupported(u.0))?;
         let resource = lw.resource(&body.resource).map_err(|u| unsupported(u.0))?;
         let action = lw.action(&body.action);
         let mut clauses = Vec::new();
@@ -169,13 +170,11 @@ pub fn compile(
                 .collect(),
         });
     }
-    let forbids = Index::build(&out, |p| p.effect == Effect::Forbid);
-    let permits = Index::build(&out, |p| p.effect == Effect::Permit);
+    let index = Index::build(&out);
     Ok(CompiledSet {
         nodes,
         policies: out,
-        forbids,
-        permits,
+        index,
         text: text.to_owned(),
         warnings: Vec::new(),
     })

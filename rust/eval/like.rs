@@ -38,7 +38,13 @@ mod tests {
 
     fn pat(s: &str) -> Vec<PatElem> {
         s.chars()
-            .map(|c| if c == '*' { PatElem::Wildcard } else { PatElem::Char(c) })
+            .map(|c| {
+                if c == '*' {
+                    PatElem::Wildcard
+                } else {
+                    PatElem::Char(c)
+                }
+            })
             .collect()
     }
 

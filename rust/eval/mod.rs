@@ -351,7 +351,9 @@ impl EvalErr {
     pub fn render(&self, interner: &Interner, locals: &Locals) -> String {
         let s = |id: Sym| locals.resolve(interner, id).unwrap_or("?").to_owned();
         match self {
-            EvalErr::Type { expected, got } => format!("type error: expected {expected}, got {got}"),
+            EvalErr::Type { expected, got } => {
+                format!("type error: expected {expected}, got {got}")
+            }
             EvalErr::Overflow => "integer overflow".to_owned(),
             EvalErr::NoEntity(u) => format!("entity `{}::\"{}\"` does not exist", s(u.ty), s(u.id)),
             EvalErr::NoAttr(a) => format!("attribute `{}` does not exist", s(*a)),
