@@ -18,6 +18,7 @@ use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
 use crate::error::TetherError;
 use crate::eval::{EvalErr, Evaluator, Locals};
+use crate::state::{CompiledState, StateSpec};
 use crate::value::{Euid, Interner, Value};
 
 pub struct Snapshot {
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub set: Arc<CompiledSet>,
     pub store: Arc<EntityStore>,
     pub schema: Option<Arc<Schema>>,
+    /// The task state file; recompiled with every policy reload.
+    pub state_spec: Option<Arc<StateSpec>>,
     pub version: u64,
 }
 
@@ -223,20 +226,20 @@ impl Core {
     pub fn new(
         policies: &str,
         schema: Option<&str>,
-        entities: Option<&Json>,
+        entities: Option<&str>,
+        state: Option<&str>,
         validate: bool,
         on_error: OnError,
     ) -> Result<Self, TetherError> {
         let schema = schema.map(parse_schema).transpose()?.map(Arc::new);
-        let snap = build(
-            policies,
-            schema,
-            entities,
-            validate,
-            Interner::default(),
-            None,
-            0,
-        )?;
+        let state_spec = state
+            .map(|s| {
+                serde_json::from_str::<StateSpec>(s)
+                    .map_err(|e| TetherError::policy(format!("state file: {e}")))
+            })
+            .transpose()?
+            .map(Arc::new);
+        let snap = build(policies, schema, entities, state_spec, validate)?;
         Ok(Core {
             current: ArcSwap::from_pointee(snap),
             write: std::sync::Mutex::new(()),
@@ -271,17 +274,22 @@ impl Core {
         let mut interner = cur.interner.clone();
         let mut set = compile::compile(policies, &pset, &mut interner)?;
         set.warnings = warnings;
+        set.state = Some(CompiledState::compile(
+            cur.state_spec.as_deref().unwrap_or(&StateSpec::default()),
+            &mut interner,
+        )?);
         self.current.store(Arc::new(Snapshot {
             interner,
             set: Arc::new(set),
             store: cur.store.clone(),
             schema,
+            state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
         Ok(())
     }
 
-    pub fn upsert_entities(&self, json: &Json) -> Result<usize, TetherError> {
+    pub fn upsert_entities(&self, json: &str) -> Result<usize, TetherError> {
         let _w = self.lock();
         let cur = self.current.load_full();
         let mut interner = cur.interner.clone();
@@ -363,6 +371,7 @@ impl Core {
             set: cur.set.clone(),
             store: Arc::new(store),
             schema: cur.schema.clone(),
+            state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
     }
@@ -371,12 +380,11 @@ impl Core {
 fn build(
     policies: &str,
     schema: Option<Arc<Schema>>,
-    entities: Option<&Json>,
+    entities: Option<&str>,
+    state_spec: Option<Arc<StateSpec>>,
     validate: bool,
-    mut interner: Interner,
-    store: Option<EntityStore>,
-    version: u64,
 ) -> Result<Snapshot, TetherError> {
+    let mut interner = Interner::default();
     let pset = compile::parse(policies)?;
     let warnings = match (&schema, validate) {
         (Some(s), true) => compile::validate(&pset, s, policies)?,
@@ -384,10 +392,14 @@ fn build(
     };
     let mut set = compile::compile(policies, &pset, &mut interner)?;
     set.warnings = warnings;
-    let mut store = store.unwrap_or_default();
-    let empty = Json::Array(Vec::new());
+    // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
+    set.state = Some(CompiledState::compile(
+        state_spec.as_deref().unwrap_or(&StateSpec::default()),
+        &mut interner,
+    )?);
+    let mut store = EntityStore::default();
     // Always parse (even an empty list) so a schema's action entities are present.
-    let parsed = parse_entities(entities.unwrap_or(&empty), schema.as_deref(), &mut interner)?;
+    let parsed = parse_entities(entities.unwrap_or("[]"), schema.as_deref(), &mut interner)?;
     for (uid, data) in parsed {
         store.upsert(uid, data);
     }
@@ -397,6 +409,7 @@ fn build(
         set: Arc::new(set),
         store: Arc::new(store),
         schema,
-        version,
+        state_spec,
+        version: 0,
     })
 }

@@ -205,12 +205,21 @@ fn record_from_json(j: Option<&Json>, sink: &mut dyn SymSink) -> Result<Record, 
 /// convert to our store entries. `parents` are taken from the input as given
 /// (direct parents) so later upserts recompute ancestry correctly.
 pub fn parse_entities(
-    json: &Json,
+    text: &str,
     schema: Option<&cedar_policy::Schema>,
     interner: &mut Interner,
 ) -> Result<Vec<(Euid, EntityData)>, TetherError> {
-    let parsed = cedar_policy::Entities::from_json_value(json.clone(), schema)
+    // Cedar parses the text itself (it rejects duplicate keys, which a JSON value hides).
+    let parsed = cedar_policy::Entities::from_json_str(text, schema)
         .map_err(|e| TetherError::Entity(crate::error::render_diag(&e)))?;
+    let json: Json = serde_json::from_str(text).map_err(|e| {
+        TetherError::Entity(format!(
+            "entities JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let json = &json;
     let canon = parsed
         .to_json_value()
         .map_err(|e| TetherError::Entity(e.to_string()))?;

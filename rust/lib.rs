@@ -7,8 +7,11 @@ pub mod entities;
 pub mod error;
 pub mod eval;
 pub mod request;
+pub mod state;
+pub mod task_decide;
 pub mod value;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pyo3::create_exception;
@@ -105,6 +108,15 @@ struct Decision {
     error_messages: Vec<String>,
     #[pyo3(get)]
     policy_version: u64,
+    /// Why tether denied beyond the policies: revoked task, scope, budget, delegation.
+    #[pyo3(get)]
+    message: Option<String>,
+    /// Obligations (from `@obligation`) still to discharge; the action is held until then.
+    #[pyo3(get)]
+    obligations: Vec<String>,
+    /// Set when this very decision revoked the task (monitor, scope, deadline).
+    #[pyo3(get)]
+    revoked: Option<String>,
 }
 
 #[pymethods]
@@ -114,10 +126,19 @@ impl Decision {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Decision(allowed={}, reasons={:?}, errors={:?})",
+            "Decision(allowed={}, reasons={:?}, errors={:?}{}{})",
             if self.allowed { "True" } else { "False" },
             self.reasons,
-            self.errors
+            self.errors,
+            self.message
+                .as_ref()
+                .map(|m| format!(", message={m:?}"))
+                .unwrap_or_default(),
+            if self.obligations.is_empty() {
+                String::new()
+            } else {
+                format!(", obligations={:?}", self.obligations)
+            }
         )
     }
 }
@@ -163,11 +184,16 @@ impl<'s> Converter<'s> {
         self.locals.sym(&self.snap.interner, s)
     }
 
-    fn uid_parts(&mut self, ty: &str, id: &str) -> Euid {
-        Euid {
+    fn uid_parts(&mut self, ty: &str, id: &str) -> Result<Euid, CoreError> {
+        if !request::valid_type(ty) {
+            return Err(CoreError::Request(format!(
+                "{ty:?} is not a valid Cedar entity type name"
+            )));
+        }
+        Ok(Euid {
             ty: self.sym(ty),
             id: self.sym(id),
-        }
+        })
     }
 
     fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
@@ -177,7 +203,7 @@ impl<'s> Converter<'s> {
                 .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
             let (ty, id) =
                 request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
-            return Ok(self.uid_parts(ty, &id));
+            return self.uid_parts(ty, &id);
         }
         if let Ok(h) = obj.downcast::<Entity>() {
             let h = h.get();
@@ -195,7 +221,7 @@ impl<'s> Converter<'s> {
                     t.get_item(0).and_then(|x| x.extract::<String>()),
                     t.get_item(1).and_then(|x| x.extract::<String>()),
                 ) {
-                    return Ok(self.uid_parts(&ty, &id));
+                    return self.uid_parts(&ty, &id);
                 }
             }
         }
@@ -216,7 +242,7 @@ impl<'s> Converter<'s> {
                     .flatten()
                     .and_then(|x| x.extract::<String>().ok());
                 if let (Some(ty), Some(id)) = (ty, id) {
-                    return Ok(self.uid_parts(&ty, &id));
+                    return self.uid_parts(&ty, &id);
                 }
             }
         }
@@ -362,19 +388,10 @@ impl<'s> Converter<'s> {
         }
     }
 
-    fn request(
-        mut self,
-        principal: &Bound<'_, PyAny>,
-        action: &Bound<'_, PyAny>,
-        resource: &Bound<'_, PyAny>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> Result<ResolvedRequest, CoreError> {
-        let principal = self.entity(principal, "principal")?;
-        let action = self.entity(action, "action")?;
-        let resource = self.entity(resource, "resource")?;
-        let context = match context {
-            None => None,
-            Some(c) if c.is_none() => None,
+    fn context(&mut self, context: Option<&Bound<'_, PyAny>>) -> Result<Option<Value>, CoreError> {
+        match context {
+            None => Ok(None),
+            Some(c) if c.is_none() => Ok(None),
             Some(c) => {
                 if !c.is_instance_of::<PyDict>() {
                     return Err(CoreError::Request(format!(
@@ -385,12 +402,24 @@ impl<'s> Converter<'s> {
                             .unwrap_or_default()
                     )));
                 }
-                Some(
-                    self.value(c, 0)
-                        .map_err(|e| CoreError::Request(format!("context{}: {}", e.path, e.msg)))?,
-                )
+                Ok(Some(self.value(c, 0).map_err(|e| {
+                    CoreError::Request(format!("context{}: {}", e.path, e.msg))
+                })?))
             }
-        };
+        }
+    }
+
+    fn request(
+        mut self,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Result<ResolvedRequest, CoreError> {
+        let principal = self.entity(principal, "principal")?;
+        let action = self.entity(action, "action")?;
+        let resource = self.entity(resource, "resource")?;
+        let context = self.context(context)?;
         Ok(ResolvedRequest {
             principal,
             action,
@@ -407,6 +436,89 @@ struct Engine {
     core: Core,
     allow: Py<Decision>,
     deny: Py<Decision>,
+    next_task: AtomicU64,
+}
+
+/// A task's state handle: labels, counters, budgets and its revocation flag, in Rust.
+#[pyclass(frozen, module = "tether._core")]
+struct TaskHandle {
+    slot: Arc<state::TaskSlot>,
+    engine_id: usize,
+}
+
+#[pymethods]
+impl TaskHandle {
+    #[getter]
+    fn id(&self) -> u64 {
+        self.slot.id
+    }
+
+    #[getter]
+    fn depth(&self) -> u32 {
+        self.slot.depth
+    }
+
+    /// Why this task (or an ancestor) is revoked, or None while it is live.
+    #[getter]
+    fn revoked(&self) -> Option<String> {
+        self.slot.revoked_reason()
+    }
+
+    /// Revoke now; every later decision on this task and its descendants denies.
+    /// Returns False if it was already revoked (the first reason is kept).
+    fn revoke(&self, reason: &str) -> bool {
+        self.slot.revoke(reason)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("TaskHandle(id={}, depth={})", self.slot.id, self.slot.depth)
+    }
+}
+
+fn now_ms(now: Option<f64>) -> u64 {
+    let secs = now.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    });
+    (secs.max(0.0) * 1000.0) as u64
+}
+
+/// The (type, id) strings of an entity argument, for interning.
+fn uid_strings(obj: &Bound<'_, PyAny>, role: &str) -> Result<(String, String), CoreError> {
+    if let Ok(h) = obj.downcast::<Entity>() {
+        let h = h.get();
+        return Ok((h.ty.clone(), h.id.clone()));
+    }
+    if let Ok(s) = obj.downcast::<PyString>() {
+        let s = s
+            .to_str()
+            .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
+        let (t, i) =
+            request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
+        return Ok((t.to_owned(), i.into_owned()));
+    }
+    obj.extract::<(String, String)>().map_err(|_| {
+        CoreError::Request(format!(
+            "{role}: expected 'Type::\"id\"', (type, id) or a handle"
+        ))
+    })
+}
+
+/// Run `f` on a thread with a large stack: Cedar's parser recurses on nesting,
+/// and a deep policy must give an error, never overflow the caller's stack.
+fn with_big_stack<T: Send>(
+    f: impl FnOnce() -> Result<T, CoreError> + Send,
+) -> Result<T, CoreError> {
+    std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .stack_size(512 << 20)
+            .spawn_scoped(s, f)
+            .map_err(|e| CoreError::policy(format!("cannot start the compiler thread: {e}")))?;
+        h.join()
+            .unwrap_or_else(|_| Err(CoreError::policy("internal error while compiling policies")))
+    })
 }
 
 fn text_arg(obj: &Bound<'_, PyAny>, what: &str) -> Result<String, CoreError> {
@@ -429,12 +541,12 @@ fn text_arg(obj: &Bound<'_, PyAny>, what: &str) -> Result<String, CoreError> {
     Err(CoreError::policy(format!("{what} must be str or bytes")))
 }
 
-fn entities_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<serde_json::Value, CoreError> {
+fn entities_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<String, CoreError> {
     if let Ok(s) = obj.downcast::<PyString>() {
-        let s = s
+        return s
             .to_str()
-            .map_err(|_| CoreError::Entity("entities text is not valid UTF-8".into()))?;
-        return engine::parse_json(s, "entities");
+            .map(str::to_owned)
+            .map_err(|_| CoreError::Entity("entities text is not valid UTF-8".into()));
     }
     // Lists and dicts go through Python's json module: exact, and handles any nesting
     // of plain Python data that a JSON document could hold.
@@ -442,10 +554,8 @@ fn entities_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<serde_json::V
         .import("json")
         .and_then(|m| m.call_method1("dumps", (obj,)))
         .map_err(|e| CoreError::Entity(format!("entities are not JSON-serialisable: {e}")))?;
-    let s: String = json
-        .extract()
-        .map_err(|_| CoreError::Entity("entities are not JSON-serialisable".into()))?;
-    engine::parse_json(&s, "entities")
+    json.extract()
+        .map_err(|_| CoreError::Entity("entities are not JSON-serialisable".into()))
 }
 
 fn on_error_arg(s: &str) -> PyResult<OnError> {
@@ -502,6 +612,9 @@ impl Engine {
                 })
                 .collect(),
             policy_version: snap.version,
+            message: None,
+            obligations: Vec::new(),
+            revoked: None,
         };
         Py::new(py, d)
     }
@@ -510,12 +623,13 @@ impl Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (policies, schema=None, entities=None, *, on_error="skip", validate=true))]
+    #[pyo3(signature = (policies, schema=None, entities=None, *, state=None, on_error="skip", validate=true))]
     fn new(
         py: Python<'_>,
         policies: &Bound<'_, PyAny>,
         schema: Option<&Bound<'_, PyAny>>,
         entities: Option<&Bound<'_, PyAny>>,
+        state: Option<&str>,
         on_error: &str,
         validate: bool,
     ) -> PyResult<Self> {
@@ -533,7 +647,16 @@ impl Engine {
             .map_err(|e| to_py(py, e))?;
         let core = py
             .allow_threads(|| {
-                Core::new(&text, schema.as_deref(), ents.as_ref(), validate, on_error)
+                with_big_stack(|| {
+                    Core::new(
+                        &text,
+                        schema.as_deref(),
+                        ents.as_deref(),
+                        state,
+                        validate,
+                        on_error,
+                    )
+                })
             })
             .map_err(|e| to_py(py, e))?;
         let mk = |allowed| {
@@ -545,6 +668,9 @@ impl Engine {
                     errors: Vec::new(),
                     error_messages: Vec::new(),
                     policy_version: 0,
+                    message: None,
+                    obligations: Vec::new(),
+                    revoked: None,
                 },
             )
         };
@@ -552,6 +678,7 @@ impl Engine {
             core,
             allow: mk(true)?,
             deny: mk(false)?,
+            next_task: AtomicU64::new(1),
         })
     }
 
@@ -654,7 +781,7 @@ impl Engine {
     /// Add or replace entities (Cedar JSON: text or a list of dicts). Atomic.
     fn upsert_entities(&self, py: Python<'_>, entities: &Bound<'_, PyAny>) -> PyResult<usize> {
         let json = entities_json(py, entities).map_err(|e| to_py(py, e))?;
-        py.allow_threads(|| self.core.upsert_entities(&json))
+        py.allow_threads(|| with_big_stack(|| self.core.upsert_entities(&json)))
             .map_err(|e| to_py(py, e))
     }
 
@@ -699,7 +826,7 @@ impl Engine {
             .map(|s| text_arg(s, "schema"))
             .transpose()
             .map_err(|e| to_py(py, e))?;
-        py.allow_threads(|| self.core.reload(&text, schema.as_deref(), validate))
+        py.allow_threads(|| with_big_stack(|| self.core.reload(&text, schema.as_deref(), validate)))
             .map_err(|e| to_py(py, e))
     }
 
@@ -724,6 +851,173 @@ impl Engine {
         self.core
             .normalize_context(&ty, &id, context_json, validate)
             .map_err(|e| to_py(py, e))
+    }
+
+    /// Open a task for `agent`. `scope`: the actions it may take (None: any);
+    /// `deadline`: epoch seconds; `parent`: the delegating task (labels are
+    /// inherited, the actor chain extended, and every decision must also be
+    /// permitted for each ancestor and within each ancestor's scope).
+    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, max_deny_streak=0, max_rate=0, rate_window=1.0, revoke_on_budget_exhausted=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_task(
+        &self,
+        py: Python<'_>,
+        agent: &Bound<'_, PyAny>,
+        scope: Option<&Bound<'_, PyAny>>,
+        deadline: Option<f64>,
+        parent: Option<&TaskHandle>,
+        max_deny_streak: u32,
+        max_rate: u32,
+        rate_window: f64,
+        revoke_on_budget_exhausted: bool,
+    ) -> PyResult<TaskHandle> {
+        let perr = |e: CoreError| to_py(py, e);
+        let stable = |obj: &Bound<'_, PyAny>, role: &str| -> Result<Euid, CoreError> {
+            let (t, i) = uid_strings(obj, role)?;
+            self.core.intern_uid(&t, &i)
+        };
+        let agent = stable(agent, "agent").map_err(perr)?;
+        let scope = match scope.filter(|s| !s.is_none()) {
+            None => None,
+            Some(s) => {
+                let mut set = rustc_hash::FxHashSet::default();
+                for a in s.try_iter()? {
+                    set.insert(stable(&a?, "scope action").map_err(perr)?);
+                }
+                Some(set)
+            }
+        };
+        if let Some(p) = parent {
+            if p.engine_id != self.id() {
+                return Err(perr(CoreError::Request(
+                    "parent task belongs to another engine".into(),
+                )));
+            }
+        }
+        let snap = self.core.current.load();
+        let st = snap.set.state.as_ref();
+        let windows: Vec<u64> = st
+            .map(|s| s.counters.iter().map(|c| c.1).collect())
+            .unwrap_or_default();
+        let n_budgets = st.map_or(0, |s| s.budgets.len());
+        let parent_slot = parent.map(|p| p.slot.clone());
+        let mut deadline_ms = deadline.map(|d| now_ms(Some(d)));
+        if let Some(p) = &parent_slot {
+            // A child never outlives its parent.
+            deadline_ms = match (deadline_ms, p.deadline_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let slot = state::TaskSlot::new(
+            self.next_task.fetch_add(1, Ordering::Relaxed),
+            agent,
+            parent_slot,
+            scope,
+            deadline_ms,
+            state::Limits {
+                max_deny_streak,
+                max_rate,
+                rate_window_ms: (rate_window.max(0.001) * 1000.0) as u64,
+                revoke_on_budget_exhausted,
+            },
+            &windows,
+            n_budgets,
+        )
+        .map_err(|m| perr(CoreError::Request(m)))?;
+        Ok(TaskHandle {
+            slot: Arc::new(slot),
+            engine_id: self.id(),
+        })
+    }
+
+    /// Decide an action inside a task; a permit commits the task's state
+    /// effects atomically. `now` (epoch seconds) is for tests and replays.
+    #[pyo3(signature = (task, action, resource, context=None, *, reasons=false, now=None, approved=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn authorize_task(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        reasons: bool,
+        now: Option<f64>,
+        approved: Vec<String>,
+    ) -> PyResult<Py<Decision>> {
+        if task.engine_id != self.id() {
+            return Err(to_py(
+                py,
+                CoreError::Request("task belongs to another engine".into()),
+            ));
+        }
+        let snap = self.core.current.load();
+        let mut conv = Converter::new(&snap, self.id());
+        let action = conv.entity(action, "action").map_err(|e| to_py(py, e))?;
+        let resource = conv
+            .entity(resource, "resource")
+            .map_err(|e| to_py(py, e))?;
+        let context = conv.context(context).map_err(|e| to_py(py, e))?;
+        let mut req = ResolvedRequest {
+            principal: task.slot.agent,
+            action,
+            resource,
+            context,
+            locals: conv.locals,
+        };
+        let t = snap.authorize_task(
+            &task.slot,
+            &mut req,
+            reasons,
+            self.core.on_error,
+            now_ms(now),
+            &approved,
+        );
+        let pol = &snap.set.policies;
+        let out = t.outcome;
+        let d = Decision {
+            allowed: out.allowed,
+            reasons: out
+                .reasons
+                .iter()
+                .map(|i| pol[*i as usize].id.clone())
+                .collect(),
+            errors: out
+                .errors
+                .iter()
+                .map(|(i, _)| pol[*i as usize].id.clone())
+                .collect(),
+            error_messages: out
+                .errors
+                .iter()
+                .map(|(i, e)| {
+                    format!(
+                        "{}: {}",
+                        pol[*i as usize].id,
+                        e.render(&snap.interner, &req.locals)
+                    )
+                })
+                .collect(),
+            policy_version: snap.version,
+            message: t.message,
+            obligations: t.obligations,
+            revoked: t.revoked_now,
+        };
+        Py::new(py, d)
+    }
+
+    /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
+    #[pyo3(signature = (task, *, now=None))]
+    fn task_context(&self, task: &TaskHandle, now: Option<f64>) -> String {
+        let snap = self.core.current.load();
+        let inner = task.slot.lock();
+        match snap.set.state.as_ref() {
+            Some(st) => {
+                state::task_json(st, &task.slot, &inner, now_ms(now), &snap.interner).to_string()
+            }
+            None => "{}".to_owned(),
+        }
     }
 
     /// Ids of the policies, in file order.
@@ -781,6 +1075,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Decision>()?;
     m.add_class::<Entity>()?;
+    m.add_class::<TaskHandle>()?;
     m.add("TetherError", py.get_type::<TetherError>())?;
     m.add("PolicyError", py.get_type::<PolicyError>())?;
     m.add("SchemaError", py.get_type::<SchemaError>())?;

@@ -8,13 +8,21 @@ use std::borrow::Cow;
 
 use crate::error::TetherError;
 
+/// Cedar's reserved words cannot name an entity type.
+const RESERVED: [&str; 12] = [
+    "true", "false", "if", "then", "else", "in", "is", "like", "has", "__cedar", "permit", "forbid",
+];
+
 fn valid_ident(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && !RESERVED[..9].contains(&s)
+        && s != "__cedar"
 }
 
-fn valid_type(t: &str) -> bool {
+/// Whether `t` is a valid (possibly namespaced) entity type name.
+pub fn valid_type(t: &str) -> bool {
     !t.is_empty() && t.split("::").all(valid_ident)
 }
 

@@ -36,7 +36,23 @@ class Decision:
     def error_messages(self) -> list[str]: ...
     @property
     def policy_version(self) -> int: ...
+    @property
+    def message(self) -> str | None: ...
+    @property
+    def obligations(self) -> list[str]: ...
+    @property
+    def revoked(self) -> str | None: ...
     def __bool__(self) -> bool: ...
+
+@final
+class TaskHandle:
+    @property
+    def id(self) -> int: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def revoked(self) -> str | None: ...
+    def revoke(self, reason: str) -> bool: ...
 
 class Engine:
     def __init__(
@@ -45,6 +61,7 @@ class Engine:
         schema: str | bytes | None = None,
         entities: str | list[dict[str, Any]] | None = None,
         *,
+        state: str | None = None,
         on_error: str = "skip",
         validate: bool = True,
     ) -> None: ...
@@ -84,3 +101,27 @@ class Engine:
         self, action: str | tuple[str, str], context_json: str, *, validate: bool = True
     ) -> str: ...
     def warnings(self) -> list[str]: ...
+    def open_task(
+        self,
+        agent: EntityArg,
+        *,
+        scope: Iterable[EntityArg] | None = None,
+        deadline: float | None = None,
+        parent: TaskHandle | None = None,
+        max_deny_streak: int = 0,
+        max_rate: int = 0,
+        rate_window: float = 1.0,
+        revoke_on_budget_exhausted: bool = True,
+    ) -> TaskHandle: ...
+    def authorize_task(
+        self,
+        task: TaskHandle,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None = None,
+        *,
+        reasons: bool = False,
+        now: float | None = None,
+        approved: list[str] = ...,
+    ) -> Decision: ...
+    def task_context(self, task: TaskHandle, *, now: float | None = None) -> str: ...

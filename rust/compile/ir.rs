@@ -100,6 +100,8 @@ pub struct CompiledPolicy {
     pub action: ActionScope,
     pub resource: EntityScope,
     pub clauses: Box<[Clause]>,
-    /// `@obligation("...")` and other annotations, kept for the layers above.
+    /// `@obligation("a, b")`: what must happen before this permit may take effect.
+    pub obligations: Vec<String>,
+    /// All annotations, kept for the layers above (`@id`, explanations).
     pub annotations: Vec<(String, String)>,
 }

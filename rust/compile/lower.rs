@@ -20,7 +20,12 @@ pub struct Unsupported(pub String);
 pub struct Lowerer<'a> {
     pub nodes: &'a mut Vec<Node>,
     pub interner: &'a mut Interner,
+    /// Current nesting, bounded so evaluation can never exhaust the stack.
+    pub depth: usize,
 }
+
+/// Deepest expression nesting accepted; far beyond hand-written policies.
+pub const MAX_EXPR_DEPTH: usize = 1000;
 
 impl Lowerer<'_> {
     fn push(&mut self, n: Node) -> NodeId {
@@ -119,6 +124,18 @@ impl Lowerer<'_> {
     }
 
     pub fn expr(&mut self, e: &pst::Expr) -> Result<NodeId, Unsupported> {
+        self.depth += 1;
+        if self.depth > MAX_EXPR_DEPTH {
+            return Err(Unsupported(format!(
+                "expressions nested deeper than {MAX_EXPR_DEPTH} levels"
+            )));
+        }
+        let r = self.expr_inner(e);
+        self.depth -= 1;
+        r
+    }
+
+    fn expr_inner(&mut self, e: &pst::Expr) -> Result<NodeId, Unsupported> {
         use pst::Expr as E;
         Ok(match e {
             E::Literal(l) => {

@@ -21,6 +21,10 @@ pub struct CompiledSet {
     pub text: String,
     /// Cedar validator warnings from the last validation (empty when not validated).
     pub warnings: Vec<String>,
+    /// Whether any policy carries `@obligation(..)`: task decisions then need every permit.
+    pub has_obligations: bool,
+    /// The task state file compiled against the same interner.
+    pub state: Option<crate::state::CompiledState>,
 }
 
 /// Order policy ids as Cedar names them (`policy2` before `policy10`).
@@ -138,6 +142,7 @@ pub fn compile(
         let mut lw = lower::Lowerer {
             nodes: &mut nodes,
             interner,
+            depth: 0,
         };
         let principal = lw
             .principal(&body.principal)
@@ -163,6 +168,16 @@ pub fn compile(
             action,
             resource,
             clauses: clauses.into(),
+            obligations: body
+                .annotations
+                .get("obligation")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             annotations: body
                 .annotations
                 .iter()
@@ -171,10 +186,13 @@ pub fn compile(
         });
     }
     let index = Index::build(&out);
+    let has_obligations = out.iter().any(|p| !p.obligations.is_empty());
     Ok(CompiledSet {
         nodes,
         policies: out,
         index,
+        has_obligations,
+        state: None,
         text: text.to_owned(),
         warnings: Vec::new(),
     })

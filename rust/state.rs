@@ -1,0 +1,462 @@
+//! Per-task state: labels (taint), windowed counters and budgets, exposed to
+//! rules as `context.task`, and committed atomically with a permit.
+//!
+//! Each task lives in a `TaskSlot` shared by `Arc` with its Python handle and
+//! its children, so a decision reaches its state with no lookup. A slot's
+//! mutable part sits behind one uncontended mutex: a decision holds it from
+//! reading the state through evaluation to committing the effects, which is
+//! what makes check-and-reserve atomic (two concurrent actions can never both
+//! spend the last of a budget). Atomics per field could not give that across
+//! several budgets and counters at once.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashSet;
+use serde::Deserialize;
+
+use crate::compile::ir::{Node, NodeId};
+use crate::compile::lower::Lowerer;
+use crate::error::TetherError;
+use crate::value::{Euid, Interner, Record, Sym, Value};
+
+/// The state file, as JSON (the Python side reads the TOML).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, LabelSpec>,
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, CounterSpec>,
+    #[serde(default)]
+    pub budgets: std::collections::BTreeMap<String, BudgetSpec>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSpec {
+    pub set_when: String,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CounterSpec {
+    pub window_ms: u64,
+    pub count_when: String,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    pub add: String,
+    pub limit: i64,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+pub const MAX_LABELS: usize = 64;
+
+/// The state spec compiled against one snapshot's interner.
+#[derive(Debug, Default)]
+pub struct CompiledState {
+    pub nodes: Vec<Node>,
+    pub labels: Vec<(Sym, NodeId)>,
+    pub counters: Vec<(Sym, u64, NodeId)>,
+    pub budgets: Vec<(Sym, NodeId, Option<NodeId>, i64)>,
+    pub label_names: Vec<String>,
+    pub counter_names: Vec<String>,
+    pub budget_names: Vec<String>,
+    pub keys: Keys,
+}
+
+/// Interned attribute names of the `context.task` record.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Keys {
+    pub task: Sym,
+    pub labels: Sym,
+    pub counters: Sym,
+    pub budgets: Sym,
+    pub depth: Sym,
+    pub actors: Sym,
+    pub spent: Sym,
+    pub limit: Sym,
+    pub remaining: Sym,
+}
+
+fn compile_expr(
+    where_: &str,
+    src: &str,
+    nodes: &mut Vec<Node>,
+    interner: &mut Interner,
+) -> Result<NodeId, TetherError> {
+    let err = |m: String| TetherError::policy(format!("state file, {where_}: {m}"));
+    // A standalone expression is parsed by Cedar as the condition of a policy.
+    let text = format!("permit (principal, action, resource) when {{ {src} }};");
+    let pset = crate::compile::parse(&text).map_err(|e| err(e.to_string()))?;
+    let policy = pset
+        .policies()
+        .next()
+        .ok_or_else(|| err("empty expression".into()))?;
+    if pset.policies().count() != 1 {
+        return Err(err("must be a single expression".into()));
+    }
+    let pst = policy.to_pst().map_err(|e| err(e.to_string()))?;
+    let clause = pst
+        .body()
+        .clauses()
+        .first()
+        .cloned()
+        .ok_or_else(|| err("empty expression".into()))?;
+    let expr = match clause {
+        cedar_policy::pst::Clause::When(e) | cedar_policy::pst::Clause::Unless(e) => e,
+    };
+    let mut lw = Lowerer {
+        nodes,
+        interner,
+        depth: 0,
+    };
+    lw.expr(&expr)
+        .map_err(|u| err(format!("unsupported Cedar feature: {}", u.0)))
+}
+
+impl CompiledState {
+    pub fn compile(spec: &StateSpec, interner: &mut Interner) -> Result<Self, TetherError> {
+        if spec.labels.len() > MAX_LABELS {
+            return Err(TetherError::policy(format!(
+                "state file: at most {MAX_LABELS} labels are supported, got {}",
+                spec.labels.len()
+            )));
+        }
+        let mut st = CompiledState::default();
+        for (name, l) in &spec.labels {
+            let n = compile_expr(
+                &format!("labels.{name}.set_when"),
+                &l.set_when,
+                &mut st.nodes,
+                interner,
+            )?;
+            st.labels.push((interner.intern(name), n));
+            st.label_names.push(name.clone());
+        }
+        for (name, c) in &spec.counters {
+            if c.window_ms == 0 {
+                return Err(TetherError::policy(format!(
+                    "state file, counters.{name}: window must be positive"
+                )));
+            }
+            let n = compile_expr(
+                &format!("counters.{name}.count_when"),
+                &c.count_when,
+                &mut st.nodes,
+                interner,
+            )?;
+            st.counters.push((interner.intern(name), c.window_ms, n));
+            st.counter_names.push(name.clone());
+        }
+        for (name, b) in &spec.budgets {
+            if b.limit < 0 {
+                return Err(TetherError::policy(format!(
+                    "state file, budgets.{name}: limit must not be negative"
+                )));
+            }
+            let add = compile_expr(
+                &format!("budgets.{name}.add"),
+                &b.add,
+                &mut st.nodes,
+                interner,
+            )?;
+            let when = b
+                .when
+                .as_ref()
+                .map(|w| compile_expr(&format!("budgets.{name}.when"), w, &mut st.nodes, interner))
+                .transpose()?;
+            st.budgets.push((interner.intern(name), add, when, b.limit));
+            st.budget_names.push(name.clone());
+        }
+        st.keys = Keys {
+            task: interner.intern("task"),
+            labels: interner.intern("labels"),
+            counters: interner.intern("counters"),
+            budgets: interner.intern("budgets"),
+            depth: interner.intern("depth"),
+            actors: interner.intern("actors"),
+            spent: interner.intern("spent"),
+            limit: interner.intern("limit"),
+            remaining: interner.intern("remaining"),
+        };
+        Ok(st)
+    }
+}
+
+const BUCKETS: usize = 16;
+
+/// A sliding-window event count in 16 buckets: memory and time are constant,
+/// and the count is exact to within one bucket (window / 16) of the edge.
+#[derive(Debug, Clone)]
+pub struct Window {
+    width_ms: u64,
+    buckets: [(u64, u32); BUCKETS],
+}
+
+impl Window {
+    pub fn new(window_ms: u64) -> Self {
+        Window {
+            width_ms: (window_ms / BUCKETS as u64).max(1),
+            buckets: [(u64::MAX, 0); BUCKETS],
+        }
+    }
+
+    pub fn count(&self, now_ms: u64) -> u32 {
+        let cur = now_ms / self.width_ms;
+        self.buckets
+            .iter()
+            .filter(|(epoch, _)| *epoch != u64::MAX && *epoch + BUCKETS as u64 > cur)
+            .map(|(_, c)| *c)
+            .sum()
+    }
+
+    pub fn add(&mut self, now_ms: u64) {
+        let cur = now_ms / self.width_ms;
+        let slot = &mut self.buckets[(cur % BUCKETS as u64) as usize];
+        if slot.0 != cur {
+            *slot = (cur, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+    }
+}
+
+/// Monitor thresholds; zero disables a monitor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub max_deny_streak: u32,
+    pub max_rate: u32,
+    pub rate_window_ms: u64,
+    pub revoke_on_budget_exhausted: bool,
+}
+
+#[derive(Debug)]
+pub struct TaskInner {
+    pub revoked: Option<String>,
+    pub labels: u64,
+    pub counters: Vec<Window>,
+    pub spent: Vec<i64>,
+    pub deny_streak: u32,
+    pub rate: Window,
+    pub decisions: u64,
+    pub denies: u64,
+}
+
+#[derive(Debug)]
+pub struct TaskSlot {
+    pub id: u64,
+    pub agent: Euid,
+    pub parent: Option<Arc<TaskSlot>>,
+    /// Actions this task may take (`None`: unrestricted).
+    pub scope: Option<FxHashSet<Euid>>,
+    pub depth: u32,
+    /// The actor chain, root first, ending with this task's agent.
+    pub actors: Vec<Euid>,
+    pub deadline_ms: Option<u64>,
+    pub limits: Limits,
+    pub inner: Mutex<TaskInner>,
+}
+
+impl TaskSlot {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        agent: Euid,
+        parent: Option<Arc<TaskSlot>>,
+        scope: Option<FxHashSet<Euid>>,
+        deadline_ms: Option<u64>,
+        limits: Limits,
+        counter_windows: &[u64],
+        n_budgets: usize,
+    ) -> Result<Self, String> {
+        let (labels, depth, mut actors) = match &parent {
+            Some(p) => {
+                let inner = p.lock();
+                if let Some(r) = &inner.revoked {
+                    return Err(format!("parent task is revoked: {r}"));
+                }
+                (inner.labels, p.depth + 1, p.actors.clone())
+            }
+            None => (0, 0, Vec::new()),
+        };
+        actors.push(agent);
+        Ok(TaskSlot {
+            id,
+            agent,
+            parent,
+            scope,
+            depth,
+            actors,
+            deadline_ms,
+            limits,
+            inner: Mutex::new(TaskInner {
+                revoked: None,
+                labels,
+                counters: counter_windows.iter().map(|w| Window::new(*w)).collect(),
+                spent: vec![0; n_budgets],
+                deny_streak: 0,
+                rate: Window::new(limits.rate_window_ms.max(1)),
+                decisions: 0,
+                denies: 0,
+            }),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, TaskInner> {
+        // State updates never leave a half-written slot, so a poisoned lock is still whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Revoke this task (descendants see it through their parent chain). The
+    /// first reason sticks; returns whether this call revoked it.
+    pub fn revoke(&self, reason: &str) -> bool {
+        let mut inner = self.lock();
+        if inner.revoked.is_some() {
+            return false;
+        }
+        inner.revoked = Some(reason.to_owned());
+        true
+    }
+
+    /// Why this task, or the nearest revoked ancestor, is revoked.
+    pub fn revoked_reason(&self) -> Option<String> {
+        if let Some(r) = &self.lock().revoked {
+            return Some(r.clone());
+        }
+        let mut cur = self.parent.as_ref();
+        while let Some(p) = cur {
+            if let Some(r) = &p.lock().revoked {
+                return Some(format!("ancestor task {} revoked: {r}", p.id));
+            }
+            cur = p.parent.as_ref();
+        }
+        None
+    }
+
+    /// The first task on the chain (self, then ancestors) whose scope excludes `action`.
+    pub fn scope_violation(&self, action: &Euid) -> Option<u64> {
+        let mut cur: Option<&TaskSlot> = Some(self);
+        while let Some(t) = cur {
+            if let Some(s) = &t.scope {
+                if !s.contains(action) {
+                    return Some(t.id);
+                }
+            }
+            cur = t.parent.as_deref();
+        }
+        None
+    }
+}
+
+/// Build the `context.task` record for the current state.
+pub fn task_value(st: &CompiledState, slot: &TaskSlot, inner: &TaskInner, now_ms: u64) -> Value {
+    let k = st.keys;
+    let labels: Vec<Value> = st
+        .labels
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| inner.labels & (1u64 << i) != 0)
+        .map(|(_, (name, _))| Value::Str(*name))
+        .collect();
+    let counters: Vec<(Sym, Value)> = st
+        .counters
+        .iter()
+        .zip(&inner.counters)
+        .map(|((name, _, _), w)| (*name, Value::Long(i64::from(w.count(now_ms)))))
+        .collect();
+    let budgets: Vec<(Sym, Value)> = st
+        .budgets
+        .iter()
+        .zip(&inner.spent)
+        .map(|((name, _, _, limit), spent)| {
+            let rec = Record::from_unsorted(vec![
+                (k.spent, Value::Long(*spent)),
+                (k.limit, Value::Long(*limit)),
+                (k.remaining, Value::Long(limit - spent)),
+            ]);
+            (*name, Value::Record(Arc::new(rec)))
+        })
+        .collect();
+    let actors: Vec<Value> = slot.actors.iter().map(|a| Value::Str(a.id)).collect();
+    Value::Record(Arc::new(Record::from_unsorted(vec![
+        (k.labels, Value::set_from(labels)),
+        (
+            k.counters,
+            Value::Record(Arc::new(Record::from_unsorted(counters))),
+        ),
+        (
+            k.budgets,
+            Value::Record(Arc::new(Record::from_unsorted(budgets))),
+        ),
+        (k.depth, Value::Long(i64::from(slot.depth))),
+        (k.actors, Value::set_from(actors)),
+    ])))
+}
+
+/// `context.task` as JSON, for replaying a decision in another Cedar engine.
+pub fn task_json(
+    st: &CompiledState,
+    slot: &TaskSlot,
+    inner: &TaskInner,
+    now_ms: u64,
+    interner: &Interner,
+) -> serde_json::Value {
+    use serde_json::json;
+    let labels: Vec<&str> = st
+        .label_names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| inner.labels & (1u64 << i) != 0)
+        .map(|(_, n)| n.as_str())
+        .collect();
+    let counters: serde_json::Map<String, serde_json::Value> = st
+        .counter_names
+        .iter()
+        .zip(&inner.counters)
+        .map(|(n, w)| (n.clone(), json!(w.count(now_ms))))
+        .collect();
+    let budgets: serde_json::Map<String, serde_json::Value> = st
+        .budget_names
+        .iter()
+        .zip(st.budgets.iter().zip(&inner.spent))
+        .map(|(n, ((_, _, _, limit), spent))| {
+            (
+                n.clone(),
+                json!({"spent": spent, "limit": limit, "remaining": limit - spent}),
+            )
+        })
+        .collect();
+    let actors: Vec<&str> = slot
+        .actors
+        .iter()
+        .map(|a| interner.get(a.id).unwrap_or(""))
+        .collect();
+    json!({
+        "labels": labels,
+        "counters": counters,
+        "budgets": budgets,
+        "depth": slot.depth,
+        "actors": actors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_and_slides() {
+        let mut w = Window::new(1600);
+        w.add(0);
+        w.add(50);
+        w.add(150);
+        assert_eq!(w.count(150), 3);
+        assert_eq!(w.count(1599), 3);
+        // The first bucket (0..100) has left the window at t=1600.
+        assert_eq!(w.count(1650), 1);
+        assert_eq!(w.count(10_000), 0);
+    }
+}
