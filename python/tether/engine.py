@@ -6,6 +6,7 @@ from os import PathLike
 from pathlib import Path
 
 from tether import _core
+from tether.state import load_state
 
 StrPath = str | PathLike[str]
 
@@ -20,13 +21,23 @@ class Engine(_core.Engine):
         schema: StrPath | None = None,
         entities: StrPath | None = None,
         *,
+        state: StrPath | None = None,
         on_error: str = "skip",
         validate: bool = True,
     ) -> Engine:
         """Build an engine from `.cedar` file(s), a `.cedarschema` (or JSON schema)
-        and a Cedar JSON entities file. Several policy files are concatenated in order."""
+        a Cedar JSON entities file and a task state file (`state.toml`). Several policy
+        files are concatenated in order."""
         paths = policies if isinstance(policies, list) else [policies]
         text = "\n".join(Path(p).read_text(encoding="utf-8") for p in paths)
         schema_text = Path(schema).read_text(encoding="utf-8") if schema is not None else None
         entities_text = Path(entities).read_text(encoding="utf-8") if entities is not None else None
-        return cls(text, schema_text, entities_text, on_error=on_error, validate=validate)
+        state_spec = load_state(state) if state is not None else None
+        return cls(
+            text,
+            schema_text,
+            entities_text,
+            state=state_spec,
+            on_error=on_error,
+            validate=validate,
+        )
