@@ -333,9 +333,10 @@ class Guard:
         self._wake = anyio.Event()
 
     async def __aenter__(self) -> Self:
-        self._tg = await anyio.create_task_group().__aenter__()
+        # Enter the broker first so the task groups nest (anyio requires LIFO exit).
         if self.broker is not None:
             await self.broker.__aenter__()
+        self._tg = await anyio.create_task_group().__aenter__()
         self._tg.start_soon(self._watch_deadlines)
         return self
 
@@ -349,12 +350,12 @@ class Guard:
             for t in list(self.tasks.values()):
                 if t.parent is None:
                     await t.close("guard stopped")
-            if self.broker is not None:
-                await self.broker.__aexit__(exc_type, exc, tb)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
+        if self.broker is not None:
+            await self.broker.__aexit__(exc_type, exc, tb)
 
     async def authenticate(self, token: str) -> Agent:
         if self.authenticator is None:
