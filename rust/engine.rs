@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use cedar_policy::Schema;
 use serde_json::Value as Json;
 
-use crate::compile::index::{scope_holds, Lists, ScopeFacts};
+use crate::compile::index::{Lists, ScopeFacts};
 use crate::compile::ir::Effect;
 use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
@@ -139,7 +139,7 @@ impl Snapshot {
         let mut hit = false;
         let mut visit = |pi: u32, out: &mut Outcome| -> bool {
             let p = &self.set.policies[pi as usize];
-            if !scope_holds(p, facts) {
+            if !self.set.index.holds(pi, &self.set.policies, facts) {
                 return false;
             }
             for c in p.clauses.iter() {
@@ -278,10 +278,12 @@ impl Core {
             cur.state_spec.as_deref().unwrap_or(&StateSpec::default()),
             &mut interner,
         )?);
+        let mut store = (*cur.store).clone();
+        store.finish(&interner, &set.named_uids);
         self.current.store(Arc::new(Snapshot {
             interner,
             set: Arc::new(set),
-            store: cur.store.clone(),
+            store: Arc::new(store),
             schema,
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
@@ -299,7 +301,7 @@ impl Core {
         for (uid, data) in parsed {
             store.upsert(uid, data);
         }
-        store.recompute_ancestors();
+        store.finish(&interner, &cur.set.named_uids);
         self.publish(&cur, interner, store);
         Ok(n)
     }
@@ -316,7 +318,7 @@ impl Core {
                 }
             }
         }
-        store.recompute_ancestors();
+        store.finish(&cur.interner, &cur.set.named_uids);
         self.publish(&cur, cur.interner.clone(), store);
         Ok(n)
     }
@@ -403,7 +405,7 @@ fn build(
     for (uid, data) in parsed {
         store.upsert(uid, data);
     }
-    store.recompute_ancestors();
+    store.finish(&interner, &set.named_uids);
     Ok(Snapshot {
         interner,
         set: Arc::new(set),

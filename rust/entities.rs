@@ -42,6 +42,9 @@ pub struct EntityData {
 #[derive(Debug, Clone, Default)]
 pub struct EntityStore {
     map: FxHashMap<Euid, EntityData>,
+    /// `Type::"id"` text of every stored entity whose id needs no escaping, so a
+    /// request naming an entity by string costs one hash probe.
+    by_text: FxHashMap<Box<str>, Euid>,
 }
 
 impl EntityStore {
@@ -73,6 +76,26 @@ impl EntityStore {
 
     pub fn remove(&mut self, uid: &Euid) -> bool {
         self.map.remove(uid).is_some()
+    }
+
+    #[inline]
+    pub fn uid_by_text(&self, text: &str) -> Option<Euid> {
+        self.by_text.get(text).copied()
+    }
+
+    /// Derive ancestors and the text index after a change.
+    /// `named` are uids the policies mention (actions, mostly), indexed too.
+    pub fn finish(&mut self, interner: &Interner, named: &[Euid]) {
+        self.recompute_ancestors();
+        self.by_text = self
+            .map
+            .keys()
+            .chain(named)
+            .filter_map(|u| {
+                let (ty, id) = (interner.get(u.ty)?, interner.get(u.id)?);
+                (!id.contains(['"', '\\'])).then(|| (format!("{ty}::\"{id}\"").into(), *u))
+            })
+            .collect();
     }
 
     /// Recompute every entity's transitive ancestors from direct parents.

@@ -9,21 +9,37 @@ use std::borrow::Cow;
 use crate::error::TetherError;
 
 /// Cedar's reserved words cannot name an entity type.
-const RESERVED: [&str; 12] = [
-    "true", "false", "if", "then", "else", "in", "is", "like", "has", "__cedar", "permit", "forbid",
+const RESERVED: [&[u8]; 10] = [
+    b"true", b"false", b"if", b"then", b"else", b"in", b"is", b"like", b"has", b"__cedar",
 ];
 
-fn valid_ident(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-        && !RESERVED[..9].contains(&s)
-        && s != "__cedar"
+fn valid_ident(s: &[u8]) -> bool {
+    match s.first() {
+        Some(c) if *c == b'_' || c.is_ascii_alphabetic() => {}
+        _ => return false,
+    }
+    s.iter().all(|c| *c == b'_' || c.is_ascii_alphanumeric())
+        && (s.len() > 7 || !RESERVED.contains(&s))
 }
 
 /// Whether `t` is a valid (possibly namespaced) entity type name.
 pub fn valid_type(t: &str) -> bool {
-    !t.is_empty() && t.split("::").all(valid_ident)
+    // Byte scan rather than `split("::")`: this runs for every entity argument.
+    let b = t.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b':' {
+            if b.get(i + 1) != Some(&b':') || !valid_ident(&b[start..i]) {
+                return false;
+            }
+            i += 2;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    valid_ident(&b[start..])
 }
 
 /// Split `Type::"id"` into its type and (unescaped) id.
@@ -34,22 +50,26 @@ pub fn parse_uid(s: &str) -> Result<(&str, Cow<'_, str>), TetherError> {
             truncate(s)
         ))
     };
-    let sep = s.find("::\"").ok_or_else(|| bad("missing ::\"id\""))?;
-    let ty = &s[..sep];
+    let bytes = s.as_bytes();
+    // Type names cannot contain a quote, so the first quote opens the id.
+    let q = bytes
+        .iter()
+        .position(|b| *b == b'"')
+        .filter(|q| *q >= 2 && &bytes[q - 2..*q] == b"::")
+        .ok_or_else(|| bad("missing ::\"id\""))?;
+    let ty = &s[..q - 2];
     if !valid_type(ty) {
         return Err(bad("invalid entity type name"));
     }
-    let rest = &s[sep + 3..];
-    let body = rest
-        .strip_suffix('"')
-        .ok_or_else(|| bad("missing closing quote"))?;
-    if !body.contains('\\') {
-        if body.contains('"') {
-            return Err(bad("unescaped quote in id"));
-        }
-        return Ok((ty, Cow::Borrowed(body)));
+    if bytes.len() < q + 2 || bytes[bytes.len() - 1] != b'"' {
+        return Err(bad("missing closing quote"));
     }
-    Ok((ty, Cow::Owned(unescape(body).map_err(|e| bad(&e))?)))
+    let body = &s[q + 1..s.len() - 1];
+    match body.bytes().position(|b| b == b'\\' || b == b'"') {
+        None => Ok((ty, Cow::Borrowed(body))),
+        Some(i) if body.as_bytes()[i] == b'"' => Err(bad("unescaped quote in id")),
+        Some(_) => Ok((ty, Cow::Owned(unescape(body).map_err(|e| bad(&e))?))),
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -123,6 +143,18 @@ mod tests {
     fn unescapes() {
         let (_, i) = parse_uid(r#"User::"a\"b\\c\u{e9}""#).unwrap();
         assert_eq!(&*i, "a\"b\\cé");
+    }
+
+    #[test]
+    fn type_names() {
+        for good in ["User", "A::B", "_x::y1", "ifx", "__cedarx"] {
+            assert!(valid_type(good), "{good}");
+        }
+        for bad in [
+            "", "if", "A::if", "A:B", "A::", "::A", "A::::B", "1A", "Us er",
+        ] {
+            assert!(!valid_type(bad), "{bad}");
+        }
     }
 
     #[test]

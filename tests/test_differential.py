@@ -235,7 +235,9 @@ def test_generator_worlds_parse_in_cedarpy() -> None:
     stats: Counter[str] = Counter()
     failures: list[str] = []
 
-    @settings(SETTINGS, max_examples=200)
+    # Derandomized: this checks the generator's coverage statistics, which a rare
+    # unlucky draw could miss; the differential tests below stay random.
+    @settings(SETTINGS, max_examples=200, derandomize=True, database=None)
     @given(world=worlds())
     def run(world: World) -> None:
         stats["worlds"] += 1

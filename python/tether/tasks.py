@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -331,12 +333,17 @@ class Guard:
         self.revoked_domains: dict[str, str] = {}
         self._tg: TaskGroup | None = None
         self._wake = anyio.Event()
+        # Lease revocations requested from other threads (sync `authorize` in a worker
+        # thread); the watcher schedules them, as start_soon only works on the loop thread.
+        self._loop_thread: int | None = None
+        self._foreign_revokes: deque[str] = deque()
 
     async def __aenter__(self) -> Self:
         # Enter the broker first so the task groups nest (anyio requires LIFO exit).
         if self.broker is not None:
             await self.broker.__aenter__()
         self._tg = await anyio.create_task_group().__aenter__()
+        self._loop_thread = threading.get_ident()
         self._tg.start_soon(self._watch_deadlines)
         return self
 
@@ -454,7 +461,10 @@ class Guard:
         """Leases of the task and its descendants go in the background (the Rust
         flag already denies every decision)."""
         if self.broker is not None and self._tg is not None:
-            self._tg.start_soon(self.broker.revoke_task, task.txn)
+            if threading.get_ident() == self._loop_thread:
+                self._tg.start_soon(self.broker.revoke_task, task.txn)
+            else:
+                self._foreign_revokes.append(task.txn)
 
     async def _forget(self, task: Task) -> None:
         self.tasks.pop(task.txn, None)
@@ -483,6 +493,8 @@ class Guard:
     async def _watch_deadlines(self) -> None:
         """Revoke and close tasks whose deadline passed, even if they make no decision."""
         while True:
+            while self._foreign_revokes and self.broker is not None and self._tg is not None:
+                self._tg.start_soon(self.broker.revoke_task, self._foreign_revokes.popleft())
             now = self.clock()
             nxt = math.inf
             for t in list(self.tasks.values()):

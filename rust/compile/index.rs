@@ -15,11 +15,25 @@ use super::ir::{ActionScope, CompiledPolicy, Effect, EntityScope};
 use crate::value::{Euid, Sym};
 
 /// Policy indexes under one key: `ids[..forbids]` are forbids, the rest permits.
+///
+/// A long list is split once more by a second key (the principal's exact uid for
+/// action and resource lists, the action's for principal lists), so per-agent
+/// grants under a busy action or a shared resource group stay O(1) to find.
 #[derive(Default, Debug)]
 pub struct Posting {
     ids: Vec<u32>,
     forbids: usize,
+    split: Option<Box<Split>>,
 }
+
+#[derive(Default, Debug)]
+struct Split {
+    by: FxHashMap<Euid, Posting>,
+    rest: Posting,
+}
+
+/// Lists longer than this are split by the second key.
+const SPLIT_OVER: usize = 16;
 
 impl Posting {
     fn push(&mut self, p: u32, effect: Effect) {
@@ -29,6 +43,29 @@ impl Posting {
                 self.forbids += 1;
             }
             Effect::Permit => self.ids.push(p),
+        }
+    }
+
+    /// Split by `key` (a policy's exact uid in the other dimension, if any).
+    fn split_by(&mut self, key: &impl Fn(u32) -> Option<Euid>) {
+        if self.ids.len() <= SPLIT_OVER {
+            return;
+        }
+        let mut sp = Split::default();
+        for (i, p) in self.ids.iter().enumerate() {
+            let effect = if i < self.forbids {
+                Effect::Forbid
+            } else {
+                Effect::Permit
+            };
+            match key(*p) {
+                Some(k) => sp.by.entry(k).or_default().push(*p, effect),
+                None => sp.rest.push(*p, effect),
+            }
+        }
+        // Only worth it if it actually spreads the list out.
+        if sp.rest.ids.len() < self.ids.len() {
+            self.split = Some(Box::new(sp));
         }
     }
 
@@ -62,25 +99,44 @@ impl EntityDim {
         }
     }
 
-    fn lists<'a>(&'a self, uid: &Euid, ancestors: Option<&FxHashSet<Euid>>, out: &mut Lists<'a>) {
-        out.push(&self.any);
+    fn split_by(&mut self, key: &impl Fn(u32) -> Option<Euid>) {
+        self.any.split_by(key);
+        for p in self.eq.values_mut() {
+            p.split_by(key);
+        }
+        for p in self.within.values_mut() {
+            p.split_by(key);
+        }
+        for p in self.is.values_mut() {
+            p.split_by(key);
+        }
+    }
+
+    fn lists<'a>(
+        &'a self,
+        uid: &Euid,
+        ancestors: Option<&FxHashSet<Euid>>,
+        probe: &Euid,
+        out: &mut Lists<'a>,
+    ) {
+        out.push(&self.any, probe);
         if let Some(l) = self.eq.get(uid) {
-            out.push(l);
+            out.push(l, probe);
         }
         if !self.within.is_empty() {
             if let Some(l) = self.within.get(uid) {
-                out.push(l);
+                out.push(l, probe);
             }
             if let Some(anc) = ancestors {
                 for a in anc {
                     if let Some(l) = self.within.get(a) {
-                        out.push(l);
+                        out.push(l, probe);
                     }
                 }
             }
         }
         if let Some(l) = self.is.get(&uid.ty) {
-            out.push(l);
+            out.push(l, probe);
         }
     }
 }
@@ -114,7 +170,19 @@ impl<'a> Lists<'a> {
     }
 
     #[inline]
-    fn push(&mut self, l: &'a Posting) {
+    fn push(&mut self, l: &'a Posting, probe: &Euid) {
+        if let Some(sp) = &l.split {
+            if let Some(sub) = sp.by.get(probe) {
+                self.push_one(sub);
+            }
+            self.push_one(&sp.rest);
+        } else {
+            self.push_one(l);
+        }
+    }
+
+    #[inline]
+    fn push_one(&mut self, l: &'a Posting) {
         if l.ids.is_empty() {
             return;
         }
@@ -148,11 +216,36 @@ impl Default for Lists<'_> {
     }
 }
 
+/// A policy's scope, packed densely so candidate checks touch one cache line
+/// instead of chasing into the policy. `action_in` defers to the policy.
+#[derive(Clone, Copy, Debug)]
+struct PackedScope {
+    principal: EntityScope,
+    resource: EntityScope,
+    action: Option<Euid>,
+    action_any: bool,
+}
+
+impl PackedScope {
+    fn of(p: &CompiledPolicy) -> Self {
+        PackedScope {
+            principal: p.principal,
+            resource: p.resource,
+            action: match &p.action {
+                ActionScope::Eq(a) => Some(*a),
+                _ => None,
+            },
+            action_any: p.action == ActionScope::Any,
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Index {
     principal: EntityDim,
     action: ActionDim,
     resource: EntityDim,
+    scopes: Vec<PackedScope>,
 }
 
 /// The request's scope-relevant facts, looked up once per request.
@@ -185,17 +278,37 @@ fn entity_scope_holds(s: &EntityScope, uid: &Euid, anc: Option<&FxHashSet<Euid>>
 #[inline]
 pub fn scope_holds(p: &CompiledPolicy, f: &ScopeFacts<'_>) -> bool {
     entity_scope_holds(&p.principal, &f.principal, f.principal_anc)
-        && match &p.action {
-            ActionScope::Any => true,
-            ActionScope::Eq(a) => *a == f.action,
-            ActionScope::In(list) => list.iter().any(|a| within(&f.action, f.action_anc, a)),
-        }
+        && action_holds(&p.action, f)
         && entity_scope_holds(&p.resource, &f.resource, f.resource_anc)
 }
 
+#[inline]
+fn action_holds(a: &ActionScope, f: &ScopeFacts<'_>) -> bool {
+    match a {
+        ActionScope::Any => true,
+        ActionScope::Eq(a) => *a == f.action,
+        ActionScope::In(list) => list.iter().any(|a| within(&f.action, f.action_anc, a)),
+    }
+}
+
 impl Index {
+    /// `scope_holds` over the packed copy of policy `i`'s scope.
+    #[inline]
+    pub fn holds(&self, i: u32, policies: &[CompiledPolicy], f: &ScopeFacts<'_>) -> bool {
+        let s = &self.scopes[i as usize];
+        entity_scope_holds(&s.principal, &f.principal, f.principal_anc)
+            && match s.action {
+                Some(a) => a == f.action,
+                None => s.action_any || action_holds(&policies[i as usize].action, f),
+            }
+            && entity_scope_holds(&s.resource, &f.resource, f.resource_anc)
+    }
+
     pub fn build(policies: &[CompiledPolicy]) -> Self {
-        let mut idx = Index::default();
+        let mut idx = Index {
+            scopes: policies.iter().map(PackedScope::of).collect(),
+            ..Index::default()
+        };
         for (i, p) in policies.iter().enumerate() {
             let i = i as u32;
             idx.principal.add(&p.principal, i, p.effect);
@@ -211,6 +324,20 @@ impl Index {
                 }
             }
         }
+        let principal_eq = |i: u32| match policies[i as usize].principal {
+            EntityScope::Eq(u) => Some(u),
+            _ => None,
+        };
+        let action_eq = |i: u32| match policies[i as usize].action {
+            ActionScope::Eq(a) => Some(a),
+            _ => None,
+        };
+        idx.action.any.split_by(&principal_eq);
+        for p in idx.action.keyed.values_mut() {
+            p.split_by(&principal_eq);
+        }
+        idx.resource.split_by(&principal_eq);
+        idx.principal.split_by(&action_eq);
         idx
     }
 
@@ -219,28 +346,32 @@ impl Index {
     /// the request action's ancestors; the flag tells the caller to dedupe.
     pub fn candidates<'a>(&'a self, f: &ScopeFacts<'_>, out: &mut Lists<'a>) -> bool {
         let mut a = Lists::new();
-        a.push(&self.action.any);
+        let pr = &f.principal;
+        a.push(&self.action.any, pr);
         if let Some(l) = self.action.keyed.get(&f.action) {
-            a.push(l);
+            a.push(l, pr);
         }
         if let Some(anc) = f.action_anc {
             for x in anc {
                 if let Some(l) = self.action.keyed.get(x) {
-                    a.push(l);
+                    a.push(l, pr);
                 }
             }
         }
         let mut p = Lists::new();
-        self.principal.lists(&f.principal, f.principal_anc, &mut p);
+        self.principal
+            .lists(&f.principal, f.principal_anc, &f.action, &mut p);
         if p.total < a.total {
             std::mem::swap(&mut a, &mut p);
         }
         let mut r = Lists::new();
-        self.resource.lists(&f.resource, f.resource_anc, &mut r);
+        self.resource
+            .lists(&f.resource, f.resource_anc, &f.principal, &mut r);
         if r.total < a.total {
             std::mem::swap(&mut a, &mut r);
         }
-        // `a` now holds the smallest dimension; only the action dimension can repeat.
+        // `a` now holds the smallest dimension; only the action dimension can repeat
+        // a policy (an `action in [..]` naming two of the action's ancestors).
         let multi = a.count() > 1 && f.action_anc.is_some_and(|s| !s.is_empty());
         *out = a;
         multi

@@ -63,7 +63,7 @@ pub enum Node {
 }
 
 /// A scope constraint on the principal or the resource.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntityScope {
     Any,
     Eq(Euid),

@@ -23,6 +23,8 @@ pub struct CompiledSet {
     pub warnings: Vec<String>,
     /// Whether any policy carries `@obligation(..)`: task decisions then need every permit.
     pub has_obligations: bool,
+    /// Entity uids named in policy scopes (indexed for fast request parsing).
+    pub named_uids: Vec<crate::value::Euid>,
     /// The task state file compiled against the same interner.
     pub state: Option<crate::state::CompiledState>,
 }
@@ -186,12 +188,29 @@ pub fn compile(
         });
     }
     let index = Index::build(&out);
+    let mut named_uids: Vec<crate::value::Euid> = Vec::new();
+    for p in &out {
+        for s in [&p.principal, &p.resource] {
+            if let ir::EntityScope::Eq(u) | ir::EntityScope::In(u) | ir::EntityScope::IsIn(_, u) = s
+            {
+                named_uids.push(*u);
+            }
+        }
+        match &p.action {
+            ir::ActionScope::Eq(a) => named_uids.push(*a),
+            ir::ActionScope::In(list) => named_uids.extend(list.iter().copied()),
+            ir::ActionScope::Any => {}
+        }
+    }
+    named_uids.sort();
+    named_uids.dedup();
     let has_obligations = out.iter().any(|p| !p.obligations.is_empty());
     Ok(CompiledSet {
         nodes,
         policies: out,
         index,
         has_obligations,
+        named_uids,
         state: None,
         text: text.to_owned(),
         warnings: Vec::new(),
