@@ -44,6 +44,8 @@ pub enum OnError {
 pub enum Mode {
     Fast,
     Full,
+    /// Fast, unless a candidate permit carries an `@obligation` (then Full).
+    FastUnlessObligations,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +101,20 @@ impl Snapshot {
             action: req.action,
             resource: req.resource,
             context: req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
+        };
+        // Obligations are the union over every satisfied permit, so a candidate
+        // permit carrying one means all permits must be evaluated.
+        let mode = if mode == Mode::FastUnlessObligations {
+            let needs_all = lists
+                .iter(Effect::Permit)
+                .any(|pi| !self.set.policies[pi as usize].obligations.is_empty());
+            if needs_all {
+                Mode::Full
+            } else {
+                Mode::Fast
+            }
+        } else {
+            mode
         };
         // Whether evaluation may stop at the first decisive policy.
         let short = mode == Mode::Fast && on_error == OnError::Skip;

@@ -106,8 +106,6 @@ struct Decision {
     /// `policy id: message` for each error, in the same order.
     #[pyo3(get)]
     error_messages: Vec<String>,
-    #[pyo3(get)]
-    policy_version: u64,
     /// Why tether denied beyond the policies: revoked task, scope, budget, delegation.
     #[pyo3(get)]
     message: Option<String>,
@@ -611,7 +609,6 @@ impl Engine {
                     )
                 })
                 .collect(),
-            policy_version: snap.version,
             message: None,
             obligations: Vec::new(),
             revoked: None,
@@ -667,7 +664,6 @@ impl Engine {
                     reasons: Vec::new(),
                     errors: Vec::new(),
                     error_messages: Vec::new(),
-                    policy_version: 0,
                     message: None,
                     obligations: Vec::new(),
                     revoked: None,
@@ -974,8 +970,20 @@ impl Engine {
             now_ms(now),
             &approved,
         );
-        let pol = &snap.set.policies;
         let out = t.outcome;
+        if t.message.is_none()
+            && t.obligations.is_empty()
+            && t.revoked_now.is_none()
+            && out.reasons.is_empty()
+            && out.errors.is_empty()
+        {
+            return Ok(if out.allowed {
+                self.allow.clone_ref(py)
+            } else {
+                self.deny.clone_ref(py)
+            });
+        }
+        let pol = &snap.set.policies;
         let d = Decision {
             allowed: out.allowed,
             reasons: out
@@ -999,7 +1007,6 @@ impl Engine {
                     )
                 })
                 .collect(),
-            policy_version: snap.version,
             message: t.message,
             obligations: t.obligations,
             revoked: t.revoked_now,

@@ -243,6 +243,7 @@ pub struct TaskInner {
     pub rate: Window,
     pub decisions: u64,
     pub denies: u64,
+    pub ctx_cache: Option<CtxCache>,
 }
 
 #[derive(Debug)]
@@ -301,6 +302,7 @@ impl TaskSlot {
                 rate: Window::new(limits.rate_window_ms.max(1)),
                 decisions: 0,
                 denies: 0,
+                ctx_cache: None,
             }),
         })
     }
@@ -351,14 +353,59 @@ impl TaskSlot {
     }
 }
 
-/// Build the `context.task` record for the current state.
-pub fn task_value(st: &CompiledState, slot: &TaskSlot, inner: &TaskInner, now_ms: u64) -> Value {
+/// The last `context.task` value built for a task, reused while the state it
+/// was built from is unchanged (most decisions change nothing visible).
+#[derive(Debug)]
+pub struct CtxCache {
+    labels: u64,
+    counts: Vec<u32>,
+    spent: Vec<i64>,
+    value: Value,
+}
+
+/// `context.task` for the current state, from the cache when still valid.
+pub fn task_value_cached(
+    st: &CompiledState,
+    slot: &TaskSlot,
+    inner: &mut TaskInner,
+    now_ms: u64,
+) -> Value {
+    if let Some(c) = &inner.ctx_cache {
+        if c.labels == inner.labels
+            && c.spent == inner.spent
+            && c.counts.len() == inner.counters.len()
+            && c.counts
+                .iter()
+                .zip(&inner.counters)
+                .all(|(n, w)| *n == w.count(now_ms))
+        {
+            return c.value.clone();
+        }
+    }
+    let value = task_value(st, slot, inner, inner.labels, now_ms);
+    inner.ctx_cache = Some(CtxCache {
+        labels: inner.labels,
+        counts: inner.counters.iter().map(|w| w.count(now_ms)).collect(),
+        spent: inner.spent.clone(),
+        value: value.clone(),
+    });
+    value
+}
+
+/// Build the `context.task` record for a task's state, with `labels` as its labels.
+pub fn task_value(
+    st: &CompiledState,
+    slot: &TaskSlot,
+    inner: &TaskInner,
+    labels: u64,
+    now_ms: u64,
+) -> Value {
     let k = st.keys;
     let labels: Vec<Value> = st
         .labels
         .iter()
         .enumerate()
-        .filter(|(i, _)| inner.labels & (1u64 << i) != 0)
+        .filter(|(i, _)| labels & (1u64 << i) != 0)
         .map(|(_, (name, _))| Value::Str(*name))
         .collect();
     let counters: Vec<(Sym, Value)> = st

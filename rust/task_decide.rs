@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::engine::{Mode, OnError, Outcome, ResolvedRequest, Snapshot};
 use crate::eval::Evaluator;
-use crate::state::{task_value, CompiledState, TaskInner, TaskSlot};
+use crate::state::{task_value, task_value_cached, CompiledState, TaskInner, TaskSlot};
 use crate::value::{Record, Value};
 
 #[derive(Debug, Default)]
@@ -183,16 +183,19 @@ impl Snapshot {
         let Some(st) = self.set.state.as_ref() else {
             return deny("engine has no compiled task state".into());
         };
+        let user_ctx = req.context.take();
         let ctx = with_task(
-            req.context.as_ref(),
+            user_ctx.as_ref(),
             st.keys.task,
-            task_value(st, slot, &inner, now_ms),
+            task_value_cached(st, slot, &mut inner, now_ms),
         );
         req.context = Some(ctx);
         req.principal = slot.agent;
 
-        let mode = if reasons || self.set.has_obligations {
+        let mode = if reasons {
             Mode::Full
+        } else if self.set.has_obligations {
+            Mode::FastUnlessObligations
         } else {
             Mode::Fast
         };
@@ -212,7 +215,7 @@ impl Snapshot {
             obl.sort();
             obl.dedup();
             obl.retain(|o| !approved.contains(o));
-            if !reasons && mode == Mode::Full {
+            if !reasons {
                 result.outcome.reasons.clear();
             }
             if !obl.is_empty() {
@@ -222,11 +225,19 @@ impl Snapshot {
             }
         }
 
-        // Delegation: every ancestor must be permitted the same action, as itself.
-        if result.outcome.allowed {
+        // Delegation: every ancestor must be permitted the same action, as itself
+        // and in its own task state (with the child's taint added), so a rule on
+        // `context.task` cannot let a child do what its parent could not.
+        if result.outcome.allowed && slot.parent.is_some() {
+            let child_ctx = req.context.take();
             let mut cur = slot.parent.as_deref();
             while let Some(anc) = cur {
                 req.principal = anc.agent;
+                let tv = {
+                    let ai = anc.lock();
+                    task_value(st, anc, &ai, ai.labels | inner.labels, now_ms)
+                };
+                req.context = Some(with_task(user_ctx.as_ref(), st.keys.task, tv));
                 let o = self.evaluate(req, Mode::Fast, on_error);
                 if !o.allowed {
                     let who = self.interner.get(anc.agent.id).unwrap_or("?");
@@ -241,6 +252,7 @@ impl Snapshot {
                 cur = anc.parent.as_deref();
             }
             req.principal = slot.agent;
+            req.context = child_ctx;
         }
 
         if result.outcome.allowed {
@@ -248,7 +260,18 @@ impl Snapshot {
                 let ctx = req.context.clone().unwrap_or(Value::Bool(false));
                 match effects(st, self, req, &ctx, &inner) {
                     Ok(fx) => {
+                        let new_labels = fx.labels & !inner.labels;
                         inner.labels = fx.labels;
+                        // Taint flows up the chain too: what a sub-agent read, the agents
+                        // it reports to now hold. (Locks are only ever taken child to
+                        // parent, so this cannot deadlock.)
+                        if new_labels != 0 {
+                            let mut cur = slot.parent.as_deref();
+                            while let Some(anc) = cur {
+                                anc.lock().labels |= new_labels;
+                                cur = anc.parent.as_deref();
+                            }
+                        }
                         for (w, hit) in inner.counters.iter_mut().zip(fx.counters) {
                             if hit {
                                 w.add(now_ms);

@@ -68,6 +68,10 @@ class ApprovalRequest:
 Approver = Callable[[ApprovalRequest], Awaitable[bool]]
 
 
+# Short action names seen so far, mapped to their uid text (saves formatting per call).
+_ACTION_UIDS: dict[str, str] = {}
+
+
 def action_uid(action: EntityArg) -> EntityArg:
     """`"read"` is shorthand for `Action::"read"`; full uids and handles pass through."""
     if isinstance(action, str) and "::" not in action:
@@ -142,15 +146,29 @@ class Task:
     ) -> Decision:
         """Decide one action now; a permit commits the task's state effects."""
         ctx = self._base_context if context is None else {**self._base_context, **context}
-        d = self.guard.engine.authorize_task(
-            self.handle,
-            action_uid(action),
-            resource,
-            ctx,
-            reasons=reasons,
-            now=self.guard.clock(),
-            approved=list(approved),
-        )
+        guard = self.guard
+        if isinstance(action, str):
+            uid = _ACTION_UIDS.get(action)
+            if uid is None:
+                uid = action_uid(action)
+                if len(_ACTION_UIDS) < 4096:
+                    _ACTION_UIDS[action] = uid
+        else:
+            uid = action
+        if approved:
+            d = guard.engine.authorize_task(
+                self.handle,
+                uid,
+                resource,
+                ctx,
+                reasons=reasons,
+                now=guard.clock(),
+                approved=list(approved),
+            )
+        else:
+            d = guard.engine.authorize_task(
+                self.handle, uid, resource, ctx, reasons=reasons, now=guard.clock()
+            )
         if d.revoked is not None:
             self.guard._revoked_by_decision(self, d.revoked)
         if self.guard.on_decision is not None:

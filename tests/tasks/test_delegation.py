@@ -296,11 +296,6 @@ permit(principal, action == Action::"act0", resource) when { context.task.depth 
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core evaluates ancestors with the child's context.task (depth/actors/labels), "
-    "so a permit conditioned on delegation lets the parent's check pass for the child",
-)
 def test_child_not_allowed_more_than_parent_with_context_policies() -> None:
     spec = state_spec({})
     ents = _entities([0, 0, 0], [2, 2, 2], [0, 0, 0])
