@@ -105,9 +105,10 @@ impl Snapshot {
         // Obligations are the union over every satisfied permit, so a candidate
         // permit carrying one means all permits must be evaluated.
         let mode = if mode == Mode::FastUnlessObligations {
-            let needs_all = lists
-                .iter(Effect::Permit)
-                .any(|pi| !self.set.policies[pi as usize].obligations.is_empty());
+            let pols = &self.set.policies;
+            let needs_all = lists.iter(Effect::Permit).any(|pi| {
+                !pols[pi as usize].obligations.is_empty() && self.set.index.holds(pi, pols, &facts)
+            });
             if needs_all {
                 Mode::Full
             } else {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
 
@@ -224,18 +225,18 @@ impl<'s> Converter<'s> {
             }
         }
         if let Ok(d) = obj.downcast::<PyDict>() {
-            let inner = match d.get_item("__entity").ok().flatten() {
+            let inner = match d.get_item(intern!(d.py(), "__entity")).ok().flatten() {
                 Some(i) => i,
                 None => d.clone().into_any(),
             };
             if let Ok(d) = inner.downcast::<PyDict>() {
                 let ty = d
-                    .get_item("type")
+                    .get_item(intern!(d.py(), "type"))
                     .ok()
                     .flatten()
                     .and_then(|x| x.extract::<String>().ok());
                 let id = d
-                    .get_item("id")
+                    .get_item(intern!(d.py(), "id"))
                     .ok()
                     .flatten()
                     .and_then(|x| x.extract::<String>().ok());
@@ -279,13 +280,13 @@ impl<'s> Converter<'s> {
         }
         if let Ok(d) = obj.downcast::<PyDict>() {
             if d.len() == 1 {
-                if let Some(e) = d.get_item("__entity").ok().flatten() {
+                if let Some(e) = d.get_item(intern!(d.py(), "__entity")).ok().flatten() {
                     return self
                         .entity(&e, "entity")
                         .map(Value::Entity)
                         .map_err(|e| PathErr::new(e.to_string()));
                 }
-                if let Some(x) = d.get_item("__extn").ok().flatten() {
+                if let Some(x) = d.get_item(intern!(d.py(), "__extn")).ok().flatten() {
                     return self.extension(&x, depth);
                 }
             }
@@ -342,14 +343,14 @@ impl<'s> Converter<'s> {
             .downcast::<PyDict>()
             .map_err(|_| bad("`__extn` must be a dict".into()))?;
         let fname: String = d
-            .get_item("fn")
+            .get_item(intern!(d.py(), "fn"))
             .ok()
             .flatten()
             .and_then(|f| f.extract().ok())
             .ok_or_else(|| bad("`__extn` needs a string `fn`".into()))?;
         let args: Vec<Bound<'_, PyAny>> = match (
-            d.get_item("arg").ok().flatten(),
-            d.get_item("args").ok().flatten(),
+            d.get_item(intern!(d.py(), "arg")).ok().flatten(),
+            d.get_item(intern!(d.py(), "args")).ok().flatten(),
         ) {
             (Some(a), None) => vec![a],
             (None, Some(a)) => a
@@ -719,38 +720,52 @@ impl Engine {
 
     /// Decide many `(principal, action, resource[, context])` requests; the
     /// evaluation runs with the GIL released. Returns one bool per request.
-    fn authorize_batch(&self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+    /// `context`, when given, is shared by every 3-tuple request and converted once.
+    #[pyo3(signature = (requests, context=None))]
+    fn authorize_batch(
+        &self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<bool>> {
         let snap = self.core.current.load_full();
+        let shared = {
+            let mut conv = Converter::new(&snap, self.id());
+            let v = conv.context(context).map_err(|e| to_py(py, e))?;
+            v.map(|v| (v, conv.locals))
+        };
         let mut reqs = Vec::new();
         for (i, r) in requests.try_iter()?.enumerate() {
             let r = r?;
-            let t = r.downcast::<PyTuple>().map_err(|_| {
-                to_py(
-                    py,
-                    CoreError::Request(format!("request #{i}: expected a tuple")),
-                )
-            })?;
-            if !(3..=4).contains(&t.len()) {
-                return Err(to_py(
-                    py,
-                    CoreError::Request(format!(
-                        "request #{i}: expected (principal, action, resource[, context])"
-                    )),
-                ));
+            let bad = |m: &str| to_py(py, CoreError::Request(format!("request #{i}: {m}")));
+            let t = r
+                .downcast::<PyTuple>()
+                .map_err(|_| bad("expected a tuple"))?;
+            let n = t.len();
+            if !(3..=4).contains(&n) || (n == 4 && shared.is_some()) {
+                return Err(bad(if shared.is_some() {
+                    "expected (principal, action, resource) with a shared context"
+                } else {
+                    "expected (principal, action, resource[, context])"
+                }));
             }
-            let ctx = if t.len() == 4 {
-                Some(t.get_item(3)?)
-            } else {
-                None
-            };
-            let req = Converter::new(&snap, self.id())
+            let mut conv = Converter::new(&snap, self.id());
+            if let Some((_, locals)) = &shared {
+                // Request-local symbols continue after the shared context's.
+                conv.locals = locals.clone();
+            }
+            let ctx = if n == 4 { Some(t.get_item(3)?) } else { None };
+            let mut req = conv
                 .request(
                     &t.get_item(0)?,
                     &t.get_item(1)?,
                     &t.get_item(2)?,
                     ctx.as_ref(),
                 )
-                .map_err(|e| to_py(py, CoreError::Request(format!("request #{i}: {e}"))))?;
+                .map_err(|e| bad(&e.to_string()))?;
+            if let Some((v, _)) = &shared {
+                req.context = Some(v.clone());
+            }
             reqs.push(req);
         }
         let on_error = self.core.on_error;

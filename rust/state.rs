@@ -256,6 +256,8 @@ pub struct TaskSlot {
     pub depth: u32,
     /// The actor chain, root first, ending with this task's agent.
     pub actors: Vec<Euid>,
+    /// `context.task.actors`, built once.
+    pub actors_value: Value,
     pub deadline_ms: Option<u64>,
     pub limits: Limits,
     pub inner: Mutex<TaskInner>,
@@ -284,7 +286,9 @@ impl TaskSlot {
             None => (0, 0, Vec::new()),
         };
         actors.push(agent);
+        let actors_value = Value::set_from(actors.iter().map(|a| Value::Str(a.id)).collect());
         Ok(TaskSlot {
+            actors_value,
             id,
             agent,
             parent,
@@ -328,6 +332,11 @@ impl TaskSlot {
         if let Some(r) = &self.lock().revoked {
             return Some(r.clone());
         }
+        self.ancestor_revoked()
+    }
+
+    /// Why the nearest revoked ancestor is revoked (locks ancestors one at a time).
+    pub fn ancestor_revoked(&self) -> Option<String> {
         let mut cur = self.parent.as_ref();
         while let Some(p) = cur {
             if let Some(r) = &p.lock().revoked {
@@ -427,7 +436,6 @@ pub fn task_value(
             (*name, Value::Record(Arc::new(rec)))
         })
         .collect();
-    let actors: Vec<Value> = slot.actors.iter().map(|a| Value::Str(a.id)).collect();
     Value::Record(Arc::new(Record::from_unsorted(vec![
         (k.labels, Value::set_from(labels)),
         (
@@ -439,7 +447,7 @@ pub fn task_value(
             Value::Record(Arc::new(Record::from_unsorted(budgets))),
         ),
         (k.depth, Value::Long(i64::from(slot.depth))),
-        (k.actors, Value::set_from(actors)),
+        (k.actors, slot.actors_value.clone()),
     ])))
 }
 

@@ -137,15 +137,22 @@ impl Snapshot {
         now_ms: u64,
         approved: &[String],
     ) -> TaskOutcome {
-        if let Some(r) = slot.revoked_reason() {
+        // One lock for the whole decision: checks, evaluation and commit.
+        let mut inner = slot.lock();
+        if let Some(r) = &inner.revoked {
             return deny(format!("task revoked: {r}"));
         }
-        if slot.deadline_ms.is_some_and(|d| now_ms >= d) {
-            let why = "deadline passed".to_owned();
-            slot.revoke(&why);
+        if let Some(r) = slot.ancestor_revoked() {
+            return deny(format!("task revoked: {r}"));
+        }
+        let revoke_now = |inner: &mut TaskInner, why: String| {
+            inner.revoked = Some(why.clone());
             let mut out = deny(format!("task revoked: {why}"));
             out.revoked_now = Some(why);
-            return out;
+            out
+        };
+        if slot.deadline_ms.is_some_and(|d| now_ms >= d) {
+            return revoke_now(&mut inner, "deadline passed".to_owned());
         }
         if let Some(tid) = slot.scope_violation(&req.action) {
             let action = self.interner.get(req.action.id).unwrap_or("?");
@@ -154,16 +161,7 @@ impl Snapshot {
             } else {
                 format!("scope violation: action `{action}` is outside ancestor task {tid}'s scope")
             };
-            slot.revoke(&why);
-            let mut out = deny(format!("task revoked: {why}"));
-            out.revoked_now = Some(why);
-            return out;
-        }
-
-        let mut inner = slot.lock();
-        // Re-check under the lock: a revocation may have landed since.
-        if let Some(r) = &inner.revoked {
-            return deny(format!("task revoked: {r}"));
+            return revoke_now(&mut inner, why);
         }
         let lim = slot.limits;
         if lim.max_rate > 0 {
@@ -174,10 +172,7 @@ impl Snapshot {
                     "monitor: rate spike ({n} decisions within {} ms, limit {})",
                     lim.rate_window_ms, lim.max_rate
                 );
-                inner.revoked = Some(why.clone());
-                let mut out = deny(format!("task revoked: {why}"));
-                out.revoked_now = Some(why);
-                return out;
+                return revoke_now(&mut inner, why);
             }
         }
         let Some(st) = self.set.state.as_ref() else {

@@ -110,9 +110,14 @@ class Task:
     children: list[Task] = field(default_factory=list)
     closed: bool = False
     _base_context: dict[str, Any] = field(default_factory=dict)
+    _decide: Callable[..., Decision] = field(init=False, repr=False)
+    _wall_clock: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._base_context = {"intent": self.intent}
+        # Bound once: `authorize` is the hot path and attribute chains cost real time.
+        self._decide = self.guard.engine.authorize_task
+        self._wall_clock = self.guard.clock is time.time
 
     @property
     def agent_uid(self) -> str:
@@ -146,7 +151,6 @@ class Task:
     ) -> Decision:
         """Decide one action now; a permit commits the task's state effects."""
         ctx = self._base_context if context is None else {**self._base_context, **context}
-        guard = self.guard
         if isinstance(action, str):
             uid = _ACTION_UIDS.get(action)
             if uid is None:
@@ -155,20 +159,23 @@ class Task:
                     _ACTION_UIDS[action] = uid
         else:
             uid = action
-        if approved:
-            d = guard.engine.authorize_task(
+        if approved or reasons or not self._wall_clock:
+            d = self._decide(
                 self.handle,
                 uid,
                 resource,
                 ctx,
                 reasons=reasons,
-                now=guard.clock(),
+                now=self.guard.clock(),
                 approved=list(approved),
             )
         else:
-            d = guard.engine.authorize_task(
-                self.handle, uid, resource, ctx, reasons=reasons, now=guard.clock()
-            )
+            # Hot path: positional only; the core reads the same wall clock itself.
+            d = self._decide(self.handle, uid, resource, ctx)
+        if d.allowed:
+            if self.guard.on_decision is not None:
+                self.guard.on_decision(self, action, resource, d)
+            return d
         if d.revoked is not None:
             self.guard._revoked_by_decision(self, d.revoked)
         if self.guard.on_decision is not None:

@@ -31,7 +31,7 @@ pub enum EvalErr {
 pub type EResult<'a> = Result<Cow<'a, Value>, EvalErr>;
 
 /// Strings first seen in this request, numbered above the snapshot's interner.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub struct Locals {
     pub base: u32,
     pub strs: Vec<Box<str>>,

@@ -1,0 +1,134 @@
+"""Engine API behaviour beyond Cedar equivalence: handles, batches, reloads, fail-closed."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tether import Engine, EntityError, PolicyError, RequestError
+
+POLICIES = """
+@id("read-own")
+permit (principal is User, action == Action::"read", resource is Doc)
+when { resource.owner == principal && context.mfa };
+@id("block-bad")
+forbid (principal, action, resource) when { principal.banned };
+"""
+ENTITIES = [
+    {"uid": {"type": "User", "id": "alice"}, "attrs": {"banned": False}, "parents": []},
+    {"uid": {"type": "User", "id": "bob"}, "attrs": {"banned": True}, "parents": []},
+    {
+        "uid": {"type": "Doc", "id": "d1"},
+        "attrs": {"owner": {"__entity": {"type": "User", "id": "alice"}}},
+        "parents": [],
+    },
+]
+READ = 'Action::"read"'
+
+
+@pytest.fixture
+def engine() -> Engine:
+    return Engine(POLICIES, entities=ENTITIES)
+
+
+def test_entity_forms_agree(engine: Engine) -> None:
+    ctx = {"mfa": True}
+    forms = ['User::"alice"', ("User", "alice"), engine.entity("User", "alice")]
+    for p in forms:
+        assert engine.is_allowed(p, READ, 'Doc::"d1"', ctx)
+    assert not engine.is_allowed('User::"alice"', READ, 'Doc::"d1"', {"mfa": False})
+
+
+def test_reasons_and_errors(engine: Engine) -> None:
+    d = engine.authorize('User::"bob"', READ, 'Doc::"d1"', {"mfa": True}, reasons=True)
+    assert not d.allowed and d.reasons == ["policy1"] and d.errors == []
+    d = engine.authorize('User::"carol"', READ, 'Doc::"d1"', {"mfa": True}, reasons=True)
+    assert not d.allowed and d.errors == ["policy1"]
+    assert "does not exist" in d.error_messages[0]
+    assert dict(engine.annotations("policy1"))["id"] == "block-bad"
+
+
+def test_on_error_deny_fails_closed() -> None:
+    policies = (
+        "permit (principal, action, resource);"
+        "forbid (principal, action, resource) when { principal.banned };"
+    )
+    skip = Engine(policies)
+    deny = Engine(policies, on_error="deny")
+    args = ('User::"ghost"', READ, 'Doc::"d1"')
+    # Cedar skips the erroring forbid, so the permit wins; fail-closed denies.
+    assert skip.is_allowed(*args)
+    assert not deny.is_allowed(*args)
+    assert not deny.authorize(*args, reasons=True).allowed
+
+
+def test_batch_matches_single_calls(engine: Engine) -> None:
+    users = ['User::"alice"', 'User::"bob"', 'User::"carol"']
+    reqs = [(u, READ, 'Doc::"d1"', {"mfa": m}) for u in users for m in (True, False)]
+    assert engine.authorize_batch(reqs) == [engine.is_allowed(*r) for r in reqs]
+    shared = {"mfa": True, "note": "a string no policy mentions"}
+    three = [(u, READ, 'Doc::"d1"') for u in users]
+    assert engine.authorize_batch(three, shared) == [engine.is_allowed(*r, shared) for r in three]
+    with pytest.raises(RequestError, match="request #0"):
+        engine.authorize_batch([(users[0], READ, 'Doc::"d1"', {})], shared)
+
+
+def test_upsert_remove_and_reload_keep_state_on_error(engine: Engine) -> None:
+    ctx = {"mfa": True}
+    assert engine.is_allowed('User::"alice"', READ, 'Doc::"d1"', ctx)
+    v = engine.version
+    with pytest.raises(EntityError):
+        engine.upsert_entities('[{"uid": {"type": "Doc", "id": "d2"}, "attrs": {"x": 1, "x": 2}}]')
+    with pytest.raises(PolicyError) as ei:
+        engine.reload("permit (principal, action, resource) when { 1 + };")
+    assert ei.value.line == 1 and ei.value.column is not None
+    assert engine.version == v
+    assert engine.is_allowed('User::"alice"', READ, 'Doc::"d1"', ctx)
+    engine.upsert_entities(
+        [{"uid": {"type": "User", "id": "alice"}, "attrs": {"banned": True}, "parents": []}]
+    )
+    assert not engine.is_allowed('User::"alice"', READ, 'Doc::"d1"', ctx)
+    assert engine.remove_entities(['User::"alice"', ("User", "nobody")]) == 1
+    engine.reload("permit (principal, action, resource);")
+    assert engine.is_allowed('User::"alice"', READ, 'Doc::"d1"')
+    assert engine.version > v
+
+
+def test_reload_is_atomic_for_concurrent_readers() -> None:
+    a = "permit (principal, action, resource) when { context.x == 1 };"
+    b = "permit (principal, action, resource) when { context.x == 2 };"
+    engine = Engine(a)
+    seen: set[tuple[bool, bool]] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            r = engine.authorize_batch(
+                [('U::"u"', READ, 'D::"d"', {"x": 1}), ('U::"u"', READ, 'D::"d"', {"x": 2})]
+            )
+            seen.add((r[0], r[1]))
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(200):
+        engine.reload(b if i % 2 == 0 else a)
+    stop.set()
+    for t in threads:
+        t.join()
+    # A batch sees one snapshot: exactly one of the two policies, never both or none.
+    assert seen <= {(True, False), (False, True)}
+    assert seen
+
+
+def test_schema_validation_and_warnings() -> None:
+    schema = "entity User; entity Doc; action read appliesTo { principal: User, resource: Doc };"
+    ok = Engine('permit (principal, action == Action::"read", resource);', schema)
+    assert ok.warnings() == []
+    with pytest.raises(PolicyError, match="validate"):
+        Engine(
+            'permit (principal, action == Action::"read", resource) when { principal.x };', schema
+        )
+    ctx = ok.normalize_context(("Action", "read"), "{}")
+    assert ctx == "{}"
