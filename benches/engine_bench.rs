@@ -57,7 +57,7 @@ fn workload(n: usize) -> (String, String) {
     (pol, format!("[{}]", ents.join(",")))
 }
 
-#[divan::bench(args = [100, 1000, 10000])]
+#[divan::bench(args = [100, 1000, 10000], sample_count = 200, sample_size = 200)]
 fn evaluate(bencher: divan::Bencher, n: usize) {
     let (pol, ents) = workload(n);
     let core = Core::new(&pol, None, Some(&ents), None, false, OnError::Skip).expect("builds");
