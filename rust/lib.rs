@@ -200,9 +200,16 @@ impl<'s> Converter<'s> {
             let s = s
                 .to_str()
                 .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
+            if let Some(uid) = self.snap.store.uid_by_text(s) {
+                return Ok(uid);
+            }
+            // `parse_uid` has validated the type name already.
             let (ty, id) =
                 request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
-            return self.uid_parts(ty, &id);
+            return Ok(Euid {
+                ty: self.sym(ty),
+                id: self.sym(&id),
+            });
         }
         if let Ok(h) = obj.downcast::<Entity>() {
             let h = h.get();
