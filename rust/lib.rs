@@ -20,9 +20,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
 
-use engine::{Core, Mode, OnError, Outcome, ResolvedRequest, Snapshot};
+use engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
 use error::TetherError as CoreError;
 use eval::Locals;
+use task_decide::TaskOutcome;
 use value::{Euid, Record, Value};
 
 create_exception!(
@@ -579,47 +580,41 @@ impl Engine {
         self as *const Engine as usize
     }
 
+    /// The Python `Decision` for an outcome; the shared allow/deny objects when
+    /// there is nothing else to report (no allocation on the common path).
     fn decision(
         &self,
         py: Python<'_>,
         snap: &Snapshot,
         req: &ResolvedRequest,
-        out: Outcome,
+        t: TaskOutcome,
     ) -> PyResult<Py<Decision>> {
-        if out.reasons.is_empty() && out.errors.is_empty() {
+        let out = t.outcome;
+        if t.message.is_none()
+            && t.obligations.is_empty()
+            && t.revoked_now.is_none()
+            && out.reasons.is_empty()
+            && out.errors.is_empty()
+        {
             return Ok(if out.allowed {
                 self.allow.clone_ref(py)
             } else {
                 self.deny.clone_ref(py)
             });
         }
-        let pol = &snap.set.policies;
+        let id = |i: u32| snap.set.policies[i as usize].id.clone();
         let d = Decision {
             allowed: out.allowed,
-            reasons: out
-                .reasons
-                .iter()
-                .map(|i| pol[*i as usize].id.clone())
-                .collect(),
-            errors: out
-                .errors
-                .iter()
-                .map(|(i, _)| pol[*i as usize].id.clone())
-                .collect(),
+            reasons: out.reasons.iter().map(|i| id(*i)).collect(),
+            errors: out.errors.iter().map(|(i, _)| id(*i)).collect(),
             error_messages: out
                 .errors
                 .iter()
-                .map(|(i, e)| {
-                    format!(
-                        "{}: {}",
-                        pol[*i as usize].id,
-                        e.render(&snap.interner, &req.locals)
-                    )
-                })
+                .map(|(i, e)| format!("{}: {}", id(*i), e.render(&snap.interner, &req.locals)))
                 .collect(),
-            message: None,
-            obligations: Vec::new(),
-            revoked: None,
+            message: t.message,
+            obligations: t.obligations,
+            revoked: t.revoked_now,
         };
         Py::new(py, d)
     }
@@ -704,8 +699,16 @@ impl Engine {
             .request(principal, action, resource, context)
             .map_err(|e| to_py(py, e))?;
         let mode = if reasons { Mode::Full } else { Mode::Fast };
-        let out = snap.evaluate(&req, mode, self.core.on_error);
-        self.decision(py, &snap, &req, out)
+        let outcome = snap.evaluate(&req, mode, self.core.on_error);
+        self.decision(
+            py,
+            &snap,
+            &req,
+            TaskOutcome {
+                outcome,
+                ..TaskOutcome::default()
+            },
+        )
     }
 
     /// The decision alone: the fastest call.
@@ -992,48 +995,7 @@ impl Engine {
             now_ms(now),
             &approved,
         );
-        let out = t.outcome;
-        if t.message.is_none()
-            && t.obligations.is_empty()
-            && t.revoked_now.is_none()
-            && out.reasons.is_empty()
-            && out.errors.is_empty()
-        {
-            return Ok(if out.allowed {
-                self.allow.clone_ref(py)
-            } else {
-                self.deny.clone_ref(py)
-            });
-        }
-        let pol = &snap.set.policies;
-        let d = Decision {
-            allowed: out.allowed,
-            reasons: out
-                .reasons
-                .iter()
-                .map(|i| pol[*i as usize].id.clone())
-                .collect(),
-            errors: out
-                .errors
-                .iter()
-                .map(|(i, _)| pol[*i as usize].id.clone())
-                .collect(),
-            error_messages: out
-                .errors
-                .iter()
-                .map(|(i, e)| {
-                    format!(
-                        "{}: {}",
-                        pol[*i as usize].id,
-                        e.render(&snap.interner, &req.locals)
-                    )
-                })
-                .collect(),
-            message: t.message,
-            obligations: t.obligations,
-            revoked: t.revoked_now,
-        };
-        Py::new(py, d)
+        self.decision(py, &snap, &req, t)
     }
 
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
