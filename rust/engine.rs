@@ -229,16 +229,6 @@ pub fn parse_schema(text: &str) -> Result<Schema, TetherError> {
     }
 }
 
-pub fn parse_json(text: &str, what: &str) -> Result<Json, TetherError> {
-    serde_json::from_str(text).map_err(|e| {
-        TetherError::Entity(format!(
-            "{what} JSON at line {}, column {}: {e}",
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
 impl Core {
     pub fn new(
         policies: &str,

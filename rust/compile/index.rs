@@ -274,14 +274,6 @@ fn entity_scope_holds(s: &EntityScope, uid: &Euid, anc: Option<&FxHashSet<Euid>>
     }
 }
 
-/// Whether a policy's whole scope holds for the request (scope never errors).
-#[inline]
-pub fn scope_holds(p: &CompiledPolicy, f: &ScopeFacts<'_>) -> bool {
-    entity_scope_holds(&p.principal, &f.principal, f.principal_anc)
-        && action_holds(&p.action, f)
-        && entity_scope_holds(&p.resource, &f.resource, f.resource_anc)
-}
-
 #[inline]
 fn action_holds(a: &ActionScope, f: &ScopeFacts<'_>) -> bool {
     match a {
@@ -292,7 +284,8 @@ fn action_holds(a: &ActionScope, f: &ScopeFacts<'_>) -> bool {
 }
 
 impl Index {
-    /// `scope_holds` over the packed copy of policy `i`'s scope.
+    /// Whether policy `i`'s whole scope holds for the request (scope never errors),
+    /// read from its packed copy.
     #[inline]
     pub fn holds(&self, i: u32, policies: &[CompiledPolicy], f: &ScopeFacts<'_>) -> bool {
         let s = &self.scopes[i as usize];
