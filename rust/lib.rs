@@ -744,7 +744,22 @@ impl Engine {
             let v = conv.context(context).map_err(|e| to_py(py, e))?;
             v.map(|v| (v, conv.locals))
         };
-        let mut reqs = Vec::new();
+        // Convert and evaluate in chunks: the buffer stays cache-sized and is
+        // reused, instead of one allocation the size of the whole batch.
+        const CHUNK: usize = 512;
+        let on_error = self.core.on_error;
+        let mut reqs: Vec<ResolvedRequest> = Vec::with_capacity(CHUNK);
+        let mut out: Vec<bool> = Vec::new();
+        let flush = |reqs: &mut Vec<ResolvedRequest>, out: &mut Vec<bool>| {
+            let snap = &snap;
+            py.allow_threads(|| {
+                out.extend(
+                    reqs.iter()
+                        .map(|r| snap.evaluate(r, Mode::Fast, on_error).allowed),
+                )
+            });
+            reqs.clear();
+        };
         for (i, r) in requests.try_iter()?.enumerate() {
             let r = r?;
             let bad = |m: &str| to_py(py, CoreError::Request(format!("request #{i}: {m}")));
@@ -777,14 +792,12 @@ impl Engine {
                 req.context = Some(v.clone());
             }
             reqs.push(req);
+            if reqs.len() == CHUNK {
+                flush(&mut reqs, &mut out);
+            }
         }
-        let on_error = self.core.on_error;
-        let snap2 = snap.clone();
-        Ok(py.allow_threads(move || {
-            reqs.iter()
-                .map(|r| snap2.evaluate(r, Mode::Fast, on_error).allowed)
-                .collect()
-        }))
+        flush(&mut reqs, &mut out);
+        Ok(out)
     }
 
     /// A handle for an entity uid; the fastest way to pass an entity.
