@@ -26,18 +26,34 @@ pub struct Posting {
     split: Option<Box<Split>>,
 }
 
-#[derive(Default, Debug)]
+/// Which exact uid a long list is split by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SplitKey {
+    Principal,
+    Action,
+}
+
+#[derive(Debug)]
 struct Split {
+    key: SplitKey,
     by: FxHashMap<Euid, Posting>,
     rest: Posting,
 }
+
+type KeyFn<'k> = &'k dyn Fn(u32) -> Option<Euid>;
 
 /// Lists longer than this are split by the second key.
 const SPLIT_OVER: usize = 16;
 
 impl Posting {
+    /// Add a policy; callers add every forbid before any permit, so this appends
+    /// (an insert would still be correct, just quadratic).
     fn push(&mut self, p: u32, effect: Effect) {
         match effect {
+            Effect::Forbid if self.forbids == self.ids.len() => {
+                self.ids.push(p);
+                self.forbids += 1;
+            }
             Effect::Forbid => {
                 self.ids.insert(self.forbids, p);
                 self.forbids += 1;
@@ -46,27 +62,38 @@ impl Posting {
         }
     }
 
-    /// Split by `key` (a policy's exact uid in the other dimension, if any).
-    fn split_by(&mut self, key: &impl Fn(u32) -> Option<Euid>) {
+    /// Split by whichever of `keys` (a policy's exact uid in another dimension)
+    /// leaves the fewest policies unsplit.
+    fn split_best(&mut self, keys: &[(SplitKey, KeyFn<'_>)]) {
         if self.ids.len() <= SPLIT_OVER {
             return;
         }
-        let mut sp = Split::default();
+        let best = keys
+            .iter()
+            .map(|(k, f)| (*k, *f, self.ids.iter().filter(|p| f(**p).is_none()).count()))
+            .min_by_key(|(_, _, rest)| *rest);
+        let Some((key, f, rest)) = best else { return };
+        // Only worth it if it actually spreads the list out.
+        if rest == self.ids.len() {
+            return;
+        }
+        let mut sp = Split {
+            key,
+            by: FxHashMap::default(),
+            rest: Posting::default(),
+        };
         for (i, p) in self.ids.iter().enumerate() {
             let effect = if i < self.forbids {
                 Effect::Forbid
             } else {
                 Effect::Permit
             };
-            match key(*p) {
+            match f(*p) {
                 Some(k) => sp.by.entry(k).or_default().push(*p, effect),
                 None => sp.rest.push(*p, effect),
             }
         }
-        // Only worth it if it actually spreads the list out.
-        if sp.rest.ids.len() < self.ids.len() {
-            self.split = Some(Box::new(sp));
-        }
+        self.split = Some(Box::new(sp));
     }
 
     #[inline]
@@ -99,16 +126,15 @@ impl EntityDim {
         }
     }
 
-    fn split_by(&mut self, key: &impl Fn(u32) -> Option<Euid>) {
-        self.any.split_by(key);
-        for p in self.eq.values_mut() {
-            p.split_by(key);
-        }
-        for p in self.within.values_mut() {
-            p.split_by(key);
-        }
-        for p in self.is.values_mut() {
-            p.split_by(key);
+    fn split_best(&mut self, keys: &[(SplitKey, KeyFn<'_>)]) {
+        self.any.split_best(keys);
+        for p in self
+            .eq
+            .values_mut()
+            .chain(self.within.values_mut())
+            .chain(self.is.values_mut())
+        {
+            p.split_best(keys);
         }
     }
 
@@ -116,7 +142,7 @@ impl EntityDim {
         &'a self,
         uid: &Euid,
         ancestors: Option<&FxHashSet<Euid>>,
-        probe: &Euid,
+        probe: Probe,
         out: &mut Lists<'a>,
     ) {
         out.push(&self.any, probe);
@@ -148,6 +174,13 @@ pub struct ActionDim {
     any: Posting,
 }
 
+/// The request's exact principal and action, to look up split lists.
+#[derive(Clone, Copy)]
+struct Probe {
+    principal: Euid,
+    action: Euid,
+}
+
 const INLINE: usize = 6;
 
 /// The posting lists one request matches in one dimension. Inline storage
@@ -170,9 +203,13 @@ impl<'a> Lists<'a> {
     }
 
     #[inline]
-    fn push(&mut self, l: &'a Posting, probe: &Euid) {
+    fn push(&mut self, l: &'a Posting, probe: Probe) {
         if let Some(sp) = &l.split {
-            if let Some(sub) = sp.by.get(probe) {
+            let key = match sp.key {
+                SplitKey::Principal => &probe.principal,
+                SplitKey::Action => &probe.action,
+            };
+            if let Some(sub) = sp.by.get(key) {
                 self.push_one(sub);
             }
             self.push_one(&sp.rest);
@@ -302,7 +339,18 @@ impl Index {
             scopes: policies.iter().map(PackedScope::of).collect(),
             ..Index::default()
         };
-        for (i, p) in policies.iter().enumerate() {
+        // Forbids first, so every posting list is built by appending (no inserts).
+        let ordered = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.effect == Effect::Forbid)
+            .chain(
+                policies
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.effect == Effect::Permit),
+            );
+        for (i, p) in ordered {
             let i = i as u32;
             idx.principal.add(&p.principal, i, p.effect);
             idx.resource.add(&p.resource, i, p.effect);
@@ -325,12 +373,14 @@ impl Index {
             ActionScope::Eq(a) => Some(a),
             _ => None,
         };
-        idx.action.any.split_by(&principal_eq);
+        let by_principal: (SplitKey, KeyFn<'_>) = (SplitKey::Principal, &principal_eq);
+        let by_action: (SplitKey, KeyFn<'_>) = (SplitKey::Action, &action_eq);
+        idx.action.any.split_best(&[by_principal]);
         for p in idx.action.keyed.values_mut() {
-            p.split_by(&principal_eq);
+            p.split_best(&[by_principal]);
         }
-        idx.resource.split_by(&principal_eq);
-        idx.principal.split_by(&action_eq);
+        idx.resource.split_best(&[by_principal, by_action]);
+        idx.principal.split_best(&[by_action]);
         idx
     }
 
@@ -338,28 +388,31 @@ impl Index {
     /// in two of the returned lists only through `action in [..]` naming two of
     /// the request action's ancestors; the flag tells the caller to dedupe.
     pub fn candidates<'a>(&'a self, f: &ScopeFacts<'_>, out: &mut Lists<'a>) -> bool {
+        let probe = Probe {
+            principal: f.principal,
+            action: f.action,
+        };
         let mut a = Lists::new();
-        let pr = &f.principal;
-        a.push(&self.action.any, pr);
+        a.push(&self.action.any, probe);
         if let Some(l) = self.action.keyed.get(&f.action) {
-            a.push(l, pr);
+            a.push(l, probe);
         }
         if let Some(anc) = f.action_anc {
             for x in anc {
                 if let Some(l) = self.action.keyed.get(x) {
-                    a.push(l, pr);
+                    a.push(l, probe);
                 }
             }
         }
         let mut p = Lists::new();
         self.principal
-            .lists(&f.principal, f.principal_anc, &f.action, &mut p);
+            .lists(&f.principal, f.principal_anc, probe, &mut p);
         if p.total < a.total {
             std::mem::swap(&mut a, &mut p);
         }
         let mut r = Lists::new();
         self.resource
-            .lists(&f.resource, f.resource_anc, &f.principal, &mut r);
+            .lists(&f.resource, f.resource_anc, probe, &mut r);
         if r.total < a.total {
             std::mem::swap(&mut a, &mut r);
         }
