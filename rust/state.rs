@@ -362,40 +362,60 @@ impl TaskSlot {
     }
 }
 
-/// The last `context.task` value built for a task, reused while the state it
-/// was built from is unchanged (most decisions change nothing visible).
+/// The last `context.task` value built for a task. Between decisions the task
+/// holds the only reference to it, so the next decision updates its counters and
+/// budgets in place instead of allocating a new tree.
 #[derive(Debug)]
 pub struct CtxCache {
     labels: u64,
-    counts: Vec<u32>,
-    spent: Vec<i64>,
     value: Value,
 }
 
-/// `context.task` for the current state, from the cache when still valid.
+fn field_mut(r: &mut Record, key: Sym) -> Option<&mut Value> {
+    r.fields.iter_mut().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+fn record_mut(v: &mut Value) -> Option<&mut Record> {
+    match v {
+        Value::Record(r) => Arc::get_mut(r),
+        _ => None,
+    }
+}
+
+/// Refresh counters and budgets in `value` in place; `None` when it is shared.
+fn refresh(st: &CompiledState, inner: &TaskInner, value: &mut Value, now_ms: u64) -> Option<()> {
+    let k = st.keys;
+    let outer = record_mut(value)?;
+    let counters = record_mut(field_mut(outer, k.counters)?)?;
+    for ((name, _, _), w) in st.counters.iter().zip(&inner.counters) {
+        *field_mut(counters, *name)? = Value::Long(i64::from(w.count(now_ms)));
+    }
+    let budgets = record_mut(field_mut(outer, k.budgets)?)?;
+    for ((name, _, _, limit), spent) in st.budgets.iter().zip(&inner.spent) {
+        let b = record_mut(field_mut(budgets, *name)?)?;
+        *field_mut(b, k.spent)? = Value::Long(*spent);
+        *field_mut(b, k.remaining)? = Value::Long(limit - spent);
+    }
+    Some(())
+}
+
+/// `context.task` for the current state, reusing the last one where possible.
 pub fn task_value_cached(
     st: &CompiledState,
     slot: &TaskSlot,
     inner: &mut TaskInner,
     now_ms: u64,
 ) -> Value {
-    if let Some(c) = &inner.ctx_cache {
-        if c.labels == inner.labels
-            && c.spent == inner.spent
-            && c.counts.len() == inner.counters.len()
-            && c.counts
-                .iter()
-                .zip(&inner.counters)
-                .all(|(n, w)| *n == w.count(now_ms))
-        {
-            return c.value.clone();
+    if let Some(mut c) = inner.ctx_cache.take() {
+        if c.labels == inner.labels && refresh(st, inner, &mut c.value, now_ms).is_some() {
+            let v = c.value.clone();
+            inner.ctx_cache = Some(c);
+            return v;
         }
     }
     let value = task_value(st, slot, inner, inner.labels, now_ms);
     inner.ctx_cache = Some(CtxCache {
         labels: inner.labels,
-        counts: inner.counters.iter().map(|w| w.count(now_ms)).collect(),
-        spent: inner.spent.clone(),
         value: value.clone(),
     });
     value
