@@ -189,13 +189,14 @@ class Task:
         context: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Authorize or raise `Denied`; obligations (approvals) are awaited, fail closed."""
-        d = self.authorize(action, resource, context)
+        # With reasons: a refusal names the policies behind it (require is not the hot path).
+        d = self.authorize(action, resource, context, reasons=True)
         if d.allowed:
             return d
         if d.obligations and d.revoked is None:
             for obligation in d.obligations:
                 await self.guard._approve(self, obligation, action, resource, context or {})
-            d = self.authorize(action, resource, context, approved=d.obligations)
+            d = self.authorize(action, resource, context, reasons=True, approved=d.obligations)
             if d.allowed:
                 return d
         raise self._denial(d)
