@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from tests.support import FakeClock
 
 from tether.leases import (
     CallbackProvider,
@@ -20,45 +21,9 @@ from tether.leases import (
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def _trio_threads_broken() -> bool:
-    # anyio >= 4.10 calls trio.to_thread.run_sync(abandon_on_cancel=...), which trio < 0.23
-    # lacks; this environment pins trio 0.22, so worker threads cannot run under trio here.
-    try:
-        import trio
-    except ImportError:
-        return True
-    major, minor = (int(x) for x in trio.__version__.split(".")[:2])
-    return (major, minor) < (0, 23)
-
-
-@pytest.fixture
-def threads_ok(anyio_backend: str) -> None:
-    """Skip (visibly) the SQLite tests under trio when trio is too old for anyio's threads."""
-    if anyio_backend == "trio" and _trio_threads_broken():
-        pytest.skip("installed trio is too old for anyio.to_thread (needs trio>=0.23)")
-
-
-class FakeClock:
-    """Manually advanced time, so expiry and backoff are tested without sleeping."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 def _make_task(

@@ -107,9 +107,7 @@ def _run_and_kill(db: Path) -> tuple[dict[str, str], str]:
     return leases, revoked
 
 
-async def test_recover_after_sigkill_revokes_every_unrevoked_lease(
-    tmp_path: Path, threads_ok: None
-) -> None:
+async def test_recover_after_sigkill_revokes_every_unrevoked_lease(tmp_path: Path) -> None:
     db = tmp_path / "leases.db"
     leases, revoked_before_crash = _run_and_kill(db)
     assert len(leases) == N_LEASES and revoked_before_crash

@@ -80,7 +80,7 @@ async def test_logs_never_contain_secret(
 
 
 async def test_sqlite_store_never_holds_secret(
-    make_broker: Any, make_task: Any, tmp_path: Path, threads_ok: None
+    make_broker: Any, make_task: Any, tmp_path: Path
 ) -> None:
     path = tmp_path / "leases.db"
     store = SqliteLeaseStore(path)
