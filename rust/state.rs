@@ -241,8 +241,6 @@ pub struct TaskInner {
     pub spent: Vec<i64>,
     pub deny_streak: u32,
     pub rate: Window,
-    pub decisions: u64,
-    pub denies: u64,
     pub ctx_cache: Option<CtxCache>,
 }
 
@@ -304,8 +302,6 @@ impl TaskSlot {
                 spent: vec![0; n_budgets],
                 deny_streak: 0,
                 rate: Window::new(limits.rate_window_ms.max(1)),
-                decisions: 0,
-                denies: 0,
                 ctx_cache: None,
             }),
         })

@@ -291,11 +291,9 @@ impl Snapshot {
         }
 
         // Deny-streak monitor.
-        inner.decisions += 1;
         if result.outcome.allowed {
             inner.deny_streak = 0;
         } else if result.obligations.is_empty() {
-            inner.denies += 1;
             inner.deny_streak += 1;
             if lim.max_deny_streak > 0
                 && inner.deny_streak >= lim.max_deny_streak
