@@ -444,7 +444,12 @@ struct Engine {
     allow: Py<Decision>,
     deny: Py<Decision>,
     next_task: AtomicU64,
+    /// Identifies this engine to its handles. A counter, not the address: a freed
+    /// engine's address can be reused, and a stale handle must never match.
+    serial: usize,
 }
+
+static ENGINE_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// A task's state handle: labels, counters, budgets and its revocation flag, in Rust.
 #[pyclass(frozen, module = "tether._core")]
@@ -577,7 +582,7 @@ fn on_error_arg(s: &str) -> PyResult<OnError> {
 
 impl Engine {
     fn id(&self) -> usize {
-        self as *const Engine as usize
+        self.serial
     }
 
     /// The Python `Decision` for an outcome; the shared allow/deny objects when
@@ -678,6 +683,7 @@ impl Engine {
             allow: mk(true)?,
             deny: mk(false)?,
             next_task: AtomicU64::new(1),
+            serial: ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed),
         })
     }
 

@@ -132,3 +132,14 @@ def test_schema_validation_and_warnings() -> None:
         )
     ctx = ok.normalize_context(("Action", "read"), "{}")
     assert ctx == "{}"
+
+
+def test_handles_belong_to_their_engine() -> None:
+    first = Engine("permit (principal, action, resource);")
+    handle = first.entity("User", "alice")
+    del first
+    # A new engine may reuse the old one's memory; the stale handle must still be refused.
+    for _ in range(20):
+        other = Engine("permit (principal, action, resource);")
+        with pytest.raises(RequestError, match="another engine"):
+            other.is_allowed(handle, READ, 'Doc::"d1"')
