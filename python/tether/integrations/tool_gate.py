@@ -1,0 +1,196 @@
+"""The decision every adapter makes before a tool runs, framework-free.
+
+A tool call is `Action::"call_tool"` (or a per-tool action) on `Tool::"<name>"`, decided
+by `task.authorize` so the task's scope, state, budgets and taint all apply, with the
+call's arguments in `context.arguments` (never as the principal: the principal is the
+task's verified agent, whatever the arguments claim). Approval obligations are settled
+by an approver the adapter supplies (elicitation, an interrupt) or else the Guard's
+approvers; anything unexpected denies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import anyio
+
+from tether._core import Decision
+from tether.identity import cedar_entity_uid
+from tether.tasks import ApprovalRequest, Approver, Task, action_uid
+
+log = logging.getLogger("tether.integrations")
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Approver",
+    "ToolPolicy",
+    "Verdict",
+    "authorize_tool_call",
+    "cedar_arguments",
+    "tool_visible",
+]
+
+_MAX_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    """How a tool call is named to the engine.
+
+    `action` is one action for every tool (`"call_tool"`) or a function of the tool
+    name (per-tool actions such as `lambda tool: f"call_{tool}"`).
+    """
+
+    action: str | Callable[[str], str] = "call_tool"
+    resource_type: str = "Tool"
+
+    def action_for(self, tool: str) -> str:
+        name = self.action(tool) if callable(self.action) else self.action
+        return str(action_uid(name))
+
+    def resource_for(self, tool: str) -> str:
+        return cedar_entity_uid(self.resource_type, tool)
+
+
+DEFAULT_POLICY = ToolPolicy()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one tool call check. `reason` is written for the model: it says
+    what was refused and why in a sentence, and names no policy or internal detail."""
+
+    allowed: bool
+    reason: str = ""
+    decision: Decision | None = None
+
+
+def _cedar_value(value: Any, depth: int) -> Any:
+    # Cedar has no null and no float: drop nulls, carry floats as decimals (4 places)
+    # when exact, else as their text, so policies can still compare them.
+    if depth > _MAX_DEPTH:
+        raise ValueError("tool arguments are nested too deeply")
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value == int(value) and abs(value) < 2**63:
+            return int(value)
+        try:
+            d = Decimal(repr(value))
+        except InvalidOperation:
+            return repr(value)
+        if d == d.quantize(Decimal("0.0001")) and abs(d) < 922_337_203_685_477:
+            return {"__extn": {"fn": "decimal", "arg": f"{d:.4f}"}}
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {
+            str(k): v
+            for k, v in ((k, _cedar_value(v, depth + 1)) for k, v in value.items())
+            if v is not None
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [v for v in (_cedar_value(v, depth + 1) for v in value) if v is not None]
+    return str(value)
+
+
+def cedar_arguments(arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Tool arguments as a Cedar record (nulls dropped, floats as decimals or text)."""
+    if not arguments:
+        return {}
+    out: dict[str, Any] = _cedar_value(dict(arguments), 0)
+    return out
+
+
+def _revoked_message(d: Decision) -> bool:
+    return (d.message or "").startswith("task revoked")
+
+
+def _denied(tool: str, d: Decision | None, why: str | None = None) -> Verdict:
+    if why is None:
+        if d is not None and (d.revoked is not None or _revoked_message(d)):
+            why = "the task is no longer active"
+        elif d is not None and d.obligations:
+            why = "it needs an approval that was not given"
+        else:
+            why = "the policy does not permit it for this agent and task"
+    return Verdict(False, f"Calling the tool `{tool}` was refused: {why}.", d)
+
+
+async def _approve(
+    task: Task,
+    obligations: Iterable[str],
+    action: str,
+    resource: str,
+    context: Mapping[str, Any],
+    approver: Approver | None,
+) -> bool:
+    """Every obligation approved, by `approver` or else by the Guard's approver for it."""
+    guard = task.guard
+    for obligation in obligations:
+        fn = approver or guard.approvers.get(obligation)
+        if fn is None:
+            return False
+        ok = False
+        with anyio.move_on_after(guard.approval_timeout):
+            try:
+                ok = await fn(ApprovalRequest(task, obligation, action, resource, context)) is True
+            except Exception as e:  # an approver that fails must not approve
+                log.warning("approver for %s failed: %s", obligation, type(e).__name__)
+                ok = False
+        if not ok:
+            return False
+    return True
+
+
+async def authorize_tool_call(
+    task: Task,
+    tool: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    policy: ToolPolicy = DEFAULT_POLICY,
+    approver: Approver | None = None,
+) -> Verdict:
+    """Decide one tool call for `task`; a permit commits the task's state effects."""
+    try:
+        action = policy.action_for(tool)
+        resource = policy.resource_for(tool)
+        context = {"arguments": cedar_arguments(arguments)}
+        d = task.authorize(action, resource, context)
+        if d.allowed:
+            return Verdict(True, "", d)
+        if not d.obligations or d.revoked is not None or _revoked_message(d):
+            return _denied(tool, d)
+        if not await _approve(task, d.obligations, action, resource, context, approver):
+            return _denied(tool, d)
+        d2 = task.authorize(action, resource, context, approved=d.obligations)
+        return Verdict(True, "", d2) if d2.allowed else _denied(tool, d2)
+    except Exception as e:  # fail closed: a check that cannot be made denies
+        log.warning("tool call check for %s failed: %s: %s", tool, type(e).__name__, e)
+        return _denied(tool, None, "the authorization check could not be completed")
+
+
+def tool_visible(task: Task, tool: str, *, policy: ToolPolicy = DEFAULT_POLICY) -> bool:
+    """May the task call `tool` at all (without arguments)? Commits nothing.
+
+    Decided on a snapshot of the task's state, so listing never spends a budget or
+    counts as a call. A permit that carries an obligation counts as visible (the call
+    will ask for approval). Any error hides the tool.
+    """
+    try:
+        if task.revoked is not None:
+            return False
+        action = policy.action_for(tool)
+        if task.scope is not None and not any(action_uid(a) == action for a in task.scope):
+            return False
+        ctx = {"intent": task.intent, "arguments": {}, "task": task.state()}
+        return task.guard.engine.authorize(
+            task.agent_uid, action, policy.resource_for(tool), ctx
+        ).allowed
+    except Exception as e:
+        log.warning("tool visibility check for %s failed: %s", tool, type(e).__name__)
+        return False
