@@ -53,6 +53,7 @@ __all__ = [
     "ACCESS_DENIED",
     "TOKEN_META_KEY",
     "McpToolGuard",
+    "bearer_token",
     "call_tool_guarded",
 ]
 
@@ -68,11 +69,13 @@ _APPROVAL_SCHEMA: dict[str, Any] = {
 _MAX_SESSIONS = 10_000
 
 
-class _Unauthenticated(Exception):
+class _Unauthenticated(ValueError):
     pass
 
 
-def _bearer(ctx: ServerRequestContext[Any, Any]) -> str | None:
+def bearer_token(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The caller's credential: `_meta["tether/token"]`, else an `Authorization: Bearer`
+    header (HTTP transports). Raises `ValueError` for a malformed one."""
     meta = (ctx.params or {}).get("_meta")
     if isinstance(meta, Mapping):
         token = meta.get(TOKEN_META_KEY)
@@ -146,7 +149,7 @@ class McpToolGuard:
     async def task_for(self, ctx: ServerRequestContext[Any, Any]) -> Task:
         """The task a request acts in; raises `MCPError(-32001)` when unauthenticated."""
         try:
-            token = _bearer(ctx)
+            token = bearer_token(ctx)
             if token is None:
                 raise _Unauthenticated("no credential: send a task token or JWT-SVID")
             task = await self._task(token)
@@ -244,7 +247,11 @@ class McpToolGuard:
     async def _list(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
-        if _bearer(ctx) is None:
+        try:
+            anonymous = bearer_token(ctx) is None
+        except ValueError as e:
+            raise MCPError(ACCESS_DENIED, f"unauthenticated: {e}") from None
+        if anonymous:
             # No credential, no tools: an anonymous listing reveals nothing (SDK clients
             # list without `_meta` to validate results; that must not fail the call).
             task = None
