@@ -32,6 +32,7 @@ __all__ = [
     "Verdict",
     "authorize_tool_call",
     "cedar_arguments",
+    "check_tool_call",
     "tool_visible",
 ]
 
@@ -121,6 +122,15 @@ def _denied(tool: str, d: Decision | None, why: str | None = None) -> Verdict:
     return Verdict(False, f"Calling the tool `{tool}` was refused: {why}.", d)
 
 
+Propagate = tuple[type[BaseException], ...]
+
+
+def _approval_request(
+    task: Task, obligation: str, action: str, resource: str, context: Mapping[str, Any]
+) -> ApprovalRequest:
+    return ApprovalRequest(task, obligation, action, resource, context)
+
+
 async def _approve(
     task: Task,
     obligations: Iterable[str],
@@ -128,6 +138,7 @@ async def _approve(
     resource: str,
     context: Mapping[str, Any],
     approver: Approver | None,
+    propagate: Propagate,
 ) -> bool:
     """Every obligation approved, by `approver` or else by the Guard's approver for it."""
     guard = task.guard
@@ -138,13 +149,41 @@ async def _approve(
         ok = False
         with anyio.move_on_after(guard.approval_timeout):
             try:
-                ok = await fn(ApprovalRequest(task, obligation, action, resource, context)) is True
+                req = _approval_request(task, obligation, action, resource, context)
+                ok = await fn(req) is True
+            except propagate:
+                raise
             except Exception as e:  # an approver that fails must not approve
                 log.warning("approver for %s failed: %s", obligation, type(e).__name__)
                 ok = False
         if not ok:
             return False
     return True
+
+
+def _prepare(
+    task: Task, tool: str, arguments: Mapping[str, Any] | None, policy: ToolPolicy
+) -> tuple[str, str, dict[str, Any], Decision]:
+    action = policy.action_for(tool)
+    resource = policy.resource_for(tool)
+    context = {"arguments": cedar_arguments(arguments)}
+    return action, resource, context, task.authorize(action, resource, context)
+
+
+def _needs_approval(d: Decision) -> bool:
+    return bool(d.obligations) and d.revoked is None and not _revoked_message(d)
+
+
+def _after_approval(
+    task: Task, tool: str, action: str, resource: str, context: dict[str, Any], d: Decision
+) -> Verdict:
+    d2 = task.authorize(action, resource, context, approved=d.obligations)
+    return Verdict(True, "", d2) if d2.allowed else _denied(tool, d2)
+
+
+def _failed(tool: str, e: Exception) -> Verdict:
+    log.warning("tool call check for %s failed: %s: %s", tool, type(e).__name__, e)
+    return _denied(tool, None, "the authorization check could not be completed")
 
 
 async def authorize_tool_call(
@@ -154,24 +193,54 @@ async def authorize_tool_call(
     *,
     policy: ToolPolicy = DEFAULT_POLICY,
     approver: Approver | None = None,
+    propagate: Propagate = (),
 ) -> Verdict:
-    """Decide one tool call for `task`; a permit commits the task's state effects."""
+    """Decide one tool call for `task`; a permit commits the task's state effects.
+
+    Obligations go to `approver` (else the Guard's approvers). Exceptions of the
+    `propagate` types (a framework's pause signal) pass through; any other error denies.
+    """
     try:
-        action = policy.action_for(tool)
-        resource = policy.resource_for(tool)
-        context = {"arguments": cedar_arguments(arguments)}
-        d = task.authorize(action, resource, context)
+        action, resource, context, d = _prepare(task, tool, arguments, policy)
         if d.allowed:
             return Verdict(True, "", d)
-        if not d.obligations or d.revoked is not None or _revoked_message(d):
+        if not _needs_approval(d):
             return _denied(tool, d)
-        if not await _approve(task, d.obligations, action, resource, context, approver):
+        if not await _approve(task, d.obligations, action, resource, context, approver, propagate):
             return _denied(tool, d)
-        d2 = task.authorize(action, resource, context, approved=d.obligations)
-        return Verdict(True, "", d2) if d2.allowed else _denied(tool, d2)
+        return _after_approval(task, tool, action, resource, context, d)
+    except propagate:
+        raise
     except Exception as e:  # fail closed: a check that cannot be made denies
-        log.warning("tool call check for %s failed: %s: %s", tool, type(e).__name__, e)
-        return _denied(tool, None, "the authorization check could not be completed")
+        return _failed(tool, e)
+
+
+def check_tool_call(
+    task: Task,
+    tool: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    policy: ToolPolicy = DEFAULT_POLICY,
+    approve: Callable[[ApprovalRequest], bool] | None = None,
+    propagate: Propagate = (),
+) -> Verdict:
+    """`authorize_tool_call` for synchronous hooks: obligations need a synchronous
+    `approve` (the Guard's approvers are async, so without one an obligation denies)."""
+    try:
+        action, resource, context, d = _prepare(task, tool, arguments, policy)
+        if d.allowed:
+            return Verdict(True, "", d)
+        if not _needs_approval(d) or approve is None:
+            return _denied(tool, d)
+        for obligation in d.obligations:
+            req = _approval_request(task, obligation, action, resource, context)
+            if approve(req) is not True:
+                return _denied(tool, d)
+        return _after_approval(task, tool, action, resource, context, d)
+    except propagate:
+        raise
+    except Exception as e:
+        return _failed(tool, e)
 
 
 def tool_visible(task: Task, tool: str, *, policy: ToolPolicy = DEFAULT_POLICY) -> bool:
