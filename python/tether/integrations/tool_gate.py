@@ -33,6 +33,7 @@ __all__ = [
     "authorize_tool_call",
     "cedar_arguments",
     "check_tool_call",
+    "refusal",
     "tool_visible",
 ]
 
@@ -111,7 +112,7 @@ def _revoked_message(d: Decision) -> bool:
     return (d.message or "").startswith("task revoked")
 
 
-def _denied(tool: str, d: Decision | None, why: str | None = None) -> Verdict:
+def refusal(tool: str, d: Decision | None, why: str | None = None) -> Verdict:
     if why is None:
         if d is not None and (d.revoked is not None or _revoked_message(d)):
             why = "the task is no longer active"
@@ -178,12 +179,12 @@ def _after_approval(
     task: Task, tool: str, action: str, resource: str, context: dict[str, Any], d: Decision
 ) -> Verdict:
     d2 = task.authorize(action, resource, context, approved=d.obligations)
-    return Verdict(True, "", d2) if d2.allowed else _denied(tool, d2)
+    return Verdict(True, "", d2) if d2.allowed else refusal(tool, d2)
 
 
 def _failed(tool: str, e: Exception) -> Verdict:
     log.warning("tool call check for %s failed: %s: %s", tool, type(e).__name__, e)
-    return _denied(tool, None, "the authorization check could not be completed")
+    return refusal(tool, None, "the authorization check could not be completed")
 
 
 async def authorize_tool_call(
@@ -205,9 +206,9 @@ async def authorize_tool_call(
         if d.allowed:
             return Verdict(True, "", d)
         if not _needs_approval(d):
-            return _denied(tool, d)
+            return refusal(tool, d)
         if not await _approve(task, d.obligations, action, resource, context, approver, propagate):
-            return _denied(tool, d)
+            return refusal(tool, d)
         return _after_approval(task, tool, action, resource, context, d)
     except propagate:
         raise
@@ -231,11 +232,11 @@ def check_tool_call(
         if d.allowed:
             return Verdict(True, "", d)
         if not _needs_approval(d) or approve is None:
-            return _denied(tool, d)
+            return refusal(tool, d)
         for obligation in d.obligations:
             req = _approval_request(task, obligation, action, resource, context)
             if approve(req) is not True:
-                return _denied(tool, d)
+                return refusal(tool, d)
         return _after_approval(task, tool, action, resource, context, d)
     except propagate:
         raise
