@@ -1,0 +1,79 @@
+"""pydantic-ai: a capability that authorizes every tool call before it executes.
+
+`Agent(model, tools=[...], capabilities=[TetherCapability(task)], output_type=[str,
+DeferredToolRequests])`:
+
+- `prepare_tools` offers the model only the tools the task may call (every step);
+- `before_tool_execute` decides each call with `task.authorize` (arguments as validated):
+  a refusal skips the tool and hands the model a sentence saying why (`SkipToolExecution`);
+  a permit with an obligation raises `ApprovalRequired`, so the run ends with
+  `DeferredToolRequests`; resuming with `DeferredToolResults(approvals={id: True})`
+  re-authorizes the call with its obligations met. Any error refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai import RunContext
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import ApprovalRequired, SkipToolExecution
+from pydantic_ai.messages import ToolCallPart
+from pydantic_ai.tools import ToolDefinition
+
+from tether.integrations.tool_gate import (
+    DEFAULT_POLICY,
+    ToolPolicy,
+    cedar_arguments,
+    refusal,
+    tool_visible,
+)
+from tether.tasks import Task
+
+__all__ = ["TetherCapability"]
+
+
+@dataclass
+class TetherCapability(AbstractCapability[Any]):
+    """Authorize every function tool call of a pydantic-ai agent in `task`."""
+
+    task: Task
+    policy: ToolPolicy = DEFAULT_POLICY
+    hide_tools: bool = True
+
+    async def prepare_tools(
+        self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]
+    ) -> list[ToolDefinition]:
+        if not self.hide_tools:
+            return tool_defs
+        return [t for t in tool_defs if tool_visible(self.task, t.name, policy=self.policy)]
+
+    async def before_tool_execute(
+        self,
+        ctx: RunContext[Any],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: dict[str, Any],
+    ) -> dict[str, Any]:
+        tool = call.tool_name
+        try:
+            action = self.policy.action_for(tool)
+            resource = self.policy.resource_for(tool)
+            context = {"arguments": cedar_arguments(args)}
+            d = self.task.authorize(action, resource, context)
+            if d.allowed:
+                return args
+            if d.obligations and d.revoked is None:
+                if not ctx.tool_call_approved:
+                    raise ApprovalRequired({"tether": {"obligations": list(d.obligations)}})
+                d = self.task.authorize(action, resource, context, approved=d.obligations)
+                if d.allowed:
+                    return args
+            reason = refusal(tool, d).reason
+        except ApprovalRequired:
+            raise
+        except Exception:
+            reason = refusal(tool, None, "the authorization check could not be completed").reason
+        raise SkipToolExecution(reason)
