@@ -55,6 +55,7 @@ def _forge(
 class Keys:
     ec256: ec.EllipticCurvePrivateKey
     ec384: ec.EllipticCurvePrivateKey
+    ec521: ec.EllipticCurvePrivateKey
     rsa: rsa.RSAPrivateKey
     other: ec.EllipticCurvePrivateKey  # other.org's key
     attacker: ec.EllipticCurvePrivateKey  # in no bundle
@@ -66,6 +67,7 @@ def keys() -> Keys:
     return Keys(
         ec256=ec.generate_private_key(ec.SECP256R1()),
         ec384=ec.generate_private_key(ec.SECP384R1()),
+        ec521=ec.generate_private_key(ec.SECP521R1()),
         rsa=rsa.generate_private_key(public_exponent=65537, key_size=2048),
         other=ec.generate_private_key(ec.SECP256R1()),
         attacker=ec.generate_private_key(ec.SECP256R1()),
@@ -90,6 +92,7 @@ def bundle_docs(keys: Keys) -> dict[str, dict[str, Any]]:
             "keys": [
                 _jwk_of(keys.ec256, "k1", "jwt-svid"),
                 _jwk_of(keys.ec384, "k384", "jwt-svid"),
+                _jwk_of(keys.ec521, "k521", "jwt-svid"),
                 _jwk_of(keys.rsa, "r1", "jwt-svid"),
                 _jwk_of(keys.wit, "w1", "wit-svid"),
             ],
