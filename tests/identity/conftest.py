@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
 from tests.support import FakeClock
 
-from tether.identity import BundleSet
+from tether.identity import Authenticator, BundleSet, LocalIssuer
 
 NOW = 1_800_000_000.0
 
@@ -60,6 +60,18 @@ class Keys:
     other: ec.EllipticCurvePrivateKey  # other.org's key
     attacker: ec.EllipticCurvePrivateKey  # in no bundle
     wit: ec.EllipticCurvePrivateKey  # example.org wit-svid key
+
+
+@pytest.fixture
+def issuer(clock: FakeClock) -> LocalIssuer:
+    """An in-process issuer for example.org on the test clock."""
+    return LocalIssuer("example.org", clock=clock)
+
+
+@pytest.fixture
+def auth(issuer: LocalIssuer, clock: FakeClock) -> Authenticator:
+    """An authenticator for audience ``svc`` trusting only ``issuer``, 5 s leeway."""
+    return Authenticator(issuer.bundle_set(), "svc", leeway=5, clock=clock)
 
 
 @pytest.fixture(scope="session")

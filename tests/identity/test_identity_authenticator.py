@@ -34,11 +34,6 @@ from tether.identity import (
 )
 
 
-@pytest.fixture
-def issuer(clock: Any) -> LocalIssuer:
-    return LocalIssuer("example.org", clock=clock)
-
-
 def test_agent_fields(issuer: LocalIssuer, clock: Any) -> None:
     auth = Authenticator(issuer.bundle_set(), "svc", clock=clock)
     token = issuer.mint_svid("agents/planner", ["svc", "other"], ttl=120)

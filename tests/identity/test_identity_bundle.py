@@ -134,7 +134,7 @@ def test_bundle_with_no_usable_key_distrusts_the_domain(keys: Any, jwk_of: Any) 
 def test_json_errors_and_duplicate_members() -> None:
     with pytest.raises(InvalidBundle, match="not valid JSON"):
         TrustBundle.from_json("example.org", b"{nope")
-    with pytest.raises(InvalidBundle, match="duplicate member"):
+    with pytest.raises(InvalidBundle, match="duplicate JSON member"):
         TrustBundle.from_json("example.org", '{"keys": [], "keys": []}')
     with pytest.raises(InvalidBundle, match="JSON object"):
         TrustBundle.from_json("example.org", "[]")
@@ -157,7 +157,7 @@ def test_bundle_set_rejects_duplicate_domains(bundle_docs: dict[str, Any]) -> No
         BundleSet([b, TrustBundle.from_dict("example.org", {"keys": []})])
     with pytest.raises(InvalidBundle, match="duplicate trust domain"):
         BundleSet.from_dict({"example.org": {"keys": []}, "spiffe://example.org": {"keys": []}})
-    with pytest.raises(InvalidBundle, match="duplicate member"):
+    with pytest.raises(InvalidBundle, match="duplicate JSON member"):
         BundleSet.from_json('{"a.org": {"keys": []}, "a.org": {"keys": []}}')
     bs = BundleSet([b])
     with pytest.raises(InvalidBundle):

@@ -30,16 +30,6 @@ TARGET = "https://api.example.org/orders"
 
 
 @pytest.fixture
-def issuer(clock: Any) -> LocalIssuer:
-    return LocalIssuer("example.org", clock=clock)
-
-
-@pytest.fixture
-def auth(issuer: LocalIssuer, clock: Any) -> Authenticator:
-    return Authenticator(issuer.bundle_set(), "svc", leeway=5, clock=clock)
-
-
-@pytest.fixture
 def proof_key() -> tuple[Any, dict[str, Any]]:
     return generate_proof_key()
 

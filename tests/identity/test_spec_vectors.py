@@ -41,16 +41,6 @@ from tether.identity.wimse import token_hash
 TARGET = "https://api.example.org/orders"
 
 
-@pytest.fixture
-def issuer(clock: Any) -> LocalIssuer:
-    return LocalIssuer("example.org", clock=clock)
-
-
-@pytest.fixture
-def auth(issuer: LocalIssuer, clock: Any) -> Authenticator:
-    return Authenticator(issuer.bundle_set(), "svc", leeway=5, clock=clock)
-
-
 def _public_jwk(key: Any, alg: str | None) -> dict[str, Any]:
     pub = key.public_key()
     algo = RSAAlgorithm if isinstance(pub, rsa.RSAPublicKey) else ECAlgorithm

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "curve_alg",
     "jwk_thumbprint",
     "media_type",
+    "no_duplicate_members",
     "parse_jws",
     "verify_signature",
 ]
@@ -84,14 +85,24 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            # Parsers disagree on which duplicate wins; refuse instead of guessing.
-            raise InvalidToken(f"duplicate JSON member {k!r}")
-        out[k] = v
-    return out
+def no_duplicate_members(
+    error: type[Exception],
+) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json.loads`` ``object_pairs_hook`` that raises ``error`` on a repeated member."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                # Parsers disagree on which duplicate wins; refuse instead of guessing.
+                raise error(f"duplicate JSON member {k!r}")
+            out[k] = v
+        return out
+
+    return hook
+
+
+_no_duplicates = no_duplicate_members(InvalidToken)
 
 
 def _no_constants(name: str) -> Any:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tether.identity._jose import ALLOWED_ALGS, alg_fits_key
+from tether.identity._jose import ALLOWED_ALGS, alg_fits_key, no_duplicate_members
 from tether.identity.errors import InvalidBundle, InvalidSpiffeId
 from tether.identity.spiffe_id import validate_trust_domain
 
@@ -261,18 +261,9 @@ class TrustBundle:
         return not self.jwt_keys and not self.wit_keys
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise InvalidBundle(f"duplicate member {k!r}")
-        out[k] = v
-    return out
-
-
 def _loads_object(data: str | bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(data, object_pairs_hook=_reject_duplicates)
+        doc = json.loads(data, object_pairs_hook=no_duplicate_members(InvalidBundle))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         if isinstance(exc, InvalidBundle):
             raise
