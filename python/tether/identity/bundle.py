@@ -122,7 +122,7 @@ class SkippedKey:
         return f"keys[{self.index}]{named}: {self.reason}"
 
 
-def public_key_from_jwk(jwk_data: Mapping[str, Any], use: str | None) -> BundleKey | None:
+def public_key_from_jwk(jwk_data: object, use: str | None) -> BundleKey | None:
     """Parse a public RSA/EC JWK. Returns None for key types and curves we do not support.
 
     Raises :class:`InvalidBundle` for keys that are malformed or contain private material.
@@ -167,6 +167,28 @@ def _non_negative_int(doc: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
+def _judge_key(entry: object, trust_domain: str) -> BundleKey | str | None:
+    """A bundle entry's usable key, the reason it cannot be used, or None when the entry
+    is not ours to judge (another ``use``, an unknown ``kty`` or curve: SPIFFE bundle
+    4.1.3 and 4.2.1 say such entries MUST be ignored)."""
+    use = entry.get("use") if isinstance(entry, Mapping) else None
+    if isinstance(entry, Mapping) and use not in _KNOWN_USES:
+        return None
+    try:
+        key = public_key_from_jwk(entry, use)
+    except InvalidBundle as exc:
+        return str(exc)
+    if key is None:
+        log.debug("ignoring unsupported %s key in bundle for %s", use, trust_domain)
+        return None
+    problem = key.alg_problem()
+    if problem is not None:
+        return problem
+    if use == JWT_SVID_USE and key.kid is None:
+        return "jwt-svid key has no 'kid'"  # SPIFFE JWT-SVID 6.1: kid MUST be set
+    return key
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class TrustBundle:
     """A parsed, immutable SPIFFE bundle for one trust domain."""
@@ -192,29 +214,18 @@ class TrustBundle:
         jwt_keys: list[tuple[int, BundleKey]] = []
         wit_keys: list[BundleKey] = []
         for index, entry in enumerate(keys):
-            use = entry.get("use") if isinstance(entry, Mapping) else None
-            if isinstance(entry, Mapping) and use not in _KNOWN_USES:
-                continue  # x509-svid, unknown or missing use: not ours to judge
-            kid = entry.get("kid") if isinstance(entry, Mapping) else None
-            shown_kid = kid if isinstance(kid, str) else None
-            try:
-                parsed = public_key_from_jwk(entry, use)
-                problem = parsed.alg_problem() if parsed is not None else None
-            except InvalidBundle as exc:
-                parsed, problem = None, str(exc)
-            if parsed is None and problem is None:
-                # SPIFFE bundle 4.2.1: an unknown key type MUST be ignored.
-                log.debug("ignoring unsupported %s key in bundle for %s", use, trust_domain)
+            judged = _judge_key(entry, trust_domain)
+            if judged is None:
                 continue
-            if parsed is not None and problem is None and use == JWT_SVID_USE:
-                if parsed.kid is None:
-                    problem = "jwt-svid key has no 'kid'"
-            if problem is not None or parsed is None:
-                skipped.append(SkippedKey(index, shown_kid, use, problem or "unusable key"))
-            elif use == JWT_SVID_USE:
-                jwt_keys.append((index, parsed))
+            if isinstance(judged, str):
+                kid = entry.get("kid") if isinstance(entry, Mapping) else None
+                use = entry.get("use") if isinstance(entry, Mapping) else None
+                shown_kid = kid if isinstance(kid, str) else None
+                skipped.append(SkippedKey(index, shown_kid, use, judged))
+            elif judged.use == JWT_SVID_USE:
+                jwt_keys.append((index, judged))
             else:
-                wit_keys.append(parsed)
+                wit_keys.append(judged)
         # Two jwt-svid keys with one kid: either could be meant, so neither is trusted.
         kid_counts = Counter(key.kid for _, key in jwt_keys)
         by_kid: dict[str, BundleKey] = {}
