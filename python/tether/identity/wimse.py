@@ -1,10 +1,12 @@
 """WIMSE workload credentials: Workload Identity Token (WIT) + Workload Proof Token (WPT).
 
-Per draft-ietf-wimse-s2s-protocol: the WIT (``typ: wit+jwt``) is issued by the trust
-domain and binds a SPIFFE ID to a public key (``cnf.jwk``); it has no audience and is
-not a bearer credential on its own. Each request carries a WPT (``typ: wpt+jwt``) signed
-with the matching private key, scoped to one target URI, short-lived, unique (``jti``)
-and bound to the WIT by ``wth`` (and optionally to an access/transaction token).
+Per draft-ietf-wimse-workload-creds (the WIT, ``typ: wit+jwt``): issued by the trust
+domain, it binds a SPIFFE ID to a public key (``cnf.jwk``, whose ``alg`` is required); it
+has no audience and is not a bearer credential on its own. Per draft-ietf-wimse-wpt: each
+request carries a WPT (``typ: wpt+jwt``) signed with the matching private key using that
+``alg``, scoped to one target URI (query and fragment ignored), short-lived, unique
+(``jti``) and bound to the WIT by ``wth`` (and to an access/transaction token by
+``ath``/``tth`` whenever one is presented).
 """
 
 from __future__ import annotations
@@ -121,10 +123,10 @@ class VerifiedProof:
 def _confirmation_key(claims: Mapping[str, Any]) -> BundleKey:
     """The WIT's ``cnf.jwk``, with the ``alg`` every proof must use.
 
-    draft-ietf-wimse-workload-creds-02 section 5.1: "an ``alg`` field MUST be present ... The
-    presented proof MUST be produced with the algorithm specified in this field. The
-    value ``none`` MUST NOT be used. Algorithms used in combination with symmetric keys
-    MUST NOT be used."
+    draft-ietf-wimse-workload-creds-02 section 5.1 (The Workload Identity Token): "an
+    ``alg`` field MUST be present ... The presented proof MUST be produced with the
+    algorithm specified in this field. The value ``none`` MUST NOT be used. Algorithms
+    used in combination with symmetric keys MUST NOT be used."
     """
     cnf = claims.get("cnf")
     jwk = cnf.get("jwk") if isinstance(cnf, Mapping) else None
