@@ -23,6 +23,7 @@ authorizes every method).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -30,7 +31,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-import jwt
 import mcp_types as mt
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -89,6 +89,21 @@ def bearer_token(ctx: ServerRequestContext[Any, Any]) -> str | None:
         if isinstance(value, str) and value[:7].lower() == "bearer ":
             return value[7:].strip()
     return None
+
+
+def _token_type(token: str) -> str:
+    """The JOSE `typ` of a compact JWT, lower-cased (only to pick a verifier: the verifier
+    then checks everything). pyjwt's header parser costs ~100 µs; this costs a few."""
+    head = token.split(".", 1)[0]
+    if len(head) > 4096:
+        raise _Unauthenticated("malformed token")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, TypeError):
+        raise _Unauthenticated("malformed token") from None
+    if not isinstance(header, dict):
+        raise _Unauthenticated("malformed token")
+    return str(header.get("typ", "")).lower()
 
 
 def _tool_result(ctx: ServerRequestContext[Any, Any], text: str) -> dict[str, Any]:
@@ -160,11 +175,7 @@ class McpToolGuard:
         return task
 
     async def _task(self, token: str) -> Task:
-        try:
-            typ = str(jwt.get_unverified_header(token).get("typ", "")).lower()
-        except jwt.PyJWTError:
-            raise _Unauthenticated("malformed token") from None
-        if typ == TXN_TOKEN_TYP:
+        if _token_type(token) == TXN_TOKEN_TYP:
             return await self._task_from_task_token(token)
         agent = await self.guard.authenticate(token)
         key = "svid:" + hashlib.sha256(token.encode()).hexdigest()

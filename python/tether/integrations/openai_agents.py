@@ -88,8 +88,7 @@ class TetherTools:
             ctx: RunContextWrapper[Any], params: dict[str, Any], call_id: str
         ) -> bool:
             try:
-                action = self.policy.action_for(tool)
-                resource = self.policy.resource_for(tool)
+                action, resource = self.policy.names(tool)
                 context = {"arguments": cedar_arguments(params)}
                 d = self.task.authorize(action, resource, context)
             except Exception:

@@ -59,8 +59,7 @@ class TetherCapability(AbstractCapability[Any]):
     ) -> dict[str, Any]:
         tool = call.tool_name
         try:
-            action = self.policy.action_for(tool)
-            resource = self.policy.resource_for(tool)
+            action, resource = self.policy.names(tool)
             context = {"arguments": cedar_arguments(args)}
             d = self.task.authorize(action, resource, context)
             if d.allowed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -50,6 +50,18 @@ class ToolPolicy:
 
     action: str | Callable[[str], str] = "call_tool"
     resource_type: str = "Tool"
+    # tool name -> (action uid, resource uid); formatting them costs more than deciding.
+    _names: dict[str, tuple[str, str]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    def names(self, tool: str) -> tuple[str, str]:
+        hit = self._names.get(tool)
+        if hit is None:
+            hit = (self.action_for(tool), self.resource_for(tool))
+            if len(self._names) < 4096:
+                self._names[tool] = hit
+        return hit
 
     def action_for(self, tool: str) -> str:
         name = self.action(tool) if callable(self.action) else self.action
@@ -100,10 +112,16 @@ def _cedar_value(value: Any, depth: int) -> Any:
     return str(value)
 
 
+_PLAIN = (str, int)  # bool is an int
+
+
 def cedar_arguments(arguments: Mapping[str, Any] | None) -> dict[str, Any]:
     """Tool arguments as a Cedar record (nulls dropped, floats as decimals or text)."""
     if not arguments:
         return {}
+    # Fast path: flat strings, ints and bools are already Cedar values.
+    if all(type(v) in _PLAIN or type(v) is bool for v in arguments.values()):
+        return {str(k): v for k, v in arguments.items()}
     out: dict[str, Any] = _cedar_value(dict(arguments), 0)
     return out
 
@@ -165,8 +183,7 @@ async def _approve(
 def _prepare(
     task: Task, tool: str, arguments: Mapping[str, Any] | None, policy: ToolPolicy
 ) -> tuple[str, str, dict[str, Any], Decision]:
-    action = policy.action_for(tool)
-    resource = policy.resource_for(tool)
+    action, resource = policy.names(tool)
     context = {"arguments": cedar_arguments(arguments)}
     return action, resource, context, task.authorize(action, resource, context)
 
@@ -254,13 +271,11 @@ def tool_visible(task: Task, tool: str, *, policy: ToolPolicy = DEFAULT_POLICY) 
     try:
         if task.revoked is not None:
             return False
-        action = policy.action_for(tool)
+        action, resource = policy.names(tool)
         if task.scope is not None and not any(action_uid(a) == action for a in task.scope):
             return False
         ctx = {"intent": task.intent, "arguments": {}, "task": task.state()}
-        return task.guard.engine.authorize(
-            task.agent_uid, action, policy.resource_for(tool), ctx
-        ).allowed
+        return task.guard.engine.authorize(task.agent_uid, action, resource, ctx).allowed
     except Exception as e:
         log.warning("tool visibility check for %s failed: %s", tool, type(e).__name__)
         return False
