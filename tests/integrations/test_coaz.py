@@ -383,3 +383,31 @@ def test_build_request_resolution_rules() -> None:
     }
     with pytest.raises(MappingError):
         build_request(smuggle, params, token)
+
+
+DISCOVER = {
+    "server/discover": {
+        "evaluation": {
+            "action": {"name": "initialize"},
+            "resource": {"type": "mcp_server", "id": "$token.aud"},
+        }
+    }
+}
+
+
+async def test_2026_connections_need_server_discover_mapped() -> None:
+    # The draft predates `server/discover` (MCP 2026-07-28): unmapped, it is denied like
+    # any unknown method; mapped by the deployment, the same calls work.
+    token = access_token(client_id="agent-app")
+    rec = Recording(TetherPdp(Engine(POLICIES)))
+    denied = CoazGuard(rec, verify, token_from=lambda ctx: token)
+    ran: list[str] = []
+    with pytest.raises(BaseException) as e:  # discovery refused: the client cannot connect
+        async with Client(tool_server(denied, ran)) as client:
+            await client.call_tool("get_local_weather", {})
+    assert mcp_codes(e.value) and ran == []
+    mapped = CoazGuard(rec, verify, token_from=lambda ctx: token, mappings=DISCOVER)
+    async with Client(tool_server(mapped, ran)) as client:
+        assert not (await client.call_tool("get_local_weather", {})).is_error
+        assert await refused(client, "agent_literal", {}) == mt.INVALID_PARAMS
+    assert ran == ["get_local_weather"]
