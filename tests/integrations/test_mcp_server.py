@@ -311,3 +311,34 @@ async def test_client_side_wrapper_never_sends_a_refused_call() -> None:
         assert r.is_error and ran == [] and "`shell` was refused" in text(r)
         r = await call_tool_guarded(client, task, "search", {"q": "x"}, token=token)
         assert not r.is_error and ran == ["search"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_narrowed_task_token_limits_the_task_it_continues(mode: str) -> None:
+    async with session(mode) as (w, client, ran):
+        task, _ = await open_task(w, ORCH)  # an unscoped task
+        narrow = w.tokens.mint(task.ref(), scope={"read"})
+        r = await client.call_tool("search", {"q": "x"}, meta=as_(narrow))
+        assert r.is_error and "scope of the presented task token" in text(r) and ran == []
+        listed = await client.list_tools(meta=as_(narrow))
+        assert listed.tools == []
+        assert task.revoked is None  # the token's limit, not a violation by the task
+        wide = w.tokens.mint(task.ref(), scope={"call_tool"})
+        assert not (await client.call_tool("search", {"q": "x"}, meta=as_(wide))).is_error
+        assert ran == ["search"]
+
+
+async def test_task_token_of_an_unscoped_remote_task() -> None:
+    async with session("auto") as (w, client, ran):
+        ref = TaskRef(
+            txn="remote-3",
+            agent=RES_ID,
+            scope=frozenset(),
+            intent="remote",
+            actors=(RES_ID,),
+            deadline=0.0,
+        )
+        token = w.tokens.mint(ref)
+        assert not (await client.call_tool("search", {"q": "x"}, meta=as_(token))).is_error
+        r = await client.call_tool("read_payroll", {}, meta=as_(token))
+        assert r.is_error and ran == ["search"]

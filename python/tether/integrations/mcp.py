@@ -43,11 +43,12 @@ from tether.integrations.tool_gate import (
     ToolPolicy,
     Verdict,
     authorize_tool_call,
+    refusal,
     tool_visible,
 )
 from tether.leases import TaskTokenVerifier
 from tether.leases.task_token import TXN_TOKEN_TYP
-from tether.tasks import ApprovalRequest, Guard, Task
+from tether.tasks import ApprovalRequest, Guard, Task, action_uid
 
 __all__ = [
     "ACCESS_DENIED",
@@ -163,20 +164,26 @@ class McpToolGuard:
 
     async def task_for(self, ctx: ServerRequestContext[Any, Any]) -> Task:
         """The task a request acts in; raises `MCPError(-32001)` when unauthenticated."""
+        task, _ = await self._caller(ctx)
+        return task
+
+    async def _caller(
+        self, ctx: ServerRequestContext[Any, Any]
+    ) -> tuple[Task, frozenset[str] | None]:
+        """The task, and the actions the presented credential allows (None: any)."""
         try:
             token = bearer_token(ctx)
             if token is None:
                 raise _Unauthenticated("no credential: send a task token or JWT-SVID")
-            task = await self._task(token)
+            if _token_type(token) == TXN_TOKEN_TYP:
+                return await self._task_from_task_token(token)
+            return await self._task_from_svid(token), None
         except MCPError:
             raise
         except Exception as e:  # every failure to authenticate denies, with its reason
             raise MCPError(ACCESS_DENIED, f"unauthenticated: {e}") from None
-        return task
 
-    async def _task(self, token: str) -> Task:
-        if _token_type(token) == TXN_TOKEN_TYP:
-            return await self._task_from_task_token(token)
+    async def _task_from_svid(self, token: str) -> Task:
         agent = await self.guard.authenticate(token)
         key = "svid:" + hashlib.sha256(token.encode()).hexdigest()
         task = self._live(key)
@@ -188,35 +195,28 @@ class McpToolGuard:
             self._remember(key, task)
         return task
 
-    async def _task_from_task_token(self, token: str) -> Task:
+    async def _task_from_task_token(self, token: str) -> tuple[Task, frozenset[str] | None]:
         if self.task_tokens is None:
             raise _Unauthenticated("this server does not accept task tokens")
         claims = self.task_tokens.verify(token)
         txn, sub = claims["txn"], claims["sub"]
-        local = self.guard.tasks.get(txn)
-        if local is not None:
-            if local.ref().agent != sub:
-                raise _Unauthenticated("task token does not match its task's agent")
-            return local
-        task = self._live("txn:" + txn)
-        if task is not None:
-            if task.ref().agent != sub:
-                raise _Unauthenticated("task token does not match its task's agent")
-            return task
-        scope = claims.get("tctx", {}).get("scope")
-        ttl = float(claims["exp"]) - self.guard.clock()
-        if ttl <= 0:
-            raise _Unauthenticated("task token expired")
-        agent = cedar_entity_uid("Agent", sub) if "::" not in sub else sub
-        opener = self.guard.task(
-            agent,
-            intent=str(claims.get("scope") or self.intent),
-            scope=None if scope is None else [str(s) for s in scope],
-            ttl=ttl,
-        )
-        task = await _opened(opener)
-        self._remember("txn:" + txn, task)
-        return task
+        raw_scope = claims.get("tctx", {}).get("scope")
+        # An unscoped task's token carries an empty scope list (see `Task.ref`).
+        scope = frozenset(str(action_uid(str(a))) for a in raw_scope or ()) or None
+        task = self.guard.tasks.get(txn) or self._live("txn:" + txn)
+        if task is None:
+            ttl = float(claims["exp"]) - self.guard.clock()
+            if ttl <= 0:
+                raise _Unauthenticated("task token expired")
+            agent = cedar_entity_uid("Agent", sub) if "::" not in sub else sub
+            opener = self.guard.task(
+                agent, intent=str(claims.get("scope") or self.intent), scope=scope, ttl=ttl
+            )
+            task = await _opened(opener)
+            self._remember("txn:" + txn, task)
+        if task.ref().agent != sub:
+            raise _Unauthenticated("task token does not match its task's agent")
+        return task, scope
 
     def _live(self, key: str) -> Task | None:
         task = self._sessions.get(key)
@@ -240,7 +240,10 @@ class McpToolGuard:
             raise MCPError(
                 mt.INVALID_PARAMS, "tools/call needs a string `name` and object `arguments`"
             )
-        task = await self.task_for(ctx)
+        task, allowed_actions = await self._caller(ctx)
+        if allowed_actions is not None and self.policy.names(name)[0] not in allowed_actions:
+            why = "it is outside the scope of the presented task token"
+            return _tool_result(ctx, self.explain(name, refusal(name, None, why)))
         approver, asked = self._approver(ctx, task, name, arguments)
         verdict = await authorize_tool_call(
             task, name, arguments, policy=self.policy, approver=approver
@@ -265,9 +268,9 @@ class McpToolGuard:
         if anonymous:
             # No credential, no tools: an anonymous listing reveals nothing (SDK clients
             # list without `_meta` to validate results; that must not fail the call).
-            task = None
+            task, allowed_actions = None, None
         else:
-            task = await self.task_for(ctx)
+            task, allowed_actions = await self._caller(ctx)
         result = await call_next(ctx)
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             raise MCPError(mt.INTERNAL_ERROR, "tools/list result has an unexpected shape")
@@ -277,6 +280,7 @@ class McpToolGuard:
             if isinstance(t, Mapping)
             and isinstance(t.get("name"), str)
             and task is not None
+            and (allowed_actions is None or self.policy.names(t["name"])[0] in allowed_actions)
             and tool_visible(task, t["name"], policy=self.policy)
         ]
         return {**result, "tools": tools}
