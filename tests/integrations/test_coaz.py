@@ -411,3 +411,9 @@ async def test_2026_connections_need_server_discover_mapped() -> None:
         assert not (await client.call_tool("get_local_weather", {})).is_error
         assert await refused(client, "agent_literal", {}) == mt.INVALID_PARAMS
     assert ran == ["get_local_weather"]
+
+
+def test_http_pdp_requires_tls() -> None:
+    with pytest.raises(ValueError):
+        HttpPdp("http://pdp.example.com")
+    assert HttpPdp("http://localhost:8080", allow_plain_http=True).base_url.startswith("http:")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,13 +16,20 @@ mcp = pytest.importorskip("mcp", reason="tether[mcp] not installed")
 
 import mcp_types as mt  # noqa: E402
 from mcp import Client  # noqa: E402
+from mcp.server.context import ServerRequestContext  # noqa: E402
 from mcp.server.mcpserver import MCPServer  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from tests.integrations.world import ORCH, ORCH_ID, RES_ID, World, world  # noqa: E402
-from tether.integrations.mcp import ACCESS_DENIED, TOKEN_META_KEY, McpToolGuard, call_tool_guarded  # noqa: E402
+from tether.integrations.mcp import (  # noqa: E402
+    ACCESS_DENIED,
+    TOKEN_META_KEY,
+    McpToolGuard,
+    bearer_token,
+    call_tool_guarded,
+)
 from tether.leases import TaskRef  # noqa: E402
-from tether.tasks import Task  # noqa: E402
+from tether.tasks import ApprovalRequest, Task  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 MODES = ["auto", "legacy"]  # 2026-07-28 (input_required rounds) and 2025-11-25 (elicitation)
@@ -342,3 +350,39 @@ async def test_task_token_of_an_unscoped_remote_task() -> None:
         assert not (await client.call_tool("search", {"q": "x"}, meta=as_(token))).is_error
         r = await client.call_tool("read_payroll", {}, meta=as_(token))
         assert r.is_error and ran == ["search"]
+
+
+@pytest.mark.parametrize("answer", [True, False])
+async def test_guard_approvers_settle_obligations_server_side(answer: bool) -> None:
+    asked: list[str] = []
+
+    async def approver(req: ApprovalRequest) -> bool:
+        asked.append(req.resource)
+        return answer
+
+    w = world({"approval": approver})
+    ran: list[str] = []
+    server = tool_server(w, ran, approval="guard")
+    async with w.guard, Client(server) as client:
+        r = await client.call_tool("deploy", {"env": "prod"}, meta=as_(w.svid(ORCH_ID)))
+        assert r.is_error is not answer and ran == (["deploy"] if answer else [])
+        assert asked == ['Tool::"deploy"']
+
+
+def test_bearer_header_is_a_credential() -> None:
+    def ctx(headers: dict[str, str], meta: Any = None) -> Any:
+        params = {"name": "search"} if meta is None else {"name": "search", "_meta": meta}
+        return ServerRequestContext(
+            session=None,  # type: ignore[arg-type]
+            lifespan_context={},
+            protocol_version="2025-11-25",
+            method="tools/call",
+            params=params,
+            request=SimpleNamespace(headers=headers),
+        )
+
+    assert bearer_token(ctx({"authorization": "Bearer abc.def.ghi"})) == "abc.def.ghi"
+    assert bearer_token(ctx({"authorization": "Basic dXNlcg=="})) is None
+    assert bearer_token(ctx({}, {TOKEN_META_KEY: "m.e.ta"})) == "m.e.ta"  # _meta first
+    with pytest.raises(ValueError):
+        bearer_token(ctx({}, {TOKEN_META_KEY: 42}))

@@ -331,7 +331,8 @@ class TetherPdp:
 
 class HttpPdp:
     """Any AuthZEN 1.0 PDP: `POST {base}/access/v1/evaluation(s)`; anything but a well-formed
-    decision is `PdpUnavailable`."""
+    decision is `PdpUnavailable`. The binding requires TLS: `http://` needs
+    `allow_plain_http=True` (a PDP on localhost, say)."""
 
     def __init__(
         self,
@@ -340,7 +341,10 @@ class HttpPdp:
         client: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 5.0,
+        allow_plain_http: bool = False,
     ) -> None:
+        if not base_url.startswith("https://") and not allow_plain_http:
+            raise ValueError("AuthZEN PDPs are reached over TLS: use an https:// URL")
         self.base_url = base_url.rstrip("/")
         self.client = client or httpx.AsyncClient(timeout=timeout)
         self.headers = dict(headers or {})

@@ -31,7 +31,7 @@ from tether.integrations.tool_gate import (
     Verdict,
     authorize_tool_call,
     check_tool_call,
-    tool_visible,
+    visible_tools,
 )
 from tether.tasks import ApprovalRequest, Task
 
@@ -122,12 +122,9 @@ class TetherMiddleware(AgentMiddleware):
     def _visible(self, request: ModelRequest) -> ModelRequest:
         if not self.hide_tools:
             return request
-        tools = [
-            t
-            for t in request.tools
-            if (name := _tool_name(t)) is not None
-            and tool_visible(self.task, name, policy=self.policy)
-        ]
+        names = [_tool_name(t) for t in request.tools]
+        visible = visible_tools(self.task, (n for n in names if n), policy=self.policy)
+        tools = [t for t, n in zip(request.tools, names, strict=True) if n in visible]
         return request.override(tools=tools)
 
     def wrap_model_call(

@@ -44,7 +44,7 @@ from tether.integrations.tool_gate import (
     Verdict,
     authorize_tool_call,
     refusal,
-    tool_visible,
+    visible_tools,
 )
 from tether.leases import TaskTokenVerifier
 from tether.leases.task_token import TXN_TOKEN_TYP
@@ -274,15 +274,17 @@ class McpToolGuard:
         result = await call_next(ctx)
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             raise MCPError(mt.INTERNAL_ERROR, "tools/list result has an unexpected shape")
-        tools = [
-            t
-            for t in result["tools"]
-            if isinstance(t, Mapping)
-            and isinstance(t.get("name"), str)
-            and task is not None
-            and (allowed_actions is None or self.policy.names(t["name"])[0] in allowed_actions)
-            and tool_visible(task, t["name"], policy=self.policy)
+        named = [
+            t for t in result["tools"] if isinstance(t, Mapping) and isinstance(t.get("name"), str)
         ]
+        if allowed_actions is not None:
+            named = [t for t in named if self.policy.names(t["name"])[0] in allowed_actions]
+        visible = (
+            set()
+            if task is None
+            else visible_tools(task, (t["name"] for t in named), policy=self.policy)
+        )
+        tools = [t for t in named if t["name"] in visible]
         return {**result, "tools": tools}
 
     # -- approvals -------------------------------------------------------------------------

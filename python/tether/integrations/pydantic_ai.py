@@ -27,7 +27,7 @@ from tether.integrations.tool_gate import (
     ToolPolicy,
     cedar_arguments,
     refusal,
-    tool_visible,
+    visible_tools,
 )
 from tether.tasks import Task
 
@@ -47,7 +47,8 @@ class TetherCapability(AbstractCapability[Any]):
     ) -> list[ToolDefinition]:
         if not self.hide_tools:
             return tool_defs
-        return [t for t in tool_defs if tool_visible(self.task, t.name, policy=self.policy)]
+        visible = visible_tools(self.task, (t.name for t in tool_defs), policy=self.policy)
+        return [t for t in tool_defs if t.name in visible]
 
     async def before_tool_execute(
         self,

@@ -35,6 +35,7 @@ __all__ = [
     "check_tool_call",
     "refusal",
     "tool_visible",
+    "visible_tools",
 ]
 
 _MAX_DEPTH = 16
@@ -261,21 +262,38 @@ def check_tool_call(
         return _failed(tool, e)
 
 
-def tool_visible(task: Task, tool: str, *, policy: ToolPolicy = DEFAULT_POLICY) -> bool:
-    """May the task call `tool` at all (without arguments)? Commits nothing.
+def visible_tools(
+    task: Task, tools: Iterable[str], *, policy: ToolPolicy = DEFAULT_POLICY
+) -> set[str]:
+    """The tools the task may call at all (without arguments). Commits nothing.
 
-    Decided on a snapshot of the task's state, so listing never spends a budget or
+    Decided on one snapshot of the task's state, so listing never spends a budget or
     counts as a call. A permit that carries an obligation counts as visible (the call
     will ask for approval). Any error hides the tool.
     """
+    names = list(tools)
     try:
         if task.revoked is not None:
-            return False
-        action, resource = policy.names(tool)
-        if task.scope is not None and not any(action_uid(a) == action for a in task.scope):
-            return False
+            return set()
+        scope = None if task.scope is None else {action_uid(a) for a in task.scope}
         ctx = {"intent": task.intent, "arguments": {}, "task": task.state()}
-        return task.guard.engine.authorize(task.agent_uid, action, resource, ctx).allowed
+        decide = task.guard.engine.authorize
     except Exception as e:
-        log.warning("tool visibility check for %s failed: %s", tool, type(e).__name__)
-        return False
+        log.warning("tool visibility check failed: %s", type(e).__name__)
+        return set()
+    out = set()
+    for tool in names:
+        try:
+            action, resource = policy.names(tool)
+            if scope is not None and action not in scope:
+                continue
+            if decide(task.agent_uid, action, resource, ctx).allowed:
+                out.add(tool)
+        except Exception as e:
+            log.warning("tool visibility check for %s failed: %s", tool, type(e).__name__)
+    return out
+
+
+def tool_visible(task: Task, tool: str, *, policy: ToolPolicy = DEFAULT_POLICY) -> bool:
+    """`visible_tools` for one tool."""
+    return tool in visible_tools(task, (tool,), policy=policy)
