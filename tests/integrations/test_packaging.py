@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAMEWORKS = ("mcp", "celpy", "langchain", "langgraph", "agents", "pydantic_ai")
+FRAMEWORKS = ("mcp", "celpy", "fastmcp", "langchain", "langgraph", "agents", "pydantic_ai")
 
 
 def test_importing_tether_imports_no_framework() -> None:

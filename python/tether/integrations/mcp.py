@@ -173,13 +173,19 @@ class McpToolGuard:
         """The task, and the actions the presented credential allows (None: any)."""
         try:
             token = bearer_token(ctx)
+        except ValueError as e:
+            raise MCPError(ACCESS_DENIED, f"unauthenticated: {e}") from None
+        return await self.authenticate(token)
+
+    async def authenticate(self, token: str | None) -> tuple[Task, frozenset[str] | None]:
+        """The task a credential acts in, and the actions the credential allows (None:
+        any); raises `MCPError(-32001)` when it does not authenticate."""
+        try:
             if token is None:
                 raise _Unauthenticated("no credential: send a task token or JWT-SVID")
             if _token_type(token) == TXN_TOKEN_TYP:
                 return await self._task_from_task_token(token)
             return await self._task_from_svid(token), None
-        except MCPError:
-            raise
         except Exception as e:  # every failure to authenticate denies, with its reason
             raise MCPError(ACCESS_DENIED, f"unauthenticated: {e}") from None
 
