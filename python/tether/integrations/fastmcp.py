@@ -23,7 +23,6 @@ from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     ToolPolicy,
     authorize_tool_call,
-    refusal,
     visible_tools,
 )
 from tether.leases import TaskTokenVerifier
@@ -85,9 +84,9 @@ class FastMcpToolGuard(Middleware):
     ) -> ToolResult:
         name, arguments = context.message.name, context.message.arguments
         task, allowed_actions = await self.core.authenticate(_token(context))
-        if allowed_actions is not None and self.policy.names(name)[0] not in allowed_actions:
-            why = "it is outside the scope of the presented task token"
-            raise ToolError(refusal(name, None, why).reason)
+        outside = self.core.outside_token_scope(name, allowed_actions)
+        if outside is not None:
+            raise ToolError(outside.reason)
         verdict = await authorize_tool_call(task, name, arguments, policy=self.policy)
         if not verdict.allowed:
             raise ToolError(verdict.reason)

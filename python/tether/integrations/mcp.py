@@ -247,9 +247,9 @@ class McpToolGuard:
                 mt.INVALID_PARAMS, "tools/call needs a string `name` and object `arguments`"
             )
         task, allowed_actions = await self._caller(ctx)
-        if allowed_actions is not None and self.policy.names(name)[0] not in allowed_actions:
-            why = "it is outside the scope of the presented task token"
-            return _tool_result(ctx, self.explain(name, refusal(name, None, why)))
+        outside = self.outside_token_scope(name, allowed_actions)
+        if outside is not None:
+            return _tool_result(ctx, self.explain(name, outside))
         approver, asked = self._approver(ctx, task, name, arguments)
         verdict = await authorize_tool_call(
             task, name, arguments, policy=self.policy, approver=approver
@@ -259,6 +259,14 @@ class McpToolGuard:
         if asked is not None and asked.get("nonce"):
             return self._input_required(ctx, name, asked["nonce"])
         return _tool_result(ctx, self.explain(name, verdict))
+
+    def outside_token_scope(
+        self, tool: str, allowed_actions: frozenset[str] | None
+    ) -> Verdict | None:
+        """A refusal when the presented task token does not allow this tool's action."""
+        if allowed_actions is None or self.policy.names(tool)[0] in allowed_actions:
+            return None
+        return refusal(tool, None, "it is outside the scope of the presented task token")
 
     def explain(self, tool: str, verdict: Verdict) -> str:
         """The refusal text the model reads (override to add guidance)."""
