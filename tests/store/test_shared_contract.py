@@ -32,7 +32,10 @@ async def test_revocations_are_numbered_and_form_the_current_set(store: SharedSt
     assert (a.seq, b.seq) == (1, 2)
     snapshot = await store.revocations()
     assert snapshot.seq == 2
-    assert {r.key for r in snapshot.revocations} == {"task:t1", "agent:spiffe://example.org/agent/x"}
+    assert {r.key for r in snapshot.revocations} == {
+        "task:t1",
+        "agent:spiffe://example.org/agent/x",
+    }
     assert snapshot.revocations[0] == a  # reason and time survive the round trip
 
 
@@ -227,7 +230,9 @@ async def test_agent_labels_accumulate_per_agent(store: SharedStore) -> None:
 
 
 async def test_tree_monitor_counts(store: SharedStore) -> None:
-    counts = [await store.record_decision("tree-1", allowed) for allowed in (False, False, True, False)]
+    counts = [
+        await store.record_decision("tree-1", allowed) for allowed in (False, False, True, False)
+    ]
     assert counts[1] == MonitorCounts(decisions=2, denials=2, deny_streak=2)
     assert counts[3] == MonitorCounts(decisions=4, denials=3, deny_streak=1)
     assert await store.record_decision("tree-2", True) == MonitorCounts(1, 0, 0)

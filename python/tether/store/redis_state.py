@@ -133,6 +133,10 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _decode_revocation(value: bytes | str) -> Revocation:
     raw = value.encode() if isinstance(value, str) else value
     seq, _, body = raw.partition(b"\t")
@@ -193,6 +197,7 @@ class RedisStore:
                 "use redis://, rediss:// or unix://"
             )
         options: dict[str, Any] = {
+            "protocol": 2,  # the reply shapes parsed below
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             # One quick retry on a fresh connection is the reconnect after a server restart;
@@ -228,14 +233,12 @@ class RedisStore:
     async def revoke(self, revocation: Revocation) -> Revocation:
         body = msgspec.json.encode(msgspec.structs.replace(revocation, seq=0))
         keys = [self._k_set, self._k_seq, self._k_log]
-        args = [revocation.key, body, self._log_len]
+        args: list[str | bytes | int] = [revocation.key, body, self._log_len]
         seq = int(await self._call(lambda: self._revoke_script(keys=keys, args=args)))
         if self._wait_replicas:
-            timeout_ms = int(self._timeout * 1000)
+            timeout_ms = max(1, int(self._timeout * 500))  # half: the reply must beat the socket
             acked = int(
-                await self._call(
-                    lambda: self._client.execute_command("WAIT", self._wait_replicas, timeout_ms)
-                )
+                await self._call(lambda: self._client.wait(self._wait_replicas, timeout_ms))
             )
             if acked < self._wait_replicas:
                 raise StoreUnavailable(
@@ -258,7 +261,9 @@ class RedisStore:
     async def revocations_after(self, seq: int, wait: float) -> Sequence[Revocation] | None:
         # Block for less than the socket timeout, or an idle log would look like an outage.
         block_ms = max(1, int(min(wait, self._timeout / 2) * 1000))
-        reply = await self._call(
+        # Any: redis-py types the RESP3 shape; with the default RESP2 this is
+        # [[stream, [(id, {field: value})...]]].
+        reply: Any = await self._call(
             lambda: self._client.xread({self._k_log: f"{seq}-0"}, block=block_ms)
         )
         if not reply:
@@ -285,9 +290,7 @@ class RedisStore:
         check_amount("settle", settle)
         keys = [self._budget(c.key) for c in charges]
         args = [amount, settle, 1 if partial else 0, *(c.limit for c in charges)]
-        granted, remaining = await self._call(
-            lambda: self._reserve_script(keys=keys, args=args)
-        )
+        granted, remaining = await self._call(lambda: self._reserve_script(keys=keys, args=args))
         return Grant(int(granted), int(remaining))
 
     async def release(self, keys: Sequence[str], amount: int) -> None:
@@ -320,11 +323,11 @@ class RedisStore:
                 result = await pipe.execute()
             return set(result[-1])
 
-        return frozenset(m.decode() for m in await self._call(add))
+        return frozenset(_text(m) for m in await self._call(add))
 
     async def labels(self, agent: str) -> frozenset[str]:
         members = await self._call(lambda: self._client.smembers(f"{self._prefix}labels:{agent}"))
-        return frozenset(m.decode() for m in members)
+        return frozenset(_text(m) for m in members)
 
     async def record_decision(self, tree: str, allowed: bool) -> MonitorCounts:
         key = f"{self._prefix}mon:{tree}"

@@ -61,7 +61,8 @@ class RevocationFeed:
         age = self._clock() - self._last_contact
         if age > self.max_staleness:
             raise StoreUnavailable(
-                self.store.name, f"no word from the store for {age:.1f}s (limit {self.max_staleness}s)"
+                self.store.name,
+                f"no word from the store for {age:.1f}s (limit {self.max_staleness}s)",
             )
 
     @property
@@ -85,7 +86,9 @@ class RevocationFeed:
         """Apply what arrived after the cursor (waiting up to ``poll`` seconds)."""
         entries = await self.store.revocations_after(self.seq, self.poll)
         if entries is None:
-            log.warning("revocation log of %s skipped past seq %d: reloading", self.store.name, self.seq)
+            log.warning(
+                "revocation log of %s skipped past seq %d: reloading", self.store.name, self.seq
+            )
             await self.sync()
             return
         for revocation in entries:
