@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import pytest
 import redis
 
 REDIS_SERVER = shutil.which("redis-server")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}{os.pathsep}{ROOT}"}
 
 
 def require_redis_server() -> str:
@@ -82,3 +86,23 @@ class RedisServer:
             self._proc.send_signal(signal.SIGKILL)
             self._proc.wait()
         self._proc = None
+
+
+def read_line(proc: subprocess.Popen[str], limit: float = 30.0) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], limit)
+    if not ready:
+        proc.kill()
+        raise AssertionError("worker process did not answer")
+    return proc.stdout.readline().strip()
+
+
+def start_worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store.worker", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=WORKER_ENV,
+        cwd=ROOT,
+    )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import anyio
 import pytest
-from tests.store.redis_server import RedisServer, free_port, require_redis_server
+from tests.store.redis_server import (
+    RedisServer,
+    free_port,
+    read_line,
+    require_redis_server,
+    start_worker,
+)
 
 from tether import TetherError
 from tether.store.budgets import BudgetSlice
@@ -21,9 +23,6 @@ from tether.store.revocation_feed import RevocationFeed
 from tether.store.shared_state import Charge, Revocation, StoreError, StoreUnavailable
 
 pytestmark = pytest.mark.anyio
-
-ROOT = Path(__file__).resolve().parents[2]
-WORKER_ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}{os.pathsep}{ROOT}"}
 
 
 def rev(subject: str) -> Revocation:
@@ -173,26 +172,6 @@ async def test_slice_keeps_spending_its_reservation_during_an_outage(
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def read_line(proc: subprocess.Popen[str], limit: float = 30.0) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], limit)
-    if not ready:
-        proc.kill()
-        raise AssertionError("worker process did not answer")
-    return proc.stdout.readline().strip()
-
-
-def start_worker(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.store.worker", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=WORKER_ENV,
-        cwd=ROOT,
-    )
 
 
 def run_spenders(url: str, prefix: str, mode: str, limit: int, size: int, overdraft: int) -> int:
