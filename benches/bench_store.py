@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import anyio
-from tests.store.redis_server import RedisServer, read_line, start_worker
+from tests.store.redis_server import RedisServer, read_line, start_worker, stop_workers
 
 from tether.store.budgets import BudgetSlice, StrictBudget
 from tether.store.redis_state import RedisStore
@@ -63,10 +63,7 @@ async def propagation(server: RedisServer) -> list[float]:
                 delays.append(got["received"] - got["sent"])
     finally:
         await store.aclose()
-        for p in followers:
-            assert p.stdin is not None
-            p.stdin.close()
-            p.wait(30)
+        stop_workers(followers)
     return delays
 
 

@@ -106,3 +106,11 @@ def start_worker(*args: str) -> subprocess.Popen[str]:
         env=WORKER_ENV,
         cwd=ROOT,
     )
+
+
+def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
+    """Close each worker's stdin (its signal to exit) and reap it."""
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait(30)

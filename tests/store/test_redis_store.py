@@ -14,6 +14,7 @@ from tests.store.redis_server import (
     read_line,
     require_redis_server,
     start_worker,
+    stop_workers,
 )
 
 from tether import TetherError
@@ -230,7 +231,4 @@ async def test_a_revocation_reaches_every_process(redis_server: RedisServer, pre
             assert json.loads(read_line(p))["subject"] == "revoked-everywhere"
     finally:
         await store.aclose()
-        for p in followers:
-            assert p.stdin is not None
-            p.stdin.close()
-            p.wait(30)
+        stop_workers(followers)
