@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio
 from tests.store.redis_server import (
     RedisServer,
     free_port,
@@ -83,6 +84,27 @@ async def test_prefixes_keep_deployments_apart(redis_server: RedisServer, prefix
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_state_ttl_expires_idle_tree_state_only(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix=prefix, state_ttl=60)
+    raw = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        await store.reserve([Charge("b", 10)], 1)
+        await store.reserve([Charge("refused", 1)], 5)  # refused: creates no key to expire
+        await store.record_decision("tree", True)
+        await store.revoke(rev("t"))
+        await store.add_labels("agent", ["restricted"])
+        assert 0 < await raw.pttl(f"{prefix}budget:b") <= 60_000
+        assert 0 < await raw.pttl(f"{prefix}mon:tree") <= 60_000
+        assert await raw.exists(f"{prefix}budget:refused") == 0
+        assert await raw.pttl(f"{prefix}rev:set") == -1  # revocations never expire
+        assert await raw.pttl(f"{prefix}labels:agent") == -1  # nor do agent labels
+    finally:
+        await store.aclose()
+        await raw.aclose()
 
 
 async def test_revoke_waiting_for_missing_replicas_is_not_acknowledged(

@@ -236,3 +236,21 @@ async def test_tree_monitor_counts(store: SharedStore) -> None:
     assert counts[1] == MonitorCounts(decisions=2, denials=2, deny_streak=2)
     assert counts[3] == MonitorCounts(decisions=4, denials=3, deny_streak=1)
     assert await store.record_decision("tree-2", True) == MonitorCounts(1, 0, 0)
+
+
+async def test_forget_drops_a_finished_tree_but_not_revocations_or_labels(
+    store: SharedStore,
+) -> None:
+    await store.reserve([Charge("tree-9/risk", 10)], 7)
+    await store.record_decision("tree-9", False)
+    await store.add_count("tree-9", 1, now=10.0, window=10.0)
+    await store.reserve([Charge("tree-8/risk", 10)], 3)
+    await store.revoke(rev("tree-9"))
+    await store.add_labels("agent-a", ["restricted"])
+    await store.forget(["tree-9/risk", "tree-9"])
+    assert await store.spent("tree-9/risk") == 0
+    assert await store.record_decision("tree-9", False) == MonitorCounts(1, 1, 1)
+    assert await store.add_count("tree-9", 1, now=10.0, window=10.0) == 1
+    assert await store.spent("tree-8/risk") == 3  # another tree is untouched
+    assert len((await store.revocations()).revocations) == 1
+    assert await store.labels("agent-a") == {"restricted"}

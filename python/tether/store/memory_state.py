@@ -111,5 +111,11 @@ class MemoryStore:
             counts[2] += 1
         return MonitorCounts(*counts)
 
+    async def forget(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._spent.pop(key, None)
+            self._windows.pop(key, None)
+            self._monitors.pop(key, None)
+
     async def aclose(self) -> None:
         return None

@@ -54,7 +54,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'r', value)
 return seq
 """
 
-# KEYS: budget keys. ARGV: amount, settle, partial (0/1), then one limit per key.
+# KEYS: budget keys. ARGV: amount, settle, partial (0/1), ttl ms (0: none), one limit per key.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
 local settle = tonumber(ARGV[2])
@@ -62,7 +62,7 @@ local room = nil
 for i, key in ipairs(KEYS) do
   local cur = tonumber(redis.call('GET', key) or '0')
   if settle > 0 then cur = redis.call('INCRBY', key, settle) end
-  local r = tonumber(ARGV[3 + i]) - cur
+  local r = tonumber(ARGV[4 + i]) - cur
   if room == nil or r < room then room = r end
 end
 local granted = 0
@@ -71,8 +71,9 @@ if ARGV[3] == '1' then
 elseif amount <= room then
   granted = amount
 end
-if granted > 0 then
-  for _, key in ipairs(KEYS) do redis.call('INCRBY', key, granted) end
+for _, key in ipairs(KEYS) do
+  if granted > 0 then redis.call('INCRBY', key, granted) end
+  if ARGV[4] ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('PEXPIRE', key, ARGV[4]) end
 end
 return {granted, room - granted}
 """
@@ -104,7 +105,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return total
 """
 
-# KEYS: monitor hash. ARGV: allowed (0/1).
+# KEYS: monitor hash. ARGV: allowed (0/1), ttl ms (0: none).
 _DECISION = """
 local n = redis.call('HINCRBY', KEYS[1], 'decisions', 1)
 local denials
@@ -117,6 +118,7 @@ else
   denials = redis.call('HINCRBY', KEYS[1], 'denials', 1)
   streak = redis.call('HINCRBY', KEYS[1], 'streak', 1)
 end
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {n, denials, streak}
 """
 
@@ -156,8 +158,13 @@ class RedisStore:
         timeout: float = 2.0,
         revocation_log: int = 100_000,
         wait_replicas: int = 0,
+        state_ttl: float | None = None,
     ) -> None:
+        if state_ttl is not None and state_ttl <= 0:
+            raise ValueError("state_ttl must be positive (or None: keep until forget())")
         self._client = client
+        # Milliseconds of idleness after which a budget or monitor key vanishes; 0 = never.
+        self._ttl_ms = 0 if state_ttl is None else max(1, int(state_ttl * 1000))
         self._name = name
         self._prefix = prefix
         self._timeout = timeout
@@ -181,6 +188,7 @@ class RedisStore:
         timeout: float = 2.0,
         revocation_log: int = 100_000,
         wait_replicas: int = 0,
+        state_ttl: float | None = None,
         **redis_options: Any,
     ) -> RedisStore:
         """Connect lazily to ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs.
@@ -188,7 +196,10 @@ class RedisStore:
         ``prefix`` namespaces every key so several deployments can share one Redis.
         ``timeout`` bounds connecting and every reply. ``wait_replicas`` makes
         :meth:`revoke` wait until that many replicas hold the revocation (Redis ``WAIT``).
-        ``redis_options`` go to :meth:`redis.asyncio.Redis.from_url`.
+        ``state_ttl`` (seconds) expires budget and monitor keys left idle that long, a safety
+        net for trees nobody :meth:`forget`s; it must exceed the longest task tree's life, or
+        an idle tree's budget would start again from zero. Revocations and labels never
+        expire. ``redis_options`` go to :meth:`redis.asyncio.Redis.from_url`.
         """
         scheme = urlsplit(url).scheme
         if scheme not in _SCHEMES:
@@ -214,6 +225,7 @@ class RedisStore:
             timeout=timeout,
             revocation_log=revocation_log,
             wait_replicas=wait_replicas,
+            state_ttl=state_ttl,
         )
 
     @property
@@ -289,7 +301,7 @@ class RedisStore:
         check_amount("amount", amount)
         check_amount("settle", settle)
         keys = [self._budget(c.key) for c in charges]
-        args = [amount, settle, 1 if partial else 0, *(c.limit for c in charges)]
+        args = [amount, settle, 1 if partial else 0, self._ttl_ms, *(c.limit for c in charges)]
         granted, remaining = await self._call(lambda: self._reserve_script(keys=keys, args=args))
         return Grant(int(granted), int(remaining))
 
@@ -332,9 +344,15 @@ class RedisStore:
     async def record_decision(self, tree: str, allowed: bool) -> MonitorCounts:
         key = f"{self._prefix}mon:{tree}"
         n, denials, streak = await self._call(
-            lambda: self._decision_script(keys=[key], args=[1 if allowed else 0])
+            lambda: self._decision_script(keys=[key], args=[1 if allowed else 0, self._ttl_ms])
         )
         return MonitorCounts(int(n), int(denials), int(streak))
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        full = [f"{self._prefix}{kind}:{k}" for k in keys for kind in ("budget", "win", "mon")]
+        await self._call(lambda: self._client.delete(*full))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -156,6 +156,11 @@ class SharedStore(Protocol):
         """Count one decision of a task tree; a permit resets the deny streak."""
         ...
 
+    async def forget(self, keys: Sequence[str]) -> None:
+        """Drop the budgets, window counters and monitor counts kept under ``keys`` (a task
+        tree that ended). Revocations and agent-scoped labels are never dropped this way."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
