@@ -135,7 +135,8 @@ class BudgetSlice:
                 self.available = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Refill whenever the slice runs low, until released. Started after the first try."""
+        """Refill whenever the slice runs low. Started after the first try; returns once
+        released or once the store reports the budget used up (refill() still works)."""
         started = False
         delay = self._backoff
         while not self.closed:

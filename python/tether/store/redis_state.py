@@ -208,7 +208,6 @@ class RedisStore:
                 "use redis://, rediss:// or unix://"
             )
         options: dict[str, Any] = {
-            "protocol": 2,  # the reply shapes parsed below
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             # One quick retry on a fresh connection is the reconnect after a server restart;
@@ -217,6 +216,7 @@ class RedisStore:
             "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         }
         options.update(redis_options)
+        options["protocol"] = 2  # RESP2: the reply shapes parsed below
         client = aioredis.Redis.from_url(url, **options)
         return cls(
             client,
