@@ -88,7 +88,7 @@ class RedisServer:
         self._proc = None
 
 
-def read_line(proc: subprocess.Popen[str], limit: float = 30.0) -> str:
+def read_line(proc: subprocess.Popen[str], limit: float = 90.0) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], limit)
     if not ready:
