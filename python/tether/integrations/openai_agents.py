@@ -33,7 +33,6 @@ from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     ToolPolicy,
     authorize_tool_call,
-    cedar_arguments,
     refusal,
     tool_visible,
 )
@@ -89,7 +88,7 @@ class TetherTools:
         ) -> bool:
             try:
                 action, resource = self.policy.names(tool)
-                context = {"arguments": cedar_arguments(params)}
+                context = self.policy.context(params)
                 d = self.task.authorize(action, resource, context)
             except Exception:
                 return False  # no plan: the guardrail decides, and fails closed

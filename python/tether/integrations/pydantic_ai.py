@@ -25,7 +25,6 @@ from pydantic_ai.tools import ToolDefinition
 from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     ToolPolicy,
-    cedar_arguments,
     refusal,
     visible_tools,
 )
@@ -61,7 +60,7 @@ class TetherCapability(AbstractCapability[Any]):
         tool = call.tool_name
         try:
             action, resource = self.policy.names(tool)
-            context = {"arguments": cedar_arguments(args)}
+            context = self.policy.context(args)
             d = self.task.authorize(action, resource, context)
             if d.allowed:
                 return args

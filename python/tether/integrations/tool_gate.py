@@ -46,11 +46,15 @@ class ToolPolicy:
     """How a tool call is named to the engine.
 
     `action` is one action for every tool (`"call_tool"`) or a function of the tool
-    name (per-tool actions such as `lambda tool: f"call_{tool}"`).
+    name (per-tool actions such as `lambda tool: f"call_{tool}"`). `arguments` puts the
+    call's arguments in `context.arguments`; an engine that validates requests against a
+    schema then needs `arguments` declared in the action's context (per-tool actions type
+    them best), else set `arguments=False` (argument checks are then impossible).
     """
 
     action: str | Callable[[str], str] = "call_tool"
     resource_type: str = "Tool"
+    arguments: bool = True
     # tool name -> (action uid, resource uid); formatting them costs more than deciding.
     _names: dict[str, tuple[str, str]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
@@ -63,6 +67,10 @@ class ToolPolicy:
             if len(self._names) < 4096:
                 self._names[tool] = hit
         return hit
+
+    def context(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The decision context for a call with these arguments."""
+        return {"arguments": cedar_arguments(arguments)} if self.arguments else {}
 
     def action_for(self, tool: str) -> str:
         name = self.action(tool) if callable(self.action) else self.action
@@ -185,7 +193,7 @@ def _prepare(
     task: Task, tool: str, arguments: Mapping[str, Any] | None, policy: ToolPolicy
 ) -> tuple[str, str, dict[str, Any], Decision]:
     action, resource = policy.names(tool)
-    context = {"arguments": cedar_arguments(arguments)}
+    context = policy.context(arguments)
     return action, resource, context, task.authorize(action, resource, context)
 
 
@@ -276,7 +284,7 @@ def visible_tools(
         if task.revoked is not None:
             return set()
         scope = None if task.scope is None else {action_uid(a) for a in task.scope}
-        ctx = {"intent": task.intent, "arguments": {}, "task": task.state()}
+        ctx = {"intent": task.intent, "task": task.state()}
         decide = task.guard.engine.authorize
     except Exception as e:
         log.warning("tool visibility check failed: %s", type(e).__name__)
