@@ -190,3 +190,23 @@ async def test_tool_node_wrapper_for_plain_graphs() -> None:
         by_id = {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
         assert by_id["a"].status == "error" and by_id["b"].status == "success"
         assert ran == ["search"]
+
+
+@pytest.mark.parametrize("answer", [True, False])
+async def test_guard_approvers_instead_of_interrupt(answer: bool) -> None:
+    async def approver(req: Any) -> bool:
+        return answer
+
+    w = world({"approval": approver})
+    ran: list[str] = []
+    async with w.guard, w.guard.task(ORCH, intent="tests") as task:
+        model = ScriptedModel(messages=iter([call("deploy", {"env": "prod"}), AIMessage("done")]))
+        graph = create_agent(
+            model,
+            make_tools(ran),
+            middleware=[TetherMiddleware(task, approval="guard")],
+            checkpointer=InMemorySaver(),
+        )
+        result = await graph.ainvoke({"messages": [("user", "go")]}, CFG)
+        assert "__interrupt__" not in result
+        assert ran == (["deploy"] if answer else [])

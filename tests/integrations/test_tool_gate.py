@@ -64,3 +64,19 @@ async def test_schema_that_does_not_declare_arguments() -> None:
             "search",
             "deploy",
         }
+
+
+async def test_per_tool_actions() -> None:
+    policies = """
+    permit (principal, action == Action::"call_search", resource == Tool::"search");
+    """
+    entities = '[{"uid": {"type": "Tool", "id": "search"}, "attrs": {}, "parents": []}]'
+    per_tool = ToolPolicy(action=lambda tool: f"call_{tool}")
+    async with (
+        Guard(Engine(policies, None, entities)) as guard,
+        guard.task('Agent::"a"', intent="t") as task,
+    ):
+        assert (await authorize_tool_call(task, "search", {}, policy=per_tool)).allowed
+        assert not (await authorize_tool_call(task, "shell", {}, policy=per_tool)).allowed
+        assert not (await authorize_tool_call(task, "search", {})).allowed  # call_tool: none
+        assert visible_tools(task, ["search", "shell"], policy=per_tool) == {"search"}
