@@ -12,7 +12,7 @@ from typing import Any
 
 from tether import Engine, PolicyError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(os.environ.get("TETHER_CEDAR_CORPUS", REPO.parent / "shared" / "cedar-corpus"))
 
 

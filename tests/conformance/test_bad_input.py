@@ -19,8 +19,8 @@ from typing import Any
 import cedarpy
 import pytest
 
-from tests.cedar_gen import random_world
-from tests.test_differential import Tally, compare_world
+from tests.conformance.cedar_gen import random_world
+from tests.conformance.cedar_oracle import Tally, compare_world
 from tether import Engine, EntityError, PolicyError, RequestError, TetherError
 
 ALLOW_ALL = "permit(principal, action, resource);"

@@ -1,29 +1,20 @@
-"""Differential tests: tether must decide exactly as Cedar (cedarpy) does.
+"""The cedarpy oracle and the comparison of tether against it, shared by the oracle suites.
 
-For every generated request we compare, against cedarpy on the same policies and entities:
-  * `authorize(..., reasons=True)`: allowed, sorted reasons, sorted erroring policy ids;
-  * `authorize(...)` (fast path): same allowed, no reasons, errors a subset of Cedar's;
-  * `is_allowed(...)` and `authorize_batch(...)`: same decision.
-
-Worlds come from `tests/cedar_gen.py`. A world cedarpy cannot parse is a generator bug and fails
-the test; nothing is filtered. Scale with TETHER_DIFF_EXAMPLES (Hypothesis examples, default 200).
+`compare_world` checks every request of a generated world through `authorize(reasons=True)`,
+the fast `authorize`, `is_allowed` and `authorize_batch` against cedarpy's answers.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import cedarpy
 import pytest
-from hypothesis import HealthCheck, given, settings
 
-from tests.cedar_gen import Request, World, cedar_uid, random_world, worlds
+from tests.conformance.cedar_gen import Request, World, cedar_uid
 
 try:
     from tether import Engine
@@ -33,19 +24,8 @@ except Exception as exc:  # the native module is not built: fail loudly, never s
     Engine = None  # type: ignore[assignment,misc]
     _TETHER_IMPORT_ERROR = exc
 
-EXAMPLES = int(os.environ.get("TETHER_DIFF_EXAMPLES", "200"))
-MIN_CASES = 2000
+
 ERR_RE = re.compile(r"^error while evaluating policy `([^`]+)`")
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
 
 
 def require_engine() -> Any:
@@ -185,90 +165,3 @@ def compare_world(world: World, tally: Tally) -> None:
     got_batch = eng.authorize_batch(batch)
     assert list(got_batch) == [e.allowed for e in expected], "authorize_batch differs from Cedar"
     tally.worlds += 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Tests
-
-
-def test_differential_against_cedarpy() -> None:
-    """>= 2,000 random requests over random worlds; every one must match Cedar exactly."""
-    require_engine()
-    tally = Tally()
-    start = time.perf_counter()
-
-    @SETTINGS
-    @given(world=worlds())
-    def run(world: World) -> None:
-        compare_world(world, tally)
-
-    run()
-    print("\ndifferential: " + tally.summary(time.perf_counter() - start))
-    if EXAMPLES >= 200:
-        assert tally.cases >= MIN_CASES, f"only {tally.cases} cases compared (< {MIN_CASES})"
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_differential_large_policy_sets(seed: int) -> None:
-    """A few 200-policy worlds every run (Hypothesis reaches them only now and then)."""
-    tally = Tally()
-    compare_world(random_world(10_000 + seed, n_policies=200, n_requests=60), tally)
-    assert tally.cases == 60
-
-
-def test_differential_deep_expressions() -> None:
-    """Deeper expression trees than the default depth 3, from plain seeds."""
-    from tests.cedar_gen import RandSrc, build_world
-
-    tally = Tally()
-    for seed in range(40):
-        compare_world(build_world(RandSrc(seed), 8, 10, max_depth=6), tally)
-    assert tally.cases == 400
-
-
-# -- the generator itself (needs only cedarpy) ------------------------------------------------
-
-
-def test_generator_worlds_parse_in_cedarpy() -> None:
-    """cedarpy must parse >= 95% of generated policy sets (in practice: all of them), accept all
-    entity stores, decide every request, and the worlds must exercise allow, deny and errors."""
-    stats: Counter[str] = Counter()
-    failures: list[str] = []
-
-    # Derandomized: this checks the generator's coverage statistics, which a rare
-    # unlucky draw could miss; the differential tests below stay random.
-    @settings(SETTINGS, max_examples=200, derandomize=True, database=None)
-    @given(world=worlds())
-    def run(world: World) -> None:
-        stats["worlds"] += 1
-        try:
-            ps = cedarpy.PolicySet.from_str(world.policy_text)
-        except ValueError as e:
-            failures.append(f"{e}\n{world.policy_text}")
-            return
-        es = cedarpy.Entities.from_json_str(world.entities_json)  # must never fail
-        for res in cedarpy.is_authorized_batch([r.cedarpy() for r in world.requests], ps, es):
-            stats[res.decision.name] += 1
-            stats["with_errors"] += bool(res.diagnostics.errors)
-            for msg in res.diagnostics.errors:
-                assert ERR_RE.match(msg), msg
-                stats["overflow"] += "overflow" in msg
-                stats["type_error"] += "type error" in msg
-                stats["missing"] += "does not have the attribute" in msg
-
-    run()
-    print(f"\ngenerator: {dict(stats)}")
-    assert len(failures) <= 0.05 * stats["worlds"], "\n\n".join(failures[:5])
-    assert stats["NoDecision"] == 0
-    decided = stats["Allow"] + stats["Deny"]
-    assert stats["Allow"] > 0.05 * decided and stats["Deny"] > 0.05 * decided, stats
-    assert stats["with_errors"] > 0.05 * decided, stats
-    for kind in ("overflow", "type_error", "missing"):
-        assert stats[kind] > 0, f"no {kind} errors generated: {stats}"
-
-
-def test_generator_large_worlds_parse_in_cedarpy() -> None:
-    for seed in range(20):
-        w = random_world(seed, n_policies=200, n_requests=5)
-        cedarpy.PolicySet.from_str(w.policy_text)
-        cedarpy.Entities.from_json_str(json.dumps(w.entities))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import CORPUS, Tally, run_case, unpack_generated
+from tests.conformance.corpus import CORPUS, Tally, run_case, unpack_generated
 
 
 def test_corpus_is_present() -> None:
