@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def engine() -> Engine:
 
 def test_entity_forms_agree(engine: Engine) -> None:
     ctx = {"mfa": True}
-    forms = ['User::"alice"', ("User", "alice"), engine.entity("User", "alice")]
+    forms: list[Any] = ['User::"alice"', ("User", "alice"), engine.entity("User", "alice")]
     for p in forms:
         assert engine.is_allowed(p, READ, 'Doc::"d1"', ctx)
     assert not engine.is_allowed('User::"alice"', READ, 'Doc::"d1"', {"mfa": False})

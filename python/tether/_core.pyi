@@ -3,6 +3,20 @@
 from collections.abc import Iterable, Mapping
 from typing import Any, final
 
+from typing_extensions import Self, disjoint_base
+
+__all__ = [
+    "Decision",
+    "Engine",
+    "Entity",
+    "EntityError",
+    "PolicyError",
+    "RequestError",
+    "SchemaError",
+    "TaskHandle",
+    "TetherError",
+]
+
 class TetherError(Exception): ...
 
 class PolicyError(TetherError):
@@ -52,9 +66,10 @@ class TaskHandle:
     def revoked(self) -> str | None: ...
     def revoke(self, reason: str) -> bool: ...
 
+@disjoint_base
 class Engine:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         policies: str | bytes,
         schema: str | bytes | None = None,
         entities: str | list[dict[str, Any]] | None = None,
@@ -62,7 +77,7 @@ class Engine:
         state: str | None = None,
         on_error: str = "skip",
         validate: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     def authorize(
         self,
         principal: EntityArg,

@@ -104,6 +104,9 @@ class Tally:
 def tether_args(req: Request, i: int) -> tuple[Any, Any, Any, dict[str, Any] | None]:
     """Alternate the accepted request forms: `Type::"id"` strings and (type, id) tuples."""
     uids = (req.principal, req.action, req.resource)
+    p: Any
+    a: Any
+    r: Any
     if i % 2 == 0:
         p, a, r = (cedar_uid(u) for u in uids)
     else:

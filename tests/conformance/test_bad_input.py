@@ -474,7 +474,7 @@ forbid(principal, action, resource) when { principal has blocked && principal.bl
 permit(principal, action, resource) when { context.n > 3 };
 permit(principal, action, resource) when { principal.age + 1 > 0 };
 """
-STATE_ENTITIES = [
+STATE_ENTITIES: list[dict[str, Any]] = [
     {
         "uid": {"type": "User", "id": "alice"},
         "attrs": {},
@@ -528,7 +528,7 @@ def test_state_survives_errors() -> None:
         ("reload bad policies", lambda: eng.reload("permit(principal, action"), PolicyError),
         ("reload non-UTF-8", lambda: eng.reload(b"\xff"), TetherError),
         ("bad principal", lambda: eng.authorize("User::alice", REQ[1], REQ[2]), RequestError),
-        ("bad context", lambda: eng.is_allowed(*REQ, [1, 2]), RequestError),
+        ("bad context", lambda: eng.is_allowed(*REQ, [1, 2]), RequestError),  # type: ignore[arg-type]
         ("bad batch", lambda: eng.authorize_batch([("x", "y", "z")]), RequestError),
         ("remove bad uid", lambda: eng.remove_entities(["User::alice"]), TetherError),
     ]
