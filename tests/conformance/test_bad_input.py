@@ -238,8 +238,13 @@ def test_malformed_request_entity_raises_request_error(uid: Any) -> None:
 @pytest.mark.parametrize("uid", [42, None, 1.5, b'User::"alice"'])
 def test_non_entity_request_values_raise(uid: Any) -> None:
     eng = Engine(ALLOW_ALL)
-    with pytest.raises((RequestError, TypeError)):
+    kind = type(uid).__name__
+    with pytest.raises(RequestError, match=f"^principal: expected .* got {kind}$"):
         eng.authorize(uid, REQ[1], REQ[2])
+    with pytest.raises(RequestError, match=f"^action: expected .* got {kind}$"):
+        eng.is_allowed(REQ[0], uid, REQ[2])
+    with pytest.raises(RequestError, match=f"^request #0: principal: expected .* got {kind}$"):
+        eng.authorize_batch([(uid, REQ[1], REQ[2])])
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,12 @@ def test_generator_worlds_parse_in_cedarpy() -> None:
 
 
 def test_generator_large_worlds_parse_in_cedarpy() -> None:
+    """Large worlds parse whole in cedarpy: every policy, under the id tether will give it, and
+    every request gets a decision."""
     for seed in range(20):
         w = random_world(seed, n_policies=200, n_requests=5)
-        cedarpy.PolicySet.from_str(w.policy_text)
-        cedarpy.Entities.from_json_str(json.dumps(w.entities))
+        policies = cedarpy.PolicySet.from_str(w.policy_text)
+        assert sorted(policies.to_pst().static_policies) == sorted(f"policy{i}" for i in range(200))
+        entities = cedarpy.Entities.from_json_str(json.dumps(w.entities))
+        results = cedarpy.is_authorized_batch([r.cedarpy() for r in w.requests], policies, entities)
+        assert [r.decision != cedarpy.Decision.NoDecision for r in results] == [True] * 5
