@@ -1,9 +1,9 @@
 """Typed stub of the native module `tether._core` (built from `rust/` by maturin)."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, final
+from typing import Any, Self, final
 
-from typing_extensions import Self, disjoint_base
+from typing_extensions import disjoint_base
 
 __all__ = [
     "Decision",
