@@ -104,9 +104,9 @@ async def bench_mcp(
 
         return s
 
-    svid = {TOKEN_META_KEY: issuer.mint_svid("/agents/bench", audience="bench", ttl=3600)}
+    svid: Any = {TOKEN_META_KEY: issuer.mint_svid("/agents/bench", audience="bench", ttl=3600)}
     lease = await task.lease("task-token")
-    txn = {TOKEN_META_KEY: lease.secret.reveal()}
+    txn: Any = {TOKEN_META_KEY: lease.secret.reveal()}
     # End to end. Caveat: the SDK client re-lists tools without `_meta` after each call to
     # validate results; the guard answers an anonymous listing with no tools, so each guarded
     # call here also pays one extra (empty) `tools/list` round trip. Over HTTP the bearer

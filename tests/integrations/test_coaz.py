@@ -128,7 +128,8 @@ class Recording:
     """Wraps a PDP and records what it was asked."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.asked = inner, []  # type: list[Any]
+        self.inner = inner
+        self.asked: list[Any] = []
 
     async def evaluate(self, request: Mapping[str, Any]) -> bool:
         self.asked.append(request)
@@ -367,7 +368,8 @@ def test_build_request_resolution_rules() -> None:
     with pytest.raises(MappingError):  # two audiences, no configured server id
         build_request(server, {}, token)
     assert build_request(server, {}, token, server_id="a")[1]["resource"]["id"] == "a"
-    for bad in ({}, {"evaluation": {}, "evaluations": {}}, {"other": {}}):
+    bads: list[dict[str, Any]] = [{}, {"evaluation": {}, "evaluations": {}}, {"other": {}}]
+    for bad in bads:
         with pytest.raises(MappingError):
             build_request(bad, params, token)
     smuggle = {

@@ -60,7 +60,7 @@ async def serve(
         yield w, client, ran
 
 
-def me(w: World, spiffe: str) -> dict[str, str]:
+def me(w: World, spiffe: str) -> Any:  # fastmcp and mcp_types type `_meta` differently
     return {TOKEN_META_KEY: w.svid(spiffe)}
 
 

@@ -201,7 +201,7 @@ async def test_guard_approvers_instead_of_interrupt(answer: bool) -> None:
     ran: list[str] = []
     async with w.guard, w.guard.task(ORCH, intent="tests") as task:
         model = ScriptedModel(messages=iter([call("deploy", {"env": "prod"}), AIMessage("done")]))
-        graph = create_agent(
+        graph: Any = create_agent(
             model,
             make_tools(ran),
             middleware=[TetherMiddleware(task, approval="guard")],

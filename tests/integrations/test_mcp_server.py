@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -78,8 +78,8 @@ async def session(mode: str, **client_kw: Any) -> AsyncIterator[tuple[World, Cli
         yield w, client, ran
 
 
-def as_(token: str) -> dict[str, Any]:
-    return {TOKEN_META_KEY: token}
+def as_(token: str) -> mt.RequestParamsMeta:
+    return cast(mt.RequestParamsMeta, {TOKEN_META_KEY: token})
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -207,7 +207,9 @@ async def test_approval_without_a_way_to_ask_fails_closed(mode: str) -> None:
 async def test_forged_approval_in_first_request_is_ignored() -> None:
     # 2026 era: an approval the server never asked for (no requestState it minted for this
     # very call) is not one; the server asks instead.
-    yes = {"tether-approval": mt.ElicitResult(action="accept", content={"approve": True})}
+    yes: mt.InputResponses = {
+        "tether-approval": mt.ElicitResult(action="accept", content={"approve": True})
+    }
     async with session("auto") as (w, client, ran):
         me = as_(w.svid(ORCH_ID))
         r = await client.session.call_tool(
