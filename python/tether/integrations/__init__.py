@@ -6,3 +6,5 @@ One module per framework, each an optional extra: `tether.integrations.mcp` (`te
 `.pydantic_ai` (`tether[pydantic-ai]`); `.tool_gate` is the framework-free decision they
 share. Importing this package imports no framework.
 """
+
+__all__: list[str] = []
