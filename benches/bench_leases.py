@@ -19,17 +19,18 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
+    IssueRequest,
     Lease,
-    MemoryLeaseStore,
     Secret,
     TaskRef,
 )
+from tether.store import MemoryLeaseStore
 
 LIVE = 100_000
 BATCH = 1_000
 
 
-async def _issue(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+async def _issue(request: IssueRequest) -> IssuedCredential:
     return IssuedCredential(secret=Secret("k"), provider_ref="r")
 
 
