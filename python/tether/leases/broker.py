@@ -38,7 +38,6 @@ from typing import Final, Literal, Self, TypeVar
 import anyio
 import msgspec
 
-from tether.leases._bounded import call_with_deadline
 from tether.leases.errors import (
     CorruptLeaseStore,
     LeaseError,
@@ -628,10 +627,9 @@ class CredentialBroker:
     ) -> T:
         # Cancellation can only land at an await: a provider that blocks the thread without
         # awaiting cannot be bounded here (run blocking clients in a worker thread).
-        finished, result = await call_with_deadline(deadline, fn, *args)
-        if not finished:
-            raise ProviderTimeout(f"provider {what} timed out after {self.provider_timeout:g}s")
-        return result  # type: ignore[return-value]
+        with anyio.CancelScope(deadline=deadline):
+            return await fn(*args)
+        raise ProviderTimeout(f"provider {what} timed out after {self.provider_timeout:g}s")
 
     async def _put(self, record: LeaseRecord) -> None:
         try:
