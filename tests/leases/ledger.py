@@ -54,7 +54,9 @@ class LedgerProvider:
         return IssuedCredential(secret=f"secret-{cred_id}", provider_ref=cred_id)
 
     async def renew(self, lease: Lease, ttl: float) -> None:
-        return None
+        # Like many real services, renewing extends the credential whatever its state: a
+        # renewal that races a revocation brings it back unless the broker revokes again.
+        self._db.execute("UPDATE creds SET live = 1 WHERE cred_id = ?", (lease.provider_ref,))
 
     async def revoke(self, lease: Lease) -> None:
         self.revoke_calls += 1

@@ -411,7 +411,12 @@ class CredentialBroker:
         except Exception as exc:
             raise ProviderError(f"renewal of lease {lease_id} failed: {_describe(exc)}") from exc
         if entry.state.revoked:
-            # Revoked while the provider was renewing: the renewal must not resurrect it.
+            # Revoked while the provider was renewing: the renewal must not resurrect it,
+            # here or at the provider (which may have extended what it had just revoked),
+            # so the revocation is sent again.
+            with self._mutex:
+                self._requeue(entry)
+            await self._attempt(entry, self._deadline())
             raise LeaseRevoked(f"lease {lease_id} was revoked")
         wall = self._wall()
         entry.record = msgspec.structs.replace(
@@ -707,6 +712,14 @@ class CredentialBroker:
         self._live[record.lease_id] = entry
         self._by_txn.setdefault(record.txn, set()).add(record.lease_id)
         return entry
+
+    def _requeue(self, entry: _Entry) -> None:
+        """Queue a revoked lease for one more provider revocation (under mutex)."""
+        lease_id = entry.lease.lease_id
+        self._live[lease_id] = entry
+        self._by_txn.setdefault(entry.lease.task, set()).add(lease_id)
+        entry.next_attempt = -math.inf
+        self._retry[lease_id] = entry
 
     def _schedule_orphan(self, record: LeaseRecord, provider: Provider) -> None:
         with self._mutex:
