@@ -4,6 +4,7 @@ records; a wall-clock step changes nothing; retention keeps the store bounded.""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -20,7 +21,7 @@ from tether.leases import (
     LeaseExpired,
     TaskRef,
 )
-from tether.store import MemoryLeaseStore
+from tether.store import MemoryLeaseStore, SqliteLeaseStore
 from tether.tasks import Guard
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +129,28 @@ def test_store_stays_bounded_over_100k_expired_leases() -> None:
     stats = broker.stats()
     assert stats["tombstones"] <= 21 * per_second and stats["tasks"] <= 6, stats
     assert stats["expiry_heap"] == 0 and stats["live"] == 0, stats
+
+
+async def test_retention_purges_only_terminal_records(tmp_path: Path) -> None:
+    mono, wall = FakeClock(0.0), FakeClock(WALL0)
+    store = SqliteLeaseStore(tmp_path / "leases.db", synchronous="NORMAL")
+    ledger = LedgerProvider()
+    broker = CredentialBroker(
+        store, {"db": ledger}, clock=mono, wall_clock=wall, retention=60.0, reaper_interval=1.0
+    )
+    kept = await broker.issue(_task("live", deadline=1e9), "db", ttl=10_000)
+    done = [await broker.issue(_task("done", deadline=1e9), "db") for _ in range(3)]
+    await broker.revoke_task("done")
+    assert await store.size() == 4
+    mono.advance(59)
+    wall.advance(59)
+    await broker.reap_once()
+    assert await store.size() == 4  # within retention: kept for people to read
+    mono.advance(7)  # past retention and past the next purge (every retention / 10)
+    wall.advance(7)
+    await broker.reap_once()
+    assert await store.size() == 1  # the revoked ones went; the live one never does
+    record = await store.get(kept.lease_id)
+    assert record is not None and record.status == "issued"
+    assert [await store.get(lease.lease_id) for lease in done] == [None, None, None]
+    await store.close()
