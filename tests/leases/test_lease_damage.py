@@ -157,6 +157,15 @@ async def test_empty_and_foreign_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ForeignLeaseStore, match="another application"):
         SqliteLeaseStore(foreign)
 
+    older = tmp_path / "old.db"
+    with sqlite3.connect(older) as db:
+        db.execute("CREATE TABLE tether_leases (lease_id TEXT PRIMARY KEY, record BLOB)")
+    with pytest.raises(ForeignLeaseStore, match="older tether"):
+        SqliteLeaseStore(older)
+
+    with pytest.raises(LeaseStoreError, match="cannot create"):
+        SqliteLeaseStore(tmp_path / "no-such-dir" / "leases.db")
+
     junk = tmp_path / "notes.txt"
     junk.write_text("shopping list: milk, eggs\n" * 200)
     with pytest.raises(ForeignLeaseStore, match="not a SQLite database"):

@@ -129,7 +129,12 @@ class SqliteLeaseStore:
         # Set once the file is known to be damaged; every write is then refused.
         self.damage: str | None = None
         if not self.path.exists():
-            _create(self.path)
+            try:
+                _create(self.path)
+            except (sqlite3.Error, OSError) as exc:
+                raise LeaseStoreError(
+                    f"cannot create lease store {self.path}: {_describe(exc)}", self.path
+                ) from exc
         elif self.path.stat().st_size == 0:
             raise ForeignLeaseStore(
                 f"{self.path} is empty (0 bytes), not a tether lease store. If it was one, it"
@@ -156,7 +161,14 @@ class SqliteLeaseStore:
                 self.path,
             ) from exc
         if app_id != _APP_ID:
+            older = app_id == 0 and self._has_lease_table(conn)
             conn.close()
+            if older:
+                raise ForeignLeaseStore(
+                    f"{self.path} was made by an older tether (no application_id): run"
+                    " recover() with that version, then start this one on a new file.",
+                    self.path,
+                )
             raise ForeignLeaseStore(
                 f"{self.path} is a SQLite database of another application (application_id"
                 f" {app_id:#x}, want {_APP_ID:#x}): refusing to adopt it. Point the store at"
@@ -173,6 +185,16 @@ class SqliteLeaseStore:
         self._conn = conn
 
     # ----------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _has_lease_table(conn: sqlite3.Connection) -> bool:
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tether_leases'"
+            ).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None
 
     def _corrupt(self) -> CorruptLeaseStore:
         return CorruptLeaseStore(
