@@ -744,24 +744,29 @@ class CredentialBroker:
         if not entries:
             return
         todo = iter(entries)
+        # With a shared deadline one scope bounds the whole batch: a scope per call costs
+        # more than a local provider's whole revocation. Without one, each call gets its own.
+        batch = deadline is not None and len(entries) > 1
 
         async def worker() -> None:
             for entry in todo:
                 if deadline is not None and anyio.current_time() >= deadline:
                     return
-                await self._attempt(entry, deadline)
+                await self._attempt(entry, deadline, batch=batch)
 
         if len(entries) == 1:
             await worker()
             return
         # Bounded fan-out: providers are usually remote, so sequential revocation of a big
         # task would be slow, but one task per lease would swamp both loop and provider.
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(self._concurrency, len(entries))):
-                tg.start_soon(worker)
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(self._concurrency, len(entries))):
+                    tg.start_soon(worker)
 
-    async def _attempt(self, entry: _Entry, deadline: float | None) -> bool:
-        """One provider revocation attempt; never raises (failures are queued/reported)."""
+    async def _attempt(self, entry: _Entry, deadline: float | None, *, batch: bool = False) -> bool:
+        """One provider revocation attempt; never raises (failures are queued/reported).
+        ``batch``: the caller's scope enforces ``deadline``, so no scope of its own."""
         lease_id = entry.lease.lease_id
         if entry.inflight or lease_id not in self._retry:
             return False
@@ -770,12 +775,24 @@ class CredentialBroker:
             try:
                 if entry.provider is None:
                     raise LeaseError(_UNKNOWN_PROVIDER)
-                await self._provider_call(
-                    f"revocation of lease {lease_id}",
-                    self._deadline() if deadline is None else deadline,
-                    entry.provider.revoke,
-                    entry.lease,
-                )
+                if batch:
+                    await entry.provider.revoke(entry.lease)
+                else:
+                    await self._provider_call(
+                        f"revocation of lease {lease_id}",
+                        self._deadline() if deadline is None else deadline,
+                        entry.provider.revoke,
+                        entry.lease,
+                    )
+            except anyio.get_cancelled_exc_class():
+                if batch and deadline is not None and anyio.current_time() >= deadline:
+                    timeout = ProviderTimeout(
+                        f"provider revocation of lease {lease_id} timed out after"
+                        f" {self.provider_timeout:g}s"
+                    )
+                    with anyio.CancelScope(shield=True):
+                        await self._failed(entry, timeout)
+                raise
             except Exception as exc:
                 await self._failed(entry, exc)
                 return False
