@@ -156,3 +156,22 @@ async def test_task_exit_is_bounded_and_cancellable_with_a_hung_provider() -> No
             for lease in (stuck, ok):
                 with pytest.raises(LeaseRevoked):
                     _ = lease.secret
+
+
+async def test_recover_reports_what_a_hung_provider_did_not_confirm(clock: Any) -> None:
+    store = MemoryLeaseStore()
+    fine, hung = LedgerProvider(), LedgerProvider(revoke_behaviour="hang")
+    dead = CredentialBroker(store, {"fine": fine, "hung": hung}, clock=clock)
+    left = [await dead.issue(_task("t"), name) for name in ("fine", "hung", "fine")]
+    await dead.close()  # the process died without revoking
+
+    successor = CredentialBroker(
+        store, {"fine": fine, "hung": hung}, clock=clock, provider_timeout=0.2
+    )
+    with anyio.fail_after(HANG_GUARD):
+        report = await successor.recover()  # returns although one revocation never does
+    assert sorted(report.revoked) == sorted([left[0].lease_id, left[2].lease_id])
+    assert [z.lease_id for z in report.zombies] == [left[1].lease_id]
+    assert "ProviderTimeout" in (report.zombies[0].last_error or "")
+    assert fine.live() == [] and hung.live() == [left[1].lease_id]
+    assert successor.unconfirmed() == [left[1].lease_id]  # still retried by the reaper
