@@ -1,7 +1,9 @@
-"""Lease stores: one protocol, a memory and a SQLite implementation.
+"""Stores: where tether keeps what must outlive a call.
 
-The broker is in :mod:`tether.leases`; it depends on a store only through
-:class:`LeaseStore`, so other backends (Redis next) plug in the same way.
+Lease stores (re-exported here): one protocol, :class:`LeaseStore`, with a memory and a
+SQLite implementation; the broker in :mod:`tether.leases` depends on nothing else, so other
+backends plug in the same way. Shared task state (revocations, budgets, counters) has its own
+protocol in :mod:`tether.store.shared_state`, with memory and Redis implementations.
 """
 
 from __future__ import annotations
