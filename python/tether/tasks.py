@@ -506,14 +506,16 @@ class Guard:
         """Leases of the task and its descendants are unusable before this returns, from
         any thread; the provider is told in the background (the Rust flag already denies
         every decision)."""
-        if self.broker is not None:
-            for t in task.subtree():
-                self.broker.revoke_task_now(t.txn)
-        if self.broker is not None and self._tg is not None:
+        if self.broker is None:
+            return
+        txns = [t.txn for t in task.subtree()]
+        for txn in txns:
+            self.broker.revoke_task_now(txn)
+        if self._tg is not None:
             if threading.get_ident() == self._loop_thread:
-                self._tg.start_soon(self.broker.revoke_task, task.txn)
+                self._tg.start_soon(self.broker.revoke_tasks, txns)
             else:
-                self._foreign_revokes.append(task.txn)
+                self._foreign_revokes.extend(txns)
 
     async def _forget(self, family: list[Task]) -> None:
         """Drop closed tasks (a task first, then its descendants) and revoke their leases."""
