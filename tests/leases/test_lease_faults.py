@@ -20,6 +20,7 @@ from tether.leases import (
     IssueRequest,
     Lease,
     LeaseRevoked,
+    LeaseStoreBusy,
     ProviderTimeout,
     TaskRef,
 )
@@ -175,3 +176,20 @@ async def test_recover_reports_what_a_hung_provider_did_not_confirm(clock: Any) 
     assert "ProviderTimeout" in (report.zombies[0].last_error or "")
     assert fine.live() == [] and hung.live() == [left[1].lease_id]
     assert successor.unconfirmed() == [left[1].lease_id]  # still retried by the reaper
+
+
+async def test_guard_start_failing_in_the_broker_leaves_nothing_running() -> None:
+    store = MemoryLeaseStore()
+    holder = CredentialBroker(store, {"db": LedgerProvider()}, owner="w")
+    await holder.recover()  # claims owner "w" on the store
+    clash = CredentialBroker(store, {"db": LedgerProvider()}, owner="w")
+    guard = Guard(Engine("permit (principal, action, resource);"), broker=clash)
+    with pytest.raises(LeaseStoreBusy, match="'w'"):
+        async with guard:
+            pass
+    assert guard._tg is None and guard._stack is None  # no watcher left behind
+    # Benign twin: once the holder is gone the same guard starts and stops cleanly.
+    await holder.close()
+    async with guard:
+        async with guard.task(AGENT, intent="x") as task:
+            assert (await task.lease("db")).secret.reveal().startswith("secret-")
