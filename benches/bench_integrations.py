@@ -21,7 +21,8 @@ from typing import Any
 from tether.engine import Engine
 from tether.identity import Authenticator, LocalIssuer
 from tether.integrations.tool_gate import authorize_tool_call, check_tool_call
-from tether.leases import CredentialBroker, MemoryLeaseStore, TaskTokenProvider, TaskTokenVerifier
+from tether.leases import CredentialBroker, TaskTokenProvider, TaskTokenVerifier
+from tether.store import MemoryLeaseStore
 from tether.tasks import Guard, Task
 
 AGENT_ID = "spiffe://example.org/agents/bench"

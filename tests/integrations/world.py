@@ -13,8 +13,9 @@ from typing import Any
 
 from tether.engine import Engine
 from tether.identity import Authenticator, LocalIssuer
-from tether.leases import CredentialBroker, MemoryLeaseStore, TaskTokenProvider, TaskTokenVerifier
+from tether.leases import CredentialBroker, TaskTokenProvider, TaskTokenVerifier
 from tether.state import state_spec
+from tether.store import MemoryLeaseStore
 from tether.tasks import Approver, Guard
 
 ORCH_ID = "spiffe://example.org/agents/orchestrator"
