@@ -78,7 +78,9 @@ def _args(engine: Engine, handles: bool) -> list[tuple[Any, Any]]:
 @pytest.mark.parametrize("handles", [False, True], ids=["strings", "handles"])
 def test_task_authorize(benchmark: Any, handles: bool) -> None:
     engine = build()
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     task = guard._open(ORCH, "bench", None, 3600.0, parent=None)
     reqs = itertools.cycle(_args(engine, handles))
 

@@ -117,6 +117,47 @@ struct Decision {
     /// Set when this very decision revoked the task (monitor, scope, deadline).
     #[pyo3(get)]
     revoked: Option<String>,
+    /// Why it was denied, as a kind (`None` when allowed).
+    #[pyo3(get)]
+    kind: Option<DenialKind>,
+}
+
+/// The kind of a denial: match on this, never on message text.
+#[pyclass(eq, eq_int, hash, frozen, module = "tether._core")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum DenialKind {
+    #[pyo3(name = "POLICY")]
+    Policy,
+    #[pyo3(name = "SCOPE")]
+    Scope,
+    #[pyo3(name = "DEADLINE")]
+    Deadline,
+    #[pyo3(name = "REVOKED")]
+    Revoked,
+    #[pyo3(name = "BUDGET")]
+    Budget,
+    #[pyo3(name = "MONITOR")]
+    Monitor,
+    #[pyo3(name = "OBLIGATION")]
+    Obligation,
+    #[pyo3(name = "ERROR")]
+    Error,
+}
+
+impl From<task_decide::DenyKind> for DenialKind {
+    fn from(k: task_decide::DenyKind) -> Self {
+        use task_decide::DenyKind as K;
+        match k {
+            K::Policy => DenialKind::Policy,
+            K::Scope => DenialKind::Scope,
+            K::Deadline => DenialKind::Deadline,
+            K::Revoked => DenialKind::Revoked,
+            K::Budget => DenialKind::Budget,
+            K::Monitor => DenialKind::Monitor,
+            K::Obligation => DenialKind::Obligation,
+            K::Error => DenialKind::Error,
+        }
+    }
 }
 
 #[pymethods]
@@ -444,6 +485,8 @@ struct Engine {
     allow: Py<Decision>,
     deny: Py<Decision>,
     next_task: AtomicU64,
+    /// Agent-scoped labels, remembered across this engine's tasks.
+    memory: Arc<state::AgentMemory>,
     /// Identifies this engine to its handles. A counter, not the address: a freed
     /// engine's address can be reused, and a stale handle must never match.
     serial: usize,
@@ -482,19 +525,41 @@ impl TaskHandle {
         self.slot.revoke(reason)
     }
 
+    /// Count a denial made outside a decision (a refused approval) on this task's
+    /// and its ancestors' monitors. Returns the reason if a monitor revoked a task.
+    fn record_denial(&self) -> Option<String> {
+        task_decide::record_denial(&self.slot)
+    }
+
     fn __repr__(&self) -> String {
         format!("TaskHandle(id={}, depth={})", self.slot.id, self.slot.depth)
     }
 }
 
-fn now_ms(now: Option<f64>) -> u64 {
-    let secs = now.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    });
-    (secs.max(0.0) * 1000.0) as u64
+fn now_ms_of(secs: f64) -> Result<u64, CoreError> {
+    if !secs.is_finite() {
+        return Err(CoreError::Request(
+            "times must be finite numbers of seconds".into(),
+        ));
+    }
+    Ok((secs.max(0.0) * 1000.0) as u64)
+}
+
+/// Task time in ms on the caller's clock. Deadlines and windows never read the
+/// wall clock: without `now`, Python's `time.monotonic()` (a wall-clock step must
+/// not freeze a window or move a deadline).
+fn now_ms(py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
+    static MONOTONIC: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
+    let secs = match now {
+        Some(s) => s,
+        None => MONOTONIC
+            .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                Ok(py.import("time")?.getattr("monotonic")?.unbind())
+            })?
+            .call0(py)?
+            .extract::<f64>(py)?,
+    };
+    now_ms_of(secs).map_err(|e| to_py(py, e))
 }
 
 /// The (type, id) strings of an entity argument, for interning.
@@ -595,11 +660,20 @@ impl Engine {
         t: TaskOutcome,
     ) -> PyResult<Py<Decision>> {
         let out = t.outcome;
+        let kind = match t.kind {
+            _ if out.allowed => None,
+            Some(k) => Some(k.into()),
+            None if self.core.on_error == OnError::Deny && !out.errors.is_empty() => {
+                Some(DenialKind::Error)
+            }
+            None => Some(DenialKind::Policy),
+        };
         if t.message.is_none()
             && t.obligations.is_empty()
             && t.revoked_now.is_none()
             && out.reasons.is_empty()
             && out.errors.is_empty()
+            && (out.allowed || kind == Some(DenialKind::Policy))
         {
             return Ok(if out.allowed {
                 self.allow.clone_ref(py)
@@ -620,6 +694,7 @@ impl Engine {
             message: t.message,
             obligations: t.obligations,
             revoked: t.revoked_now,
+            kind,
         };
         Py::new(py, d)
     }
@@ -675,6 +750,7 @@ impl Engine {
                     message: None,
                     obligations: Vec::new(),
                     revoked: None,
+                    kind: (!allowed).then_some(DenialKind::Policy),
                 },
             )
         };
@@ -683,6 +759,7 @@ impl Engine {
             allow: mk(true)?,
             deny: mk(false)?,
             next_task: AtomicU64::new(1),
+            memory: Arc::default(),
             serial: ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -894,10 +971,14 @@ impl Engine {
     }
 
     /// Open a task for `agent`. `scope`: the actions it may take (None: any);
-    /// `deadline`: epoch seconds; `parent`: the delegating task (labels are
-    /// inherited, the actor chain extended, and every decision must also be
-    /// permitted for each ancestor and within each ancestor's scope).
-    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, max_deny_streak=0, max_rate=0, rate_window=1.0, revoke_on_budget_exhausted=true))]
+    /// `deadline` and `now`: seconds on the caller's monotonic clock (the one
+    /// every `authorize_task(now=...)` of this task uses; default
+    /// `time.monotonic()`); `parent`: the delegating task (labels are inherited,
+    /// the actor chain extended, and every decision must also be permitted for
+    /// each ancestor, within each ancestor's scope, budgets and counters).
+    /// `intent` is what rules read as `context.task.intent`; `on_error`
+    /// overrides the engine's for this task's decisions.
+    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, intent="", on_error=None, now=None, max_deny_streak=0, max_rate=0, rate_window=1.0, max_deny_ratio=0.0, min_denials=0, revoke_on_budget_exhausted=true))]
     #[allow(clippy::too_many_arguments)]
     fn open_task(
         &self,
@@ -906,23 +987,29 @@ impl Engine {
         scope: Option<&Bound<'_, PyAny>>,
         deadline: Option<f64>,
         parent: Option<&TaskHandle>,
+        intent: &str,
+        on_error: Option<&str>,
+        now: Option<f64>,
         max_deny_streak: u32,
         max_rate: u32,
         rate_window: f64,
+        max_deny_ratio: f64,
+        min_denials: u32,
         revoke_on_budget_exhausted: bool,
     ) -> PyResult<TaskHandle> {
         let perr = |e: CoreError| to_py(py, e);
-        let stable = |obj: &Bound<'_, PyAny>, role: &str| -> Result<Euid, CoreError> {
-            let (t, i) = uid_strings(obj, role)?;
-            self.core.intern_uid(&t, &i)
-        };
-        let agent = stable(agent, "agent").map_err(perr)?;
+        let (agent_ty, agent_id) = uid_strings(agent, "agent").map_err(perr)?;
+        let agent = self.core.intern_uid(&agent_ty, &agent_id).map_err(perr)?;
+        // Interned for good, like the agent uid (`intern_uid` is the core's only
+        // stable interning entry; the type is already known, so only the intent is new).
+        let intent = self.core.intern_uid(&agent_ty, intent).map_err(perr)?.id;
         let scope = match scope.filter(|s| !s.is_none()) {
             None => None,
             Some(s) => {
                 let mut set = rustc_hash::FxHashSet::default();
                 for a in s.try_iter()? {
-                    set.insert(stable(&a?, "scope action").map_err(perr)?);
+                    let (t, i) = uid_strings(&a?, "scope action").map_err(perr)?;
+                    set.insert(self.core.intern_uid(&t, &i).map_err(perr)?);
                 }
                 Some(set)
             }
@@ -934,6 +1021,13 @@ impl Engine {
                 )));
             }
         }
+        if !(0.0..=1.0).contains(&max_deny_ratio) {
+            return Err(perr(CoreError::Request(
+                "max_deny_ratio must be between 0 and 1".into(),
+            )));
+        }
+        let on_error = on_error.map(on_error_arg).transpose()?;
+        let now_ms = now_ms(py, now)?;
         let snap = self.core.current.load();
         let st = snap.set.state.as_ref();
         let windows: Vec<u64> = st
@@ -941,7 +1035,7 @@ impl Engine {
             .unwrap_or_default();
         let n_budgets = st.map_or(0, |s| s.budgets.len());
         let parent_slot = parent.map(|p| p.slot.clone());
-        let mut deadline_ms = deadline.map(|d| now_ms(Some(d)));
+        let mut deadline_ms = deadline.map(now_ms_of).transpose().map_err(perr)?;
         if let Some(p) = &parent_slot {
             // A child never outlives its parent.
             deadline_ms = match (deadline_ms, p.deadline_ms) {
@@ -949,22 +1043,26 @@ impl Engine {
                 (a, b) => a.or(b),
             };
         }
-        let slot = state::TaskSlot::new(
-            self.next_task.fetch_add(1, Ordering::Relaxed),
+        let init = state::TaskInit {
+            id: self.next_task.fetch_add(1, Ordering::Relaxed),
             agent,
-            parent_slot,
             scope,
             deadline_ms,
-            state::Limits {
+            limits: state::Limits {
                 max_deny_streak,
                 max_rate,
                 rate_window_ms: (rate_window.max(0.001) * 1000.0) as u64,
                 revoke_on_budget_exhausted,
+                max_deny_ratio,
+                min_denials,
             },
-            &windows,
-            n_budgets,
-        )
-        .map_err(|m| perr(CoreError::Request(m)))?;
+            on_error,
+            intent,
+            memory: Some(self.memory.clone()),
+            labels: self.memory.recall(&agent, now_ms),
+        };
+        let slot = state::TaskSlot::new(init, parent_slot, &windows, n_budgets)
+            .map_err(|m| perr(CoreError::Request(m)))?;
         Ok(TaskHandle {
             slot: Arc::new(slot),
             engine_id: self.id(),
@@ -973,7 +1071,7 @@ impl Engine {
 
     /// Decide an action inside a task; a permit commits the task's state
     /// effects atomically. `now` (epoch seconds) is for tests and replays.
-    #[pyo3(signature = (task, action, resource, context=None, *, reasons=false, now=None, approved=Vec::new()))]
+    #[pyo3(signature = (task, action, resource, context=None, now=None, *, reasons=false, approved=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn authorize_task(
         &self,
@@ -982,8 +1080,8 @@ impl Engine {
         action: &Bound<'_, PyAny>,
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
-        reasons: bool,
         now: Option<f64>,
+        reasons: bool,
         approved: Vec<String>,
     ) -> PyResult<Py<Decision>> {
         if task.engine_id != self.id() {
@@ -1011,7 +1109,7 @@ impl Engine {
             &mut req,
             reasons,
             self.core.on_error,
-            now_ms(now),
+            now_ms(py, now)?,
             &approved,
         );
         self.decision(py, &snap, &req, t)
@@ -1019,15 +1117,19 @@ impl Engine {
 
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
     #[pyo3(signature = (task, *, now=None))]
-    fn task_context(&self, task: &TaskHandle, now: Option<f64>) -> String {
+    fn task_context(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        now: Option<f64>,
+    ) -> PyResult<String> {
+        let now = now_ms(py, now)?;
         let snap = self.core.current.load();
         let inner = task.slot.lock();
-        match snap.set.state.as_ref() {
-            Some(st) => {
-                state::task_json(st, &task.slot, &inner, now_ms(now), &snap.interner).to_string()
-            }
+        Ok(match snap.set.state.as_ref() {
+            Some(st) => state::task_json(st, &task.slot, &inner, now, &snap.interner).to_string(),
             None => "{}".to_owned(),
-        }
+        })
     }
 
     /// Ids of the policies, in file order.
@@ -1086,6 +1188,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decision>()?;
     m.add_class::<Entity>()?;
     m.add_class::<TaskHandle>()?;
+    m.add_class::<DenialKind>()?;
     m.add("TetherError", py.get_type::<TetherError>())?;
     m.add("PolicyError", py.get_type::<PolicyError>())?;
     m.add("SchemaError", py.get_type::<SchemaError>())?;

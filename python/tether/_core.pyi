@@ -1,9 +1,9 @@
 """Typed stub of the native module `tether._core` (built from `rust/` by maturin)."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, final
+from typing import Any, ClassVar, final
 
-class TetherError(Exception): ...
+from tether.errors import TetherError as TetherError
 
 class PolicyError(TetherError):
     policy_id: str | None
@@ -25,6 +25,19 @@ class Entity:
 EntityArg = str | tuple[str, str] | Entity | Mapping[str, Any]
 
 @final
+class DenialKind:
+    """Why a decision denied (a PyO3 enum: compare with `==`, no value lookups)."""
+
+    POLICY: ClassVar[DenialKind]
+    SCOPE: ClassVar[DenialKind]
+    DEADLINE: ClassVar[DenialKind]
+    REVOKED: ClassVar[DenialKind]
+    BUDGET: ClassVar[DenialKind]
+    MONITOR: ClassVar[DenialKind]
+    OBLIGATION: ClassVar[DenialKind]
+    ERROR: ClassVar[DenialKind]
+
+@final
 class Decision:
     @property
     def allowed(self) -> bool: ...
@@ -40,6 +53,8 @@ class Decision:
     def obligations(self) -> list[str]: ...
     @property
     def revoked(self) -> str | None: ...
+    @property
+    def kind(self) -> DenialKind | None: ...
     def __bool__(self) -> bool: ...
 
 @final
@@ -51,6 +66,7 @@ class TaskHandle:
     @property
     def revoked(self) -> str | None: ...
     def revoke(self, reason: str) -> bool: ...
+    def record_denial(self) -> str | None: ...
 
 class Engine:
     def __init__(
@@ -108,9 +124,14 @@ class Engine:
         scope: Iterable[EntityArg] | None = None,
         deadline: float | None = None,
         parent: TaskHandle | None = None,
+        intent: str = "",
+        on_error: str | None = None,
+        now: float | None = None,
         max_deny_streak: int = 0,
         max_rate: int = 0,
         rate_window: float = 1.0,
+        max_deny_ratio: float = 0.0,
+        min_denials: int = 0,
         revoke_on_budget_exhausted: bool = True,
     ) -> TaskHandle: ...
     def authorize_task(
@@ -119,9 +140,9 @@ class Engine:
         action: EntityArg,
         resource: EntityArg,
         context: Mapping[str, Any] | None = None,
+        now: float | None = None,
         *,
         reasons: bool = False,
-        now: float | None = None,
         approved: list[str] = ...,
     ) -> Decision: ...
     def task_context(self, task: TaskHandle, *, now: float | None = None) -> str: ...
