@@ -1,0 +1,228 @@
+//! Task handles and the task entry points of the engine (open, decide, context).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+
+use super::convert::{uid_strings, Converter};
+use super::decision::Decision;
+use super::engine::Engine;
+use crate::engine::{OnError, ResolvedRequest};
+use crate::error::TetherError as CoreError;
+use crate::state;
+
+/// A task's state handle: labels, counters, budgets and its revocation flag, in Rust.
+#[pyclass(frozen, module = "tether._core")]
+pub(crate) struct TaskHandle {
+    pub(crate) slot: Arc<state::TaskSlot>,
+    pub(crate) engine_id: usize,
+}
+
+#[pymethods]
+impl TaskHandle {
+    #[getter]
+    fn id(&self) -> u64 {
+        self.slot.id
+    }
+
+    #[getter]
+    fn depth(&self) -> u32 {
+        self.slot.depth
+    }
+
+    /// Why this task (or an ancestor) is revoked, or None while it is live.
+    #[getter]
+    fn revoked(&self) -> Option<String> {
+        self.slot.revoked_reason()
+    }
+
+    /// Revoke now; every later decision on this task and its descendants denies.
+    /// Returns False if it was already revoked (the first reason is kept).
+    fn revoke(&self, reason: &str) -> bool {
+        self.slot.revoke(reason)
+    }
+
+    /// Count a denial made outside a decision (a refused approval) on this task's
+    /// and its ancestors' monitors. Returns the reason if a monitor revoked a task.
+    fn record_denial(&self) -> Option<String> {
+        crate::task_decide::record_denial(&self.slot)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("TaskHandle(id={}, depth={})", self.slot.id, self.slot.depth)
+    }
+}
+fn ms_of(secs: f64) -> Result<u64, CoreError> {
+    if !secs.is_finite() {
+        return Err(CoreError::Request(
+            "times must be finite numbers of seconds".into(),
+        ));
+    }
+    Ok((secs.max(0.0) * 1000.0) as u64)
+}
+
+/// Task time in ms on the caller's clock. Deadlines and windows never read the
+/// wall clock: without `now`, Python's `time.monotonic()` (a wall-clock step must
+/// not freeze a window or move a deadline).
+pub(crate) fn now_ms(py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
+    static MONOTONIC: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    let secs = match now {
+        Some(s) => s,
+        None => MONOTONIC
+            .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                Ok(py.import("time")?.getattr("monotonic")?.unbind())
+            })?
+            .call0(py)?
+            .extract::<f64>(py)?,
+    };
+    Ok(ms_of(secs)?)
+}
+
+/// How a task is opened, besides its agent.
+pub(crate) struct TaskOptions<'a, 'py> {
+    pub(crate) scope: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) deadline: Option<f64>,
+    pub(crate) parent: Option<&'a TaskHandle>,
+    pub(crate) intent: &'a str,
+    pub(crate) on_error: Option<OnError>,
+    pub(crate) now: Option<f64>,
+    pub(crate) limits: state::Limits,
+}
+
+impl Engine {
+    /// Open a task for `agent`. `scope`: the actions it may take (None: any);
+    /// `deadline` and `now`: seconds on the caller's monotonic clock (the one
+    /// every `authorize_task(now=...)` of this task uses; default
+    /// `time.monotonic()`); `parent`: the delegating task (labels are inherited,
+    /// the actor chain extended, and every decision must also be permitted for
+    /// each ancestor, within each ancestor's scope, budgets and counters).
+    /// `intent` is what rules read as `context.task.intent`; `on_error`
+    /// overrides the engine's for this task's decisions.
+    pub(crate) fn open_task_impl(
+        &self,
+        py: Python<'_>,
+        agent: &Bound<'_, PyAny>,
+        opts: TaskOptions<'_, '_>,
+    ) -> PyResult<TaskHandle> {
+        let (agent_ty, agent_id) = uid_strings(agent, "agent")?;
+        let agent = self.core.intern_uid(&agent_ty, &agent_id)?;
+        // Interned for good, like the agent uid (`intern_uid` is the core's only
+        // stable interning entry; the type is already known, so only the intent is new).
+        let intent = self.core.intern_uid(&agent_ty, opts.intent)?.id;
+        let scope = match opts.scope.filter(|s| !s.is_none()) {
+            None => None,
+            Some(s) => {
+                let mut set = rustc_hash::FxHashSet::default();
+                for a in s.try_iter()? {
+                    let (t, i) = uid_strings(&a?, "scope action")?;
+                    set.insert(self.core.intern_uid(&t, &i)?);
+                }
+                Some(set)
+            }
+        };
+        if let Some(p) = opts.parent {
+            if p.engine_id != self.id() {
+                return Err(
+                    CoreError::Request("parent task belongs to another engine".into()).into(),
+                );
+            }
+        }
+        if !(0.0..=1.0).contains(&opts.limits.max_deny_ratio) {
+            return Err(CoreError::Request("max_deny_ratio must be between 0 and 1".into()).into());
+        }
+        let now_ms = now_ms(py, opts.now)?;
+        let snap = self.core.current.load();
+        let st = snap.set.state.as_ref();
+        let windows: Vec<u64> = st
+            .map(|s| s.counters.iter().map(|c| c.1).collect())
+            .unwrap_or_default();
+        let n_budgets = st.map_or(0, |s| s.budgets.len());
+        let parent_slot = opts.parent.map(|p| p.slot.clone());
+        let mut deadline_ms = opts.deadline.map(ms_of).transpose()?;
+        if let Some(p) = &parent_slot {
+            // A child never outlives its parent.
+            deadline_ms = match (deadline_ms, p.deadline_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let init = state::TaskInit {
+            id: self.next_task.fetch_add(1, Ordering::Relaxed),
+            agent,
+            scope,
+            deadline_ms,
+            limits: opts.limits,
+            on_error: opts.on_error,
+            intent,
+            memory: Some(self.memory.clone()),
+            labels: self.memory.recall(&agent, now_ms),
+        };
+        let slot = state::TaskSlot::new(init, parent_slot, &windows, n_budgets)
+            .map_err(CoreError::Request)?;
+        Ok(TaskHandle {
+            slot: Arc::new(slot),
+            engine_id: self.id(),
+        })
+    }
+
+    /// Decide an action inside a task; a permit commits the state effects on
+    /// the task and every ancestor atomically. `now`: the task clock's seconds.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn authorize_task_impl(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        reasons: bool,
+        now: Option<f64>,
+        approved: Vec<String>,
+    ) -> PyResult<Py<Decision>> {
+        if task.engine_id != self.id() {
+            return Err(PyErr::from(CoreError::Request(
+                "task belongs to another engine".into(),
+            )));
+        }
+        let now_ms = now_ms(py, now)?;
+        let snap = self.core.current.load();
+        let mut conv = Converter::new(&snap, self.id());
+        let action = conv.entity(action, "action").map_err(PyErr::from)?;
+        let resource = conv.entity(resource, "resource").map_err(PyErr::from)?;
+        let context = conv.context(context).map_err(PyErr::from)?;
+        let mut req = ResolvedRequest {
+            principal: task.slot.agent,
+            action,
+            resource,
+            context,
+            locals: conv.locals,
+        };
+        let t = snap.authorize_task(
+            &task.slot,
+            &mut req,
+            reasons,
+            self.core.on_error,
+            now_ms,
+            &approved,
+        );
+        self.decision(py, &snap, &req, t)
+    }
+
+    /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
+    pub(crate) fn task_context_impl(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        now: Option<f64>,
+    ) -> PyResult<String> {
+        let now = now_ms(py, now)?;
+        let snap = self.core.current.load();
+        let inner = task.slot.lock();
+        Ok(match snap.set.state.as_ref() {
+            Some(st) => state::task_json(st, &task.slot, &inner, now, &snap.interner).to_string(),
+            None => "{}".to_owned(),
+        })
+    }
+}
