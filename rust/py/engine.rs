@@ -475,6 +475,16 @@ impl Engine {
         self.core.current.load().version
     }
 
+    /// Whether an entity with this uid is registered (e.g. to resolve a host to
+    /// its closest registered domain).
+    fn has_entity(&self, r#type: &str, id: &str) -> bool {
+        let snap = self.core.current.load();
+        match (snap.interner.lookup(r#type), snap.interner.lookup(id)) {
+            (Some(ty), Some(id)) => snap.store.get(&crate::value::Euid { ty, id }).is_some(),
+            _ => false,
+        }
+    }
+
     #[getter]
     fn entity_count(&self) -> usize {
         self.core.current.load().store.len()

@@ -390,3 +390,55 @@ async def test_denial_kinds_are_typed(world: Any) -> None:
         assert task.authorize("egress", GITHUB).kind == DenialKind.SCOPE
         assert task.authorize("read", PAYROLL).kind == DenialKind.REVOKED
     assert engine.authorize(world.RESEARCHER, 'Action::"read"', PAYROLL).kind == DenialKind.POLICY
+
+
+# -- 12. egress by spelling ------------------------------------------------------------
+
+BLOCKLIST = """
+@id("egress-anywhere")
+permit (principal, action == Action::"egress", resource);
+@id("no-pastebin")
+forbid (principal, action == Action::"egress", resource)
+when { resource in Domain::"pastebin.com" };
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "blocked"),
+    [
+        ("PASTEBIN.COM", True),
+        ("pastebin.com.", True),
+        ("www.pastebin.com", True),
+        ("https://user@Www.PasteBin.com:8443/raw?x=1", True),
+        ("notpastebin.com", False),
+        ("pastebin.com.evil.example", False),
+        ("https://api.github.com/repos", False),
+    ],
+)
+async def test_asi02_egress_blocklist_cannot_be_passed_by_spelling(
+    world: Any, url: str, blocked: bool
+) -> None:
+    """A blocklist on `Domain::"pastebin.com"` holds for every spelling of it and for
+    unregistered subdomains; look-alike hosts that are not under it are not blocked."""
+    engine = world.engine(policies=BLOCKLIST)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
+    async with guard.task(world.ORCH, intent="x") as task:
+        assert task.authorize_egress(url).allowed is not blocked
+
+
+def test_asi02_egress_host_normalisation() -> None:
+    from tether.domains import egress_host
+
+    assert egress_host("https://BÜCHER.example./x") == "xn--bcher-kva.example"
+    for bad in ["", "https://", "http://exa mple.com", "https://a..b"]:
+        with pytest.raises(ValueError):
+            egress_host(bad)
+
+
+def test_asi02_resolve_domain_uses_registered_parents(world: Any) -> None:
+    from tether.domains import resolve_domain
+
+    engine = world.engine()
+    assert resolve_domain(engine, "Deep.API.github.com") == 'Domain::"api.github.com"'
+    assert resolve_domain(engine, "github.com.") == 'Domain::"github.com"'
+    assert resolve_domain(engine, "unknown.example") == 'Domain::"unknown.example"'

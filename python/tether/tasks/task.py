@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 
 from tether._core import Decision, DenialKind, TaskHandle
+from tether.domains import resolve_domain
 from tether.identity import Agent
 from tether.leases import Lease, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
@@ -106,6 +107,21 @@ class Task:
         else:
             d = self._decide(self.handle, _action(action), resource, context, self._clock())
         return self._after(action, resource, d)
+
+    def authorize_egress(
+        self,
+        url: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        action: EntityArg = "egress",
+        reasons: bool = False,
+    ) -> Decision:
+        """Decide sending to `url`: the host is normalised (case, trailing dot, IDNA,
+        port) and an unregistered subdomain is decided as its closest registered
+        parent, so a blocklist cannot be passed by spelling. A malformed URL is a
+        `ValueError` (nothing is sent)."""
+        resource = resolve_domain(self.guard.engine, url)
+        return self.authorize(action, resource, context, reasons=reasons)
 
     def _after(self, action: EntityArg, resource: EntityArg, d: Decision) -> Decision:
         guard = self.guard
