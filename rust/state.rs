@@ -101,6 +101,8 @@ pub struct Keys {
     pub intent: Sym,
     pub id: Sym,
     pub agent: Sym,
+    pub escalated: Sym,
+    pub escalated_until: Sym,
 }
 
 fn compile_expr(
@@ -215,6 +217,8 @@ impl CompiledState {
             intent: interner.intern("intent"),
             id: interner.intern("id"),
             agent: interner.intern("agent"),
+            escalated: interner.intern("escalated"),
+            escalated_until: interner.intern("escalated_until"),
         };
         Ok(st)
     }
@@ -318,6 +322,21 @@ pub struct TaskInner {
     pub denied_total: u32,
     pub rate: Window,
     pub ctx_cache: Option<CtxCache>,
+    /// Actions granted by an escalation, each until a time (ms on the task clock).
+    /// Only this task's own scope widens; ancestors' scopes and children are unchanged.
+    pub escalated: Vec<(Euid, u64)>,
+}
+
+impl TaskInner {
+    /// Drop expired escalations; whether any is still in force.
+    pub fn prune_escalations(&mut self, now_ms: u64) -> bool {
+        self.escalated.retain(|(_, until)| *until > now_ms);
+        !self.escalated.is_empty()
+    }
+
+    fn escalated_until(&self) -> u64 {
+        self.escalated.iter().map(|(_, u)| *u).max().unwrap_or(0)
+    }
 }
 
 #[derive(Debug)]
@@ -401,6 +420,7 @@ impl TaskSlot {
                 denied_total: 0,
                 rate: Window::new(limits.rate_window_ms.max(1)),
                 ctx_cache: None,
+                escalated: Vec::new(),
             }),
         })
     }
@@ -441,12 +461,15 @@ impl TaskSlot {
         None
     }
 
-    /// The first task on the chain (self, then ancestors) whose scope excludes `action`.
-    pub fn scope_violation(&self, action: &Euid) -> Option<u64> {
+    /// The first task on the chain (self, then ancestors) whose scope excludes
+    /// `action`; `escalated`: this task's own escalations in force (ancestors'
+    /// escalations never widen what a descendant may do).
+    pub fn scope_violation(&self, action: &Euid, escalated: &[(Euid, u64)]) -> Option<u64> {
         let mut cur: Option<&TaskSlot> = Some(self);
         while let Some(t) = cur {
             if let Some(s) = &t.scope {
-                if !s.contains(action) {
+                let widened = t.id == self.id && escalated.iter().any(|(a, _)| a == action);
+                if !s.contains(action) && !widened {
                     return Some(t.id);
                 }
             }
@@ -500,6 +523,10 @@ pub fn task_value_cached(
     inner: &mut TaskInner,
     now_ms: u64,
 ) -> Value {
+    if inner.prune_escalations(now_ms) {
+        // Rare: rebuilt each time rather than kept in step with a changing set.
+        return task_value(st, slot, inner, inner.labels, now_ms);
+    }
     if let Some(mut c) = inner.ctx_cache.take() {
         if c.labels == inner.labels && refresh(st, inner, &mut c.value, now_ms).is_some() {
             let v = c.value.clone();
@@ -565,6 +592,21 @@ pub fn task_value(
         (k.intent, Value::Str(slot.intent)),
         (k.id, Value::Long(slot.id as i64)),
         (k.agent, Value::Entity(slot.agent)),
+        (
+            k.escalated,
+            Value::set_from(
+                inner
+                    .escalated
+                    .iter()
+                    .filter(|(_, u)| *u > now_ms)
+                    .map(|(a, _)| Value::Str(a.id))
+                    .collect(),
+            ),
+        ),
+        (
+            k.escalated_until,
+            Value::Long(i64::try_from(inner.escalated_until()).unwrap_or(i64::MAX)),
+        ),
     ])))
 }
 
@@ -616,6 +658,13 @@ pub fn task_json(
         "intent": name(slot.intent),
         "id": slot.id,
         "agent": {"__entity": {"type": name(slot.agent.ty), "id": name(slot.agent.id)}},
+        "escalated": inner
+            .escalated
+            .iter()
+            .filter(|(_, u)| *u > now_ms)
+            .map(|(a, _)| name(a.id))
+            .collect::<Vec<_>>(),
+        "escalated_until": inner.escalated_until(),
     })
 }
 

@@ -304,7 +304,8 @@ impl Snapshot {
         if slot.deadline_ms.is_some_and(|d| now_ms >= d) {
             return chain.revoke(0, DenyKind::Deadline, "deadline passed".to_owned());
         }
-        if let Some(tid) = slot.scope_violation(&req.action) {
+        chain.inner[0].prune_escalations(now_ms);
+        if let Some(tid) = slot.scope_violation(&req.action, &chain.inner[0].escalated) {
             let action = self.interner.get(req.action.id).unwrap_or("?");
             let why = if tid == slot.id {
                 format!("scope violation: action `{action}` is outside the task's scope")

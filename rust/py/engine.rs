@@ -426,6 +426,16 @@ impl Engine {
         self.authorize_task_impl(py, task, action, resource, context, reasons, now, approved)
     }
 
+    /// Widen a task's own scope by `actions` until `until` (task-clock seconds).
+    fn escalate_task(
+        &self,
+        task: &TaskHandle,
+        actions: &Bound<'_, PyAny>,
+        until: f64,
+    ) -> PyResult<()> {
+        self.escalate_task_impl(task, actions, until)
+    }
+
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
     #[pyo3(signature = (task, *, now=None))]
     fn task_context(

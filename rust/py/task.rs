@@ -210,6 +210,36 @@ impl Engine {
         self.decision(py, &snap, &req, t)
     }
 
+    /// Widen the task's own scope by `actions` until `until` (task-clock seconds).
+    /// The escalation's authorization and approval happen before this call.
+    pub(crate) fn escalate_task_impl(
+        &self,
+        task: &TaskHandle,
+        actions: &Bound<'_, PyAny>,
+        until: f64,
+    ) -> PyResult<()> {
+        if task.engine_id != self.id() {
+            return Err(CoreError::Request("task belongs to another engine".into()).into());
+        }
+        let until = ms_of(until)?;
+        let mut granted = Vec::new();
+        for a in actions.try_iter()? {
+            let (t, i) = uid_strings(&a?, "escalated action")?;
+            granted.push(self.core.intern_uid(&t, &i)?);
+        }
+        let mut inner = task.slot.lock();
+        if let Some(r) = &inner.revoked {
+            return Err(CoreError::Request(format!("task revoked: {r}")).into());
+        }
+        for a in granted {
+            match inner.escalated.iter_mut().find(|(x, _)| *x == a) {
+                Some(e) => e.1 = e.1.max(until),
+                None => inner.escalated.push((a, until)),
+            }
+        }
+        Ok(())
+    }
+
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
     pub(crate) fn task_context_impl(
         &self,

@@ -132,6 +132,8 @@ def test_replay_detects_a_wrong_snapshot(world: Any) -> None:
                 "intent": "x",
                 "id": 1,
                 "agent": {"__entity": {"type": "Agent", "id": ORCH.split('"')[1]}},
+                "escalated": [],
+                "escalated_until": 0,
             },
         },
     }

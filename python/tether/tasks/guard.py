@@ -299,9 +299,12 @@ class Guard:
         action: Any,
         resource: Any,
         context: Mapping[str, Any] | None,
+        *,
+        grant: bool = True,
     ) -> None:
-        """Ask the approver; only `True` records a grant. A refusal (of any kind) is a
-        denial for the task's monitors and raises `ApprovalRefused`."""
+        """Ask the approver; only `True` approves (and records a grant when `grant`).
+        A refusal (of any kind) is a denial for the task's monitors and raises
+        `ApprovalRefused`."""
         grants = self._grants(task)
         grants.requests += 1
         limit = self.monitors.max_approval_requests
@@ -326,6 +329,8 @@ class Guard:
             if revoked is not None:
                 self._revoked_by_decision(task, revoked)
             raise ApprovalRefused(why, kind=DenialKind.OBLIGATION)
+        if not grant:
+            return
         grants.record(
             Grant(
                 obligation,

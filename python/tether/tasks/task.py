@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -216,6 +217,26 @@ class Task:
             parent=self,
             outlive_credential=outlive_credential,
         )
+
+    async def escalate(self, actions: Iterable[str], *, reason: str, ttl: float) -> frozenset[str]:
+        """Ask to widen this task's scope by `actions` for `ttl` seconds: `escalate` must
+        be permitted for the agent (the requested actions, reason and ttl are in the
+        context), then the `escalate` approver must grant it (fail closed). The widening
+        reverts by itself; policies see it in `context.task.escalated`; children never
+        inherit it. A refusal is a denial for the monitors."""
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        wanted = frozenset(actions)
+        names = sorted(a.split('::"', 1)[1].rstrip('"') if "::" in a else a for a in wanted)
+        ctx = {"actions": names, "reason": reason, "ttl": math.ceil(ttl)}
+        d = self.authorize("escalate", self.agent_uid, ctx)
+        if not d.allowed:
+            raise self._denial(d)
+        await self.guard._approve(self, "escalate", "escalate", self.agent_uid, ctx, grant=False)
+        self.guard.engine.escalate_task(
+            self.handle, [action_uid(a) for a in sorted(wanted)], self._clock() + ttl
+        )
+        return wanted
 
     async def lease(
         self,
