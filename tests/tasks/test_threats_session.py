@@ -442,3 +442,29 @@ def test_asi02_resolve_domain_uses_registered_parents(world: Any) -> None:
     assert resolve_domain(engine, "Deep.API.github.com") == 'Domain::"api.github.com"'
     assert resolve_domain(engine, "github.com.") == 'Domain::"github.com"'
     assert resolve_domain(engine, "unknown.example") == 'Domain::"unknown.example"'
+
+
+@pytest.mark.parametrize("during_approval", ["reload", "intern"], ids=["attack", "benign"])
+async def test_asi09_grant_is_bound_to_the_policy_set(world: Any, during_approval: str) -> None:
+    """An approval given under one policy set does not carry over to another (the
+    policies changed while the human decided); an engine merely learning a new name
+    (its version moves, its policies do not) keeps the grant valid."""
+    engine = world.engine()
+
+    async def approver(req: ApprovalRequest) -> bool:
+        if during_approval == "reload":
+            engine.reload(world.POLICIES + "\n// amended\n", world.SCHEMA)
+        else:
+            engine.entity("Agent", "spiffe://example.org/agents/newcomer")
+        return True
+
+    guard = Guard(engine, approvers={"approval": approver}, allow_unauthenticated=True)
+    async with guard.task(world.ORCH, intent="ship") as task:
+        version = engine.version
+        if during_approval == "reload":
+            with pytest.raises(Denied) as e:
+                await task.require("call_tool", DEPLOY)
+            assert e.value.kind == DenialKind.OBLIGATION
+        else:
+            assert (await task.require("call_tool", DEPLOY)).allowed
+        assert engine.version > version

@@ -1,5 +1,5 @@
 """Approvals: an obligation is discharged only by a grant the approver path
-recorded, bound to one task, action, resource, context and policy-set version,
+recorded, bound to one task, action, resource, context and policy set,
 used once, and expiring."""
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class Grant:
     action: str
     resource: str
     context_digest: str
-    policy_version: int
+    # A digest of the policy text: the engine's version also moves when it merely
+    # interns a new name (a task opened elsewhere), which must not void a grant.
+    policy_digest: str
     expires_at: float
 
 
@@ -63,7 +65,7 @@ class Grants:
         action: str,
         resource: str,
         digest: str,
-        version: int,
+        policies: str,
         now: float,
     ) -> list[str]:
         """Consume one matching, unexpired grant per obligation; returns the
@@ -79,7 +81,7 @@ class Grants:
                     and g.action == action
                     and g.resource == resource
                     and g.context_digest == digest
-                    and g.policy_version == version
+                    and g.policy_digest == policies
                     and g not in picked
                 ),
                 None,
@@ -90,3 +92,18 @@ class Grants:
         for g in picked:
             self._grants.remove(g)
         return list(obligations)
+
+
+class PolicyDigest:
+    """The digest of an engine's policy text, recomputed only when its version moves."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._digest = ""
+
+    def of(self, engine: Any) -> str:
+        version = engine.version
+        if version != self._version:
+            self._digest = hashlib.sha256(engine.policy_text().encode()).hexdigest()
+            self._version = version
+        return self._digest

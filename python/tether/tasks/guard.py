@@ -21,7 +21,14 @@ from tether.engine import Engine
 from tether.identity import Agent, Authenticator, SpiffeId
 from tether.leases import CredentialBroker
 from tether.tasks.agents import agent_uid, check_proof, spiffe_of, target_uid
-from tether.tasks.approvals import ApprovalRequest, Approver, Grant, Grants, context_digest
+from tether.tasks.approvals import (
+    ApprovalRequest,
+    Approver,
+    Grant,
+    Grants,
+    PolicyDigest,
+    context_digest,
+)
 from tether.tasks.errors import ApprovalRefused, TaskRevoked
 from tether.tasks.monitors import Monitors
 from tether.tasks.task import Task, action_uid
@@ -95,6 +102,7 @@ class Guard:
         self.revoked_agents: dict[str, str] = {}
         self.revoked_domains: dict[str, str] = {}
         self._task_grants: dict[str, Grants] = {}
+        self._policy_digest = PolicyDigest()
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._wake = anyio.Event()
@@ -307,6 +315,8 @@ class Guard:
         `ApprovalRefused`."""
         grants = self._grants(task)
         grants.requests += 1
+        # Bound to what the approver is shown, as it is now (not after the wait).
+        policies = self._policy_digest.of(self.engine)
         limit = self.monitors.max_approval_requests
         why: str | None = None
         approver = self.approvers.get(obligation)
@@ -337,7 +347,7 @@ class Guard:
                 str(action),
                 str(resource),
                 context_digest(context),
-                self.engine.version,
+                policies,
                 self.clock() + self.grant_ttl,
             )
         )

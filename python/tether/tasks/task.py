@@ -166,7 +166,7 @@ class Task:
             str(action),
             str(resource),
             context_digest(context),
-            guard.engine.version,
+            guard._policy_digest.of(guard.engine),
             now,
         )
         d = self._decide(
