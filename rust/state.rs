@@ -3,11 +3,13 @@
 //!
 //! Each task lives in a `TaskSlot` shared by `Arc` with its Python handle and
 //! its children, so a decision reaches its state with no lookup. A slot's
-//! mutable part sits behind one uncontended mutex: a decision holds it from
-//! reading the state through evaluation to committing the effects, which is
-//! what makes check-and-reserve atomic (two concurrent actions can never both
+//! mutable part sits behind one mutex: a decision holds the mutexes of the task
+//! and all its ancestors (taken leaf to root, see `task_decide::Chain`) from
+//! reading the state through evaluation to committing the effects on every one
+//! of them, which is what makes check-and-reserve atomic for the whole tree (two
+//! concurrent actions, in the same task or in sibling sub-tasks, can never both
 //! spend the last of a budget). Atomics per field could not give that across
-//! several budgets and counters at once.
+//! several budgets, counters and tasks at once.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
