@@ -8,6 +8,7 @@ pub mod entities;
 pub mod error;
 pub mod eval;
 pub mod request;
+pub mod request_schema;
 pub mod state;
 pub mod task_decide;
 pub mod value;

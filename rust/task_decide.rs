@@ -549,7 +549,16 @@ mod tests {
     /// is ever charged past its limit, and each is charged exactly its subtree's spend.
     #[test]
     fn tree_budget_race_in_threads() {
-        let core = Core::new(POLICIES, None, None, Some(STATE), false, OnError::Skip).unwrap();
+        let core = Core::new(
+            POLICIES,
+            None,
+            None,
+            Some(STATE),
+            false,
+            OnError::Skip,
+            false,
+        )
+        .unwrap();
         let action = core.intern_uid("Action", "spend").unwrap();
         let thing = core.intern_uid("Thing", "t").unwrap();
         for round in 0..50 {

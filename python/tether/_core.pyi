@@ -1,12 +1,28 @@
 """Typed stub of the native module `tether._core` (built from `rust/` by maturin)."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Self, final
+
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "Decision",
+    "DenialKind",
+    "Engine",
+    "Entity",
+    "EntityError",
+    "PolicyError",
+    "RequestError",
+    "SchemaError",
+    "TaskHandle",
+    "TetherError",
+]
 
 from tether.errors import TetherError as TetherError
 
 class PolicyError(TetherError):
     policy_id: str | None
+    file: str | None
     line: int | None
     column: int | None
     feature: str | None
@@ -68,17 +84,22 @@ class TaskHandle:
     def revoke(self, reason: str) -> bool: ...
     def record_denial(self) -> str | None: ...
 
+# One policy text, or named sources (one per file) whose errors are located per source.
+PolicySource = str | bytes | list[tuple[str, str]]
+
+@disjoint_base
 class Engine:
-    def __init__(
-        self,
-        policies: str | bytes,
+    def __new__(
+        cls,
+        policies: PolicySource,
         schema: str | bytes | None = None,
         entities: str | list[dict[str, Any]] | None = None,
         *,
         state: str | None = None,
         on_error: str = "skip",
         validate: bool = True,
-    ) -> None: ...
+        validate_requests: bool = True,
+    ) -> Self: ...
     def authorize(
         self,
         principal: EntityArg,
@@ -103,7 +124,7 @@ class Engine:
     def upsert_entities(self, entities: str | list[dict[str, Any]]) -> int: ...
     def remove_entities(self, uids: Iterable[EntityArg]) -> int: ...
     def reload(
-        self, policies: str | bytes, schema: str | bytes | None = None, *, validate: bool = True
+        self, policies: PolicySource, schema: str | bytes | None = None, *, validate: bool = True
     ) -> None: ...
     def policy_ids(self) -> list[str]: ...
     def annotations(self, policy_id: str) -> list[tuple[str, str]]: ...
@@ -112,6 +133,8 @@ class Engine:
     def version(self) -> int: ...
     @property
     def entity_count(self) -> int: ...
+    @property
+    def action_count(self) -> int: ...
     @property
     def policy_count(self) -> int: ...
     def normalize_context(

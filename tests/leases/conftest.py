@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from tests.support import FakeClock
 
+from tests.support import FakeClock
 from tether.leases import (
     CallbackProvider,
     CredentialBroker,

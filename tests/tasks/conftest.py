@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support import FakeClock
 
 import tether
+from tests.support import FakeClock
 from tether.engine import Engine
 from tether.identity import Authenticator, LocalIssuer
 from tether.leases import (

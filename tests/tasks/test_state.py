@@ -78,6 +78,11 @@ async def test_caller_cannot_spoof_task_state(engine: Any) -> None:
             "budgets": {"risk": {"spent": 0, "limit": 12, "remaining": 12}},
             "depth": 0,
             "actors": [],
+            "intent": "x",
+            "id": task.handle.id,
+            "agent": {"__entity": {"type": "Agent", "id": ORCH.split('"')[1]}},
+            "escalated": [],
+            "escalated_until": 0,
         }
         assert not task.authorize("egress", GITHUB, {"task": fake}).allowed
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.support import FakeClock
 
+from tests.support import FakeClock
 from tether import DenialKind
 from tether.tasks import ApprovalRefused, ApprovalRequest, Denied, Guard, Monitors
 

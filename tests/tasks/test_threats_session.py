@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import pytest
-from tests.support import FakeClock
 
+from tests.support import FakeClock
 from tether import DenialKind, EntityError, PolicyError, RequestError, SchemaError, TetherError
 from tether.identity import AuthenticationError, ExpiredToken, SpiffeId
 from tether.state import StateFileError
@@ -240,6 +240,21 @@ unless { context has task && context.task.intent == "publish" &&
 """
 
 
+# A complete, schema-valid `context.task` a caller might forge (an incomplete one is a
+# RequestError before any decision).
+FORGED_TASK = {
+    "labels": [],
+    "counters": {"tool_calls_60s": 0, "egress_60s": 0},
+    "budgets": {"risk": {"spent": 0, "limit": 12, "remaining": 12}},
+    "depth": 0,
+    "actors": [],
+    "id": 1,
+    "agent": {"__entity": {"type": "Agent", "id": "spiffe://example.org/agents/orchestrator"}},
+    "escalated": [],
+    "escalated_until": 0,
+}
+
+
 @pytest.mark.parametrize("declared", ["research", "publish"], ids=["attack", "benign"])
 async def test_asi01_caller_context_cannot_replace_declared_intent(
     world: Any, declared: str
@@ -248,7 +263,7 @@ async def test_asi01_caller_context_cannot_replace_declared_intent(
     changes nothing: rules read the declared intent from `context.task`."""
     engine = world.engine(policies=world.POLICIES + INTENT_RULE)
     guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
-    forged = {"intent": "publish", "task": {"intent": "publish", "labels": []}}
+    forged = {"intent": "publish", "task": {**FORGED_TASK, "intent": "publish"}}
     async with guard.task(world.ORCH, intent=declared) as task:
         d = task.authorize("egress", GITHUB, forged)
         assert d.allowed is (declared == "publish")
@@ -372,9 +387,9 @@ def test_engine_without_now_uses_a_monotonic_clock(world: Any) -> None:
 
 
 def test_every_task_and_engine_error_is_a_tether_error() -> None:
-    for cls in (PolicyError, SchemaError, EntityError, RequestError, StateFileError):
-        assert issubclass(cls, TetherError), cls
-    for cls in (Denied, TaskRevoked, ApprovalRefused):
+    errors: list[type[Exception]] = [PolicyError, SchemaError, EntityError, RequestError]
+    errors += [StateFileError, Denied, TaskRevoked, ApprovalRefused]
+    for cls in errors:
         assert issubclass(cls, TetherError), cls
     assert issubclass(StateFileError, ValueError)  # still catchable as before
 

@@ -152,8 +152,8 @@ async def test_recover_in_process_skips_own_and_terminal_leases(
     second = CredentialBroker(store, {"db": source.provider()}, clock=clock)
     confirmed = await second.recover()
     assert sorted(confirmed) == sorted(lease.lease_id for lease in alive)
-    assert sorted(lease.provider_ref for lease in source.revoked[1:]) == sorted(
-        lease.provider_ref for lease in alive
+    assert sorted((lease.provider_ref for lease in source.revoked[1:]), key=str) == sorted(
+        (lease.provider_ref for lease in alive), key=str
     )
     assert all(lease.__dict__.get("_secret") is None for lease in source.revoked[1:])
     assert await store.unrevoked() == []
