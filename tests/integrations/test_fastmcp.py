@@ -100,7 +100,7 @@ async def test_tools_list_filtered() -> None:
 
 async def test_taint_blocks_egress_and_revocation_stops_calls() -> None:
     async with serve() as (w, client, ran):
-        task = await w.guard.task(ORCH, intent="t").__aenter__()
+        task = await w.guard.task(await w.agent(ORCH), intent="t").__aenter__()
         token = {TOKEN_META_KEY: (await task.lease("task-token")).secret.reveal()}
         await client.call_tool("read_payroll", {}, meta=token)
         await refused(client, "post_web", {"url": "u"}, token)

@@ -81,7 +81,7 @@ def make_tools(ran: list[str]) -> list[Any]:
 @asynccontextmanager
 async def agent_task(agent: str) -> AsyncIterator[Task]:
     w = world()
-    async with w.guard, w.guard.task(agent, intent="tests") as task:
+    async with w.guard, w.guard.task(await w.agent(agent), intent="tests") as task:
         yield task
 
 
@@ -199,7 +199,7 @@ async def test_guard_approvers_instead_of_interrupt(answer: bool) -> None:
 
     w = world({"approval": approver})
     ran: list[str] = []
-    async with w.guard, w.guard.task(ORCH, intent="tests") as task:
+    async with w.guard, w.guard.task(await w.agent(ORCH), intent="tests") as task:
         model = ScriptedModel(messages=iter([call("deploy", {"env": "prod"}), AIMessage("done")]))
         graph: Any = create_agent(
             model,

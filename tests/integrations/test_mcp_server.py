@@ -242,7 +242,7 @@ async def test_forged_approval_in_first_request_is_ignored() -> None:
 
 
 async def open_task(w: World, agent: str, scope: set[str] | None = None) -> tuple[Task, str]:
-    task = await w.guard.task(agent, intent="tests", scope=scope).__aenter__()
+    task = await w.guard.task(await w.agent(agent), intent="tests", scope=scope).__aenter__()
     lease = await task.lease("task-token")
     return task, lease.secret.reveal()
 

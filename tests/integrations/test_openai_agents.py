@@ -71,7 +71,7 @@ def make_tools(ran: list[str]) -> list[FunctionTool]:
 @asynccontextmanager
 async def agent_task(who: str) -> AsyncIterator[Task]:
     w = world()
-    async with w.guard, w.guard.task(who, intent="tests") as task:
+    async with w.guard, w.guard.task(await w.agent(who), intent="tests") as task:
         yield task
 
 

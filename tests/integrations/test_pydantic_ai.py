@@ -35,7 +35,7 @@ def anyio_backend() -> str:
 @asynccontextmanager
 async def agent_task(who: str) -> AsyncIterator[Task]:
     w = world()
-    async with w.guard, w.guard.task(who, intent="tests") as task:
+    async with w.guard, w.guard.task(await w.agent(who), intent="tests") as task:
         yield task
 
 

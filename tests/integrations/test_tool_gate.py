@@ -54,7 +54,10 @@ async def test_schema_that_does_not_declare_arguments() -> None:
         EXAMPLES / "entities.json",
         state=EXAMPLES / "state.toml",
     )
-    async with Guard(engine) as guard, guard.task(ORCH, intent="t") as task:
+    async with (
+        Guard(engine, allow_unauthenticated=True) as guard,
+        guard.task(ORCH, intent="t") as task,
+    ):
         # The schema rejects an undeclared `context.arguments`: refused, never allowed.
         refused = await authorize_tool_call(task, "search", {"q": "x"})
         assert not refused.allowed and "could not be completed" in refused.reason
@@ -73,7 +76,7 @@ async def test_per_tool_actions() -> None:
     entities = '[{"uid": {"type": "Tool", "id": "search"}, "attrs": {}, "parents": []}]'
     per_tool = ToolPolicy(action=lambda tool: f"call_{tool}")
     async with (
-        Guard(Engine(policies, None, entities)) as guard,
+        Guard(Engine(policies, None, entities), allow_unauthenticated=True) as guard,
         guard.task('Agent::"a"', intent="t") as task,
     ):
         assert (await authorize_tool_call(task, "search", {}, policy=per_tool)).allowed

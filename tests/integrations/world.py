@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.engine import Engine
-from tether.identity import Authenticator, LocalIssuer
+from tether.identity import Agent, Authenticator, LocalIssuer
 from tether.leases import CredentialBroker, TaskTokenProvider, TaskTokenVerifier
 from tether.state import state_spec
 from tether.store import MemoryLeaseStore
@@ -91,6 +91,10 @@ class World:
 
     def svid(self, spiffe: str) -> str:
         return self.issuer.mint_svid(spiffe.removeprefix("spiffe://example.org"), AUDIENCE, 300)
+
+    async def agent(self, uid: str) -> Agent:
+        """An authenticated agent for `Agent::"spiffe://..."` (tasks need proof)."""
+        return await self.guard.authenticate(self.svid(uid.split('"')[1]))
 
     def verifier(self) -> TaskTokenVerifier:
         return TaskTokenVerifier(self.tokens.jwks(), AUDIENCE, is_revoked=self.tokens.is_revoked)

@@ -21,7 +21,6 @@ from langchain.agents.middleware import AgentMiddleware
 from langchain.agents.middleware.types import ModelRequest, ModelResponse, ToolCallRequest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
-from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command, interrupt
 
@@ -29,8 +28,13 @@ from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     ToolPolicy,
     Verdict,
+    approve_always,
     authorize_tool_call,
     check_tool_call,
+    needs_approval,
+    prepare_call,
+    refusal,
+    settle_obligations,
     visible_tools,
 )
 from tether.tasks import ApprovalRequest, Task
@@ -40,21 +44,22 @@ __all__ = ["TetherMiddleware", "guarded_tool_node"]
 ToolResult = ToolMessage | Command[Any]
 
 
-def _interrupt_approve(req: ApprovalRequest) -> bool:
+def _interrupt(tool: str, obligations: list[str], context: dict[str, Any]) -> bool:
+    """Pause the graph for a human (raises LangGraph's interrupt the first time; returns
+    the resume value when the run resumes)."""
     answer = interrupt(
         {
             "type": "tether_approval",
-            "obligation": req.obligation,
-            "action": req.action,
-            "resource": req.resource,
-            "arguments": dict(req.context.get("arguments", {})),
+            "tool": tool,
+            "obligations": obligations,
+            "arguments": dict(context.get("arguments", {})),
         }
     )
     return answer is True or (isinstance(answer, dict) and answer.get("approve") is True)
 
 
-async def _interrupt_approve_async(req: ApprovalRequest) -> bool:
-    return _interrupt_approve(req)
+async def _refuse(req: ApprovalRequest) -> bool:
+    return False
 
 
 def _tool_name(tool: BaseTool | dict[str, Any]) -> str | None:
@@ -93,14 +98,8 @@ class TetherMiddleware(AgentMiddleware):
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]
     ) -> ToolResult:
         call = request.tool_call
-        verdict = check_tool_call(
-            self.task,
-            call["name"],
-            call.get("args"),
-            policy=self.policy,
-            approve=_interrupt_approve if self.approval == "interrupt" else None,
-            propagate=(GraphBubbleUp,),
-        )
+        # Approvals are asynchronous in tether: a synchronous run refuses obligations.
+        verdict = check_tool_call(self.task, call["name"], call.get("args"), policy=self.policy)
         return handler(request) if verdict.allowed else self._refusal(request, verdict)
 
     async def awrap_tool_call(
@@ -109,15 +108,31 @@ class TetherMiddleware(AgentMiddleware):
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
         call = request.tool_call
-        verdict = await authorize_tool_call(
-            self.task,
-            call["name"],
-            call.get("args"),
-            policy=self.policy,
-            approver=_interrupt_approve_async if self.approval == "interrupt" else None,
-            propagate=(GraphBubbleUp,),
-        )
+        verdict = await self._decide(call["name"], call.get("args"))
         return await handler(request) if verdict.allowed else self._refusal(request, verdict)
+
+    async def _decide(self, tool: str, args: Any) -> Verdict:
+        if self.approval == "guard":
+            return await authorize_tool_call(self.task, tool, args, policy=self.policy)
+        try:
+            action, resource, context, d = prepare_call(self.task, tool, args, self.policy)
+        except Exception:
+            return refusal(tool, None, "the authorization check could not be completed")
+        if d.allowed:
+            return Verdict(True, "", d)
+        if not needs_approval(d):
+            return refusal(tool, d)
+        # The interrupt happens here, outside tether's approver call, so the pause reaches
+        # LangGraph; on resume the human's answer settles the obligations.
+        approved = _interrupt(tool, list(d.obligations), context)
+        return await settle_obligations(
+            self.task,
+            tool,
+            action,
+            resource,
+            context,
+            approve_always if approved else _refuse,
+        )
 
     def _visible(self, request: ModelRequest) -> ModelRequest:
         if not self.hide_tools:

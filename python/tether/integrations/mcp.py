@@ -36,7 +36,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from tether.identity import cedar_entity_uid
+from tether.identity import Agent, SpiffeId
 from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     Approver,
@@ -214,7 +214,8 @@ class McpToolGuard:
             ttl = float(claims["exp"]) - self.guard.clock()
             if ttl <= 0:
                 raise _Unauthenticated("task token expired")
-            agent = cedar_entity_uid("Agent", sub) if "::" not in sub else sub
+            # The verified task token is the agent's proof of identity for this task.
+            agent = Agent.from_claims(SpiffeId.parse(sub), dict(claims), float(claims["exp"]))
             opener = self.guard.task(
                 agent, intent=str(claims.get("scope") or self.intent), scope=scope, ttl=ttl
             )

@@ -32,10 +32,13 @@ from tether._core import Decision
 from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     ToolPolicy,
+    approve_always,
     authorize_tool_call,
     refusal,
+    settle_obligations,
     tool_visible,
 )
+from tether.integrations.tool_gate import needs_approval as waits_on_approval
 from tether.tasks import Task
 
 __all__ = ["TetherTools"]
@@ -106,14 +109,19 @@ class TetherTools:
             d = planned.decision
             if d.allowed:
                 return ToolGuardrailFunctionOutput.allow()
-            if d.obligations and d.revoked is None:
+            if waits_on_approval(d):
                 # Running at all means the SDK's approval flow approved this call.
-                d2 = self.task.authorize(
-                    planned.action, planned.resource, planned.context, approved=d.obligations
+                verdict = await settle_obligations(
+                    self.task,
+                    tc.tool_name,
+                    planned.action,
+                    planned.resource,
+                    planned.context,
+                    approve_always,
                 )
-                if d2.allowed:
+                if verdict.allowed:
                     return ToolGuardrailFunctionOutput.allow()
-                d = d2
+                return ToolGuardrailFunctionOutput.reject_content(verdict.reason)
             return ToolGuardrailFunctionOutput.reject_content(refusal(tc.tool_name, d).reason)
         try:
             arguments = json.loads(tc.tool_arguments or "{}")

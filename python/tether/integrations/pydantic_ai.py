@@ -25,7 +25,11 @@ from pydantic_ai.tools import ToolDefinition
 from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
     ToolPolicy,
+    approve_always,
+    needs_approval,
+    prepare_call,
     refusal,
+    settle_obligations,
     visible_tools,
 )
 from tether.tasks import Task
@@ -59,20 +63,20 @@ class TetherCapability(AbstractCapability[Any]):
     ) -> dict[str, Any]:
         tool = call.tool_name
         try:
-            action, resource = self.policy.names(tool)
-            context = self.policy.context(args)
-            d = self.task.authorize(action, resource, context)
-            if d.allowed:
-                return args
-            if d.obligations and d.revoked is None:
-                if not ctx.tool_call_approved:
-                    raise ApprovalRequired({"tether": {"obligations": list(d.obligations)}})
-                d = self.task.authorize(action, resource, context, approved=d.obligations)
-                if d.allowed:
-                    return args
-            reason = refusal(tool, d).reason
-        except ApprovalRequired:
-            raise
+            action, resource, context, d = prepare_call(self.task, tool, args, self.policy)
         except Exception:
             reason = refusal(tool, None, "the authorization check could not be completed").reason
-        raise SkipToolExecution(reason)
+            raise SkipToolExecution(reason) from None
+        if d.allowed:
+            return args
+        if not needs_approval(d):
+            raise SkipToolExecution(refusal(tool, d).reason)
+        if not ctx.tool_call_approved:
+            raise ApprovalRequired({"tether": {"obligations": list(d.obligations)}})
+        # The run was resumed with this call approved: that approval settles the obligations.
+        verdict = await settle_obligations(
+            self.task, tool, action, resource, context, approve_always
+        )
+        if verdict.allowed:
+            return args
+        raise SkipToolExecution(verdict.reason)

@@ -13,15 +13,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import anyio
-
 from tether._core import Decision
 from tether.identity import cedar_entity_uid
-from tether.tasks import ApprovalRequest, Approver, Task, action_uid
+from tether.tasks import ApprovalRequest, Approver, Denied, Task, action_uid
 
 log = logging.getLogger("tether.integrations")
 
@@ -30,10 +29,14 @@ __all__ = [
     "Approver",
     "ToolPolicy",
     "Verdict",
+    "approve_always",
     "authorize_tool_call",
     "cedar_arguments",
     "check_tool_call",
+    "needs_approval",
+    "prepare_call",
     "refusal",
+    "settle_obligations",
     "tool_visible",
     "visible_tools",
 ]
@@ -152,60 +155,88 @@ def refusal(tool: str, d: Decision | None, why: str | None = None) -> Verdict:
 
 Propagate = tuple[type[BaseException], ...]
 
+# The approver of the adapter call in progress. tether discharges an obligation only through
+# `task.require`, which asks the Guard's approver for it; the dispatcher installed there
+# hands the question to this call's approver (an elicitation, an interrupt, a framework's
+# own approval), or to the Guard's original approver when the adapter has none.
+_CALL_APPROVER: ContextVar[Approver | None] = ContextVar("tether_call_approver", default=None)
 
-def _approval_request(
-    task: Task, obligation: str, action: str, resource: str, context: Mapping[str, Any]
-) -> ApprovalRequest:
-    return ApprovalRequest(task, obligation, action, resource, context)
 
-
-async def _approve(
-    task: Task,
-    obligations: Iterable[str],
-    action: str,
-    resource: str,
-    context: Mapping[str, Any],
-    approver: Approver | None,
-    propagate: Propagate,
-) -> bool:
-    """Every obligation approved, by `approver` or else by the Guard's approver for it."""
-    guard = task.guard
-    for obligation in obligations:
-        fn = approver or guard.approvers.get(obligation)
+def _dispatcher(fallback: Approver | None) -> Approver:
+    async def dispatch(req: ApprovalRequest) -> bool:
+        fn = _CALL_APPROVER.get()
         if fn is None:
-            return False
-        ok = False
-        with anyio.move_on_after(guard.approval_timeout):
-            try:
-                req = _approval_request(task, obligation, action, resource, context)
-                ok = await fn(req) is True
-            except propagate:
-                raise
-            except Exception as e:  # an approver that fails must not approve
-                log.warning("approver for %s failed: %s", obligation, type(e).__name__)
-                ok = False
-        if not ok:
-            return False
-    return True
+            fn = fallback
+        return fn is not None and await fn(req) is True
+
+    dispatch.__dict__["tether_dispatch"] = True
+    return dispatch
 
 
-def _prepare(
+def _install_dispatch(task: Task, obligations: Iterable[str]) -> None:
+    approvers = task.guard.approvers
+    for obligation in obligations:
+        current = approvers.get(obligation)
+        if current is None or not getattr(current, "tether_dispatch", False):
+            approvers[obligation] = _dispatcher(current)
+
+
+def prepare_call(
     task: Task, tool: str, arguments: Mapping[str, Any] | None, policy: ToolPolicy
 ) -> tuple[str, str, dict[str, Any], Decision]:
+    """(action, resource, context, first decision) for a tool call."""
     action, resource = policy.names(tool)
     context = policy.context(arguments)
     return action, resource, context, task.authorize(action, resource, context)
 
 
-def _needs_approval(d: Decision) -> bool:
+def needs_approval(d: Decision) -> bool:
+    """A permit waiting on obligations (not a refusal, not a revoked task)."""
     return bool(d.obligations) and d.revoked is None and not _revoked_message(d)
 
 
-def _after_approval(
-    task: Task, tool: str, action: str, resource: str, context: dict[str, Any], d: Decision
+async def approve_always(req: ApprovalRequest) -> bool:
+    """For frameworks whose own approval flow already approved this very call."""
+    return True
+
+
+async def settle_obligations(
+    task: Task,
+    tool: str,
+    action: str,
+    resource: str,
+    context: dict[str, Any],
+    approver: Approver | None,
+    propagate: Propagate = (),
 ) -> Verdict:
-    d2 = task.authorize(action, resource, context, approved=d.obligations)
-    return Verdict(True, "", d2) if d2.allowed else refusal(tool, d2)
+    """Discharge a permit's obligations through `task.require` (single-use grants bound to
+    this request), asking `approver` (else the Guard's approver); refusals deny."""
+    _install_dispatch(task, _obligation_names(task))
+    token = _CALL_APPROVER.set(approver)
+    try:
+        d = await task.require(action, resource, context)
+        return Verdict(True, "", d)
+    except propagate:
+        raise
+    except Denied as e:
+        return refusal(tool, e.decision, None if e.decision is not None else _why_refused(e))
+    finally:
+        _CALL_APPROVER.reset(token)
+
+
+def _obligation_names(task: Task) -> set[str]:
+    # Every obligation name a policy declares (so a dispatcher is in place before asking).
+    names: set[str] = set()
+    engine = task.guard.engine
+    for pid in engine.policy_ids():
+        for key, value in engine.annotations(pid):
+            if key == "obligation":
+                names.add(value)
+    return names
+
+
+def _why_refused(e: Exception) -> str:
+    return "it needs an approval that was not given"
 
 
 def _failed(tool: str, e: Exception) -> Verdict:
@@ -224,18 +255,17 @@ async def authorize_tool_call(
 ) -> Verdict:
     """Decide one tool call for `task`; a permit commits the task's state effects.
 
-    Obligations go to `approver` (else the Guard's approvers). Exceptions of the
-    `propagate` types (a framework's pause signal) pass through; any other error denies.
+    Obligations go to `approver` (else the Guard's approvers) through `task.require`.
+    Exceptions of the `propagate` types (a framework's pause signal) pass through; any
+    other error denies.
     """
     try:
-        action, resource, context, d = _prepare(task, tool, arguments, policy)
+        action, resource, context, d = prepare_call(task, tool, arguments, policy)
         if d.allowed:
             return Verdict(True, "", d)
-        if not _needs_approval(d):
+        if not needs_approval(d):
             return refusal(tool, d)
-        if not await _approve(task, d.obligations, action, resource, context, approver, propagate):
-            return refusal(tool, d)
-        return _after_approval(task, tool, action, resource, context, d)
+        return await settle_obligations(task, tool, action, resource, context, approver, propagate)
     except propagate:
         raise
     except Exception as e:  # fail closed: a check that cannot be made denies
@@ -248,24 +278,12 @@ def check_tool_call(
     arguments: Mapping[str, Any] | None,
     *,
     policy: ToolPolicy = DEFAULT_POLICY,
-    approve: Callable[[ApprovalRequest], bool] | None = None,
-    propagate: Propagate = (),
 ) -> Verdict:
-    """`authorize_tool_call` for synchronous hooks: obligations need a synchronous
-    `approve` (the Guard's approvers are async, so without one an obligation denies)."""
+    """`authorize_tool_call` for synchronous hooks. Approvals are asynchronous in tether
+    (`task.require`), so here an obligation refuses (fail closed)."""
     try:
-        action, resource, context, d = _prepare(task, tool, arguments, policy)
-        if d.allowed:
-            return Verdict(True, "", d)
-        if not _needs_approval(d) or approve is None:
-            return refusal(tool, d)
-        for obligation in d.obligations:
-            req = _approval_request(task, obligation, action, resource, context)
-            if approve(req) is not True:
-                return refusal(tool, d)
-        return _after_approval(task, tool, action, resource, context, d)
-    except propagate:
-        raise
+        _, _, _, d = prepare_call(task, tool, arguments, policy)
+        return Verdict(True, "", d) if d.allowed else refusal(tool, d)
     except Exception as e:
         return _failed(tool, e)
 
