@@ -26,7 +26,6 @@ from tether.store import MemoryLeaseStore
 from tether.tasks import Guard, Task
 
 AGENT_ID = "spiffe://example.org/agents/bench"
-AGENT = f'Agent::"{AGENT_ID}"'
 POLICY = """
 permit (principal, action == Action::"call_tool", resource == Tool::"search");
 forbid (principal, action == Action::"call_tool", resource == Tool::"search")
@@ -249,7 +248,8 @@ async def main() -> None:
         Authenticator(issuer.bundle_set(), audience="bench"),
         broker=CredentialBroker(MemoryLeaseStore(), {"task-token": tokens}),
     )
-    async with guard, guard.task(AGENT, intent="bench", ttl=3600) as task:
+    svid = issuer.mint_svid("/agents/bench", audience="bench", ttl=3600)
+    async with guard, guard.task(await guard.authenticate(svid), intent="bench") as task:
         print("| tool call through | without tether | with the adapter | added |")
         print("|---|---:|---:|---:|")
         await bench_decision(task)
