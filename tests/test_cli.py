@@ -25,7 +25,7 @@ def test_demo_runs_the_whole_story() -> None:
     assert all(len(line) <= 80 for line in lines), max(lines, key=len)
     assert "authenticated spiffe://example.org/agents/orchestrator" in out
     # The restricted read taints the task, and the later refusal says which step did it.
-    assert " 4 allow orchestrator read      Dataset::\"payroll\"" in out
+    assert ' 4 allow orchestrator read      Dataset::"payroll"' in out
     assert "the task now carries label 'restricted'" in out
     deny = lines.index(' 5 deny  orchestrator egress    Domain::"api.github.com"')
     assert lines[deny + 1].strip() == "forbidden by no-exfiltration"
