@@ -77,6 +77,12 @@ thread_local! {
 
 impl Snapshot {
     pub fn evaluate(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
+        crate::eval::stack::guarded(self.set.max_height, || {
+            self.evaluate_here(req, mode, on_error)
+        })
+    }
+
+    fn evaluate_here(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
         let store: &EntityStore = &self.store;
         let facts = ScopeFacts {
             principal: req.principal,
@@ -421,4 +427,79 @@ fn build(
         state_spec,
         version: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::stack;
+    use crate::value::Record;
+
+    /// A policy whose clause is a left-deep `||` chain `n` terms long, and a request
+    /// under which every term is false (so evaluation walks the whole chain).
+    fn deep(n: usize) -> (Core, ResolvedRequest) {
+        let chain = vec!["context.x == 1"; n].join(" || ");
+        let text = format!("permit (principal, action, resource) when {{ {chain} }};");
+        // Cedar's parser recurses on the chain: give it the stack the bindings give it.
+        let core = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || Core::new(&text, None, None, None, false, OnError::Skip).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        let u = core.intern_uid("User", "u").unwrap();
+        let snap = core.current.load();
+        let x = snap.interner.lookup("x").unwrap();
+        let req = ResolvedRequest {
+            principal: u,
+            action: u,
+            resource: u,
+            context: Some(Value::Record(Arc::new(Record::from_unsorted(vec![(
+                x,
+                Value::Long(2),
+            )])))),
+            locals: Locals::new(&snap.interner),
+        };
+        drop(snap);
+        (core, req)
+    }
+
+    #[test]
+    fn frame_fits_budget() {
+        let (core, req) = deep(400);
+        let snap = core.current.load_full();
+        assert!(snap.set.max_height >= 400, "{}", snap.set.max_height);
+        let per_level = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                let before = stacker::remaining_stack().unwrap();
+                stack::probe::LOWEST.with(|l| l.set(usize::MAX));
+                let out = snap.evaluate_here(&req, Mode::Fast, OnError::Skip);
+                assert!(!out.allowed);
+                let lowest = stack::probe::LOWEST.with(|l| l.get());
+                (before - lowest) / snap.set.max_height
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        eprintln!("eval uses {per_level} bytes of stack a level");
+        assert!(
+            per_level * 2 <= stack::FRAME_BYTES,
+            "eval uses {per_level} bytes a level; budget {} (keep 2x headroom)",
+            stack::FRAME_BYTES
+        );
+    }
+
+    #[test]
+    fn deep_policy_on_a_small_thread_stack() {
+        let (core, req) = deep(900);
+        let snap = core.current.load_full();
+        let out = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || snap.evaluate(&req, Mode::Full, OnError::Skip).allowed)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(!out);
+    }
 }

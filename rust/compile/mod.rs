@@ -1,5 +1,6 @@
 //! Cedar text -> compiled, indexed policy set.
 
+pub mod guard;
 pub mod index;
 pub mod ir;
 pub mod lower;
@@ -25,6 +26,8 @@ pub struct CompiledSet {
     pub has_obligations: bool,
     /// Entity uids named in policy scopes (indexed for fast request parsing).
     pub named_uids: Vec<crate::value::Euid>,
+    /// Height of the deepest clause tree: bounds the evaluator's recursion.
+    pub max_height: usize,
     /// The task state file compiled against the same interner.
     pub state: Option<crate::state::CompiledState>,
 }
@@ -70,6 +73,7 @@ fn policy_offsets(text: &str) -> Vec<(String, usize)> {
 }
 
 pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
+    guard::check(text)?;
     PolicySet::from_str(text).map_err(|e| {
         let loc = location_of(text, first_offset(&e), None);
         let at = match (loc.line, loc.column) {
@@ -205,11 +209,19 @@ pub fn compile(
     named_uids.sort();
     named_uids.dedup();
     let has_obligations = out.iter().any(|p| !p.obligations.is_empty());
+    let h = ir::heights(&nodes);
+    let max_height = out
+        .iter()
+        .flat_map(|p| p.clauses.iter())
+        .map(|c| h[c.node as usize] as usize)
+        .max()
+        .unwrap_or(0);
     Ok(CompiledSet {
         nodes,
         policies: out,
         index,
         has_obligations,
+        max_height,
         named_uids,
         state: None,
         text: text.to_owned(),

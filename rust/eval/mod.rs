@@ -7,6 +7,7 @@
 
 pub mod ext;
 pub mod like;
+pub mod stack;
 
 use std::borrow::Cow;
 
@@ -108,6 +109,8 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&self, n: NodeId) -> EResult<'a> {
+        #[cfg(test)]
+        stack::probe::record();
         let nodes: &'a [Node] = self.nodes;
         match &nodes[n as usize] {
             Node::Lit(v) => Ok(Cow::Borrowed(v)),
