@@ -339,6 +339,11 @@ impl Core {
     /// Symbols for an entity uid, interning (and publishing) them if new, so a
     /// handle made now stays valid for every later snapshot (interning only appends).
     pub fn intern_uid(&self, ty: &str, id: &str) -> Result<Euid, TetherError> {
+        if !crate::request::valid_type(ty) {
+            return Err(TetherError::Request(format!(
+                "{ty:?} is not a valid Cedar entity type name"
+            )));
+        }
         let cur = self.current.load();
         if let (Some(t), Some(i)) = (cur.interner.lookup(ty), cur.interner.lookup(id)) {
             return Ok(Euid { ty: t, id: i });

@@ -46,6 +46,13 @@ impl Locals {
         }
     }
 
+    /// Whether `id` is a symbol of the snapshot these locals extend (not a local one,
+    /// nor one interned after the snapshot was taken).
+    #[inline]
+    pub fn from_snapshot(&self, id: Sym) -> bool {
+        id < self.base
+    }
+
     pub fn sym(&mut self, interner: &Interner, s: &str) -> Sym {
         if let Some(id) = interner.lookup(s) {
             return id;

@@ -405,7 +405,7 @@ impl Engine {
 
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
     #[pyo3(signature = (task, *, now=None))]
-    fn task_context(&self, task: &TaskHandle, now: Option<f64>) -> String {
+    fn task_context(&self, task: &TaskHandle, now: Option<f64>) -> PyResult<String> {
         self.task_context_impl(task, now)
     }
 

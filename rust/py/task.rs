@@ -48,14 +48,27 @@ impl TaskHandle {
         format!("TaskHandle(id={}, depth={})", self.slot.id, self.slot.depth)
     }
 }
-pub(crate) fn now_ms(now: Option<f64>) -> u64 {
-    let secs = now.unwrap_or_else(|| {
-        std::time::SystemTime::now()
+/// Epoch milliseconds for `now` (seconds; None: the clock). NaN and infinities are
+/// rejected: NaN would compare as "never expired" for one check and "expired" for another.
+pub(crate) fn now_ms(now: Option<f64>) -> PyResult<u64> {
+    let secs = match now {
+        Some(s) => finite(s, "time")?,
+        None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    });
-    (secs.max(0.0) * 1000.0) as u64
+            .unwrap_or(0.0),
+    };
+    Ok((secs.max(0.0) * 1000.0) as u64)
+}
+
+fn finite(x: f64, what: &str) -> PyResult<f64> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{what} must be a finite number of seconds, not {x}"
+        )))
+    }
 }
 
 impl Engine {
@@ -105,7 +118,8 @@ impl Engine {
             .unwrap_or_default();
         let n_budgets = st.map_or(0, |s| s.budgets.len());
         let parent_slot = parent.map(|p| p.slot.clone());
-        let mut deadline_ms = deadline.map(|d| now_ms(Some(d)));
+        let mut deadline_ms = deadline.map(|d| now_ms(Some(d))).transpose()?;
+        let rate_window = finite(rate_window, "rate_window")?;
         if let Some(p) = &parent_slot {
             // A child never outlives its parent.
             deadline_ms = match (deadline_ms, p.deadline_ms) {
@@ -171,21 +185,26 @@ impl Engine {
             &mut req,
             reasons,
             self.core.on_error,
-            now_ms(now),
+            now_ms(now)?,
             &approved,
         );
         self.decision(py, &snap, &req, t)
     }
 
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
-    pub(crate) fn task_context_impl(&self, task: &TaskHandle, now: Option<f64>) -> String {
+    pub(crate) fn task_context_impl(
+        &self,
+        task: &TaskHandle,
+        now: Option<f64>,
+    ) -> PyResult<String> {
+        let now = now_ms(now)?;
         let snap = self.core.current.load();
         let inner = task.slot.lock();
         match snap.set.state.as_ref() {
             Some(st) => {
-                state::task_json(st, &task.slot, &inner, now_ms(now), &snap.interner).to_string()
+                Ok(state::task_json(st, &task.slot, &inner, now, &snap.interner).to_string())
             }
-            None => "{}".to_owned(),
+            None => Ok("{}".to_owned()),
         }
     }
 }
