@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 use cedar_policy::Schema;
 use serde_json::Value as Json;
 
-use crate::compile::index::{Lists, ScopeFacts};
+use crate::compile::index::{entity_scope_holds, Lists, ScopeFacts};
 use crate::compile::ir::Effect;
+use crate::compile::special::{self, ActionPlan, Bucket, Plans};
 use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
 use crate::error::TetherError;
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub interner: Interner,
     pub set: Arc<CompiledSet>,
     pub store: Arc<EntityStore>,
+    /// Per-action candidate lists, specialised to this policy set and entity store.
+    pub plans: Arc<Plans>,
     pub schema: Option<Arc<Schema>>,
     /// The task state file; recompiled with every policy reload.
     pub state_spec: Option<Arc<StateSpec>>,
@@ -67,6 +70,38 @@ pub struct ResolvedRequest {
     pub locals: Locals,
 }
 
+/// The buckets one request reaches: a handful, kept inline (no allocation).
+#[derive(Default)]
+struct SmallBuckets<'a> {
+    inline: [Option<&'a Bucket>; 8],
+    n: usize,
+    more: Vec<&'a Bucket>,
+}
+
+impl<'a> SmallBuckets<'a> {
+    #[inline]
+    fn push(&mut self, b: &'a Bucket) {
+        if b.forbids.is_empty() && b.permits.is_empty() {
+            return;
+        }
+        if self.n < self.inline.len() {
+            self.inline[self.n] = Some(b);
+            self.n += 1;
+        } else {
+            self.more.push(b);
+        }
+    }
+
+    #[inline]
+    fn iter(&self) -> impl Iterator<Item = &'a Bucket> + '_ {
+        self.inline[..self.n]
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.more.iter().copied())
+    }
+}
+
 static EMPTY_CONTEXT: std::sync::LazyLock<Value> =
     std::sync::LazyLock::new(|| Value::Record(Arc::new(crate::value::Record::default())));
 
@@ -83,6 +118,9 @@ impl Snapshot {
     }
 
     fn evaluate_here(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
+        if let Some(plan) = self.plans.by_action.get(&req.action) {
+            return self.evaluate_planned(plan, req, mode, on_error);
+        }
         let store: &EntityStore = &self.store;
         let facts = ScopeFacts {
             principal: req.principal,
@@ -135,6 +173,113 @@ impl Snapshot {
         }
         let forbid_reasons = out.reasons.len();
         let permit_hit = self.scan(Effect::Permit, &lists, multi, &facts, &ev, &mut out, short);
+        if forbid_hit {
+            out.reasons.truncate(forbid_reasons);
+            out.allowed = false;
+        } else if on_error == OnError::Deny && !out.errors.is_empty() {
+            out.reasons.clear();
+            out.allowed = false;
+        } else {
+            out.allowed = permit_hit;
+        }
+        out
+    }
+
+    /// The decision for a known action, from its specialised candidate lists.
+    fn evaluate_planned(
+        &self,
+        plan: &ActionPlan,
+        req: &ResolvedRequest,
+        mode: Mode,
+        on_error: OnError,
+    ) -> Outcome {
+        let store: &EntityStore = &self.store;
+        let p_anc = store.ancestors(&req.principal);
+        let r_anc = store.ancestors(&req.resource);
+        // The buckets this principal can match; each policy is in exactly one bucket,
+        // and each bucket is reached through one key, so nothing repeats.
+        let mut buckets: SmallBuckets<'_> = SmallBuckets::default();
+        buckets.push(&plan.rest);
+        if let Some(b) = plan.eq.get(&req.principal) {
+            buckets.push(b);
+        }
+        if !plan.within.is_empty() {
+            if let Some(b) = plan.within.get(&req.principal) {
+                buckets.push(b);
+            }
+            for a in p_anc.into_iter().flatten() {
+                if let Some(b) = plan.within.get(a) {
+                    buckets.push(b);
+                }
+            }
+        }
+        let mut out = Outcome::default();
+        let ev = Evaluator {
+            nodes: &self.plans.nodes,
+            store,
+            interner: &self.interner,
+            locals: &req.locals,
+            principal: req.principal,
+            action: req.action,
+            resource: req.resource,
+            context: req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
+        };
+        let in_scope = |c: &special::Cand| {
+            entity_scope_holds(&c.principal, &req.principal, p_anc)
+                && entity_scope_holds(&c.resource, &req.resource, r_anc)
+        };
+        let mode = if mode == Mode::FastUnlessObligations {
+            let pols = &self.set.policies;
+            let needs_all = buckets.iter().any(|b| {
+                b.permits
+                    .iter()
+                    .any(|c| !pols[c.policy as usize].obligations.is_empty() && in_scope(c))
+            });
+            if needs_all {
+                Mode::Full
+            } else {
+                Mode::Fast
+            }
+        } else {
+            mode
+        };
+        let short = mode == Mode::Fast && on_error == OnError::Skip;
+        let scan = |effect: Effect, out: &mut Outcome| -> bool {
+            let mut hit = false;
+            for b in buckets.iter() {
+                'cand: for c in b.part(effect) {
+                    if !in_scope(c) {
+                        continue;
+                    }
+                    for cl in c.clauses.iter() {
+                        match ev.eval_bool(cl.node) {
+                            Ok(v) if v != cl.unless => {}
+                            Ok(_) => continue 'cand,
+                            Err(e) => {
+                                out.errors.push((c.policy, e));
+                                continue 'cand;
+                            }
+                        }
+                    }
+                    hit = true;
+                    if short {
+                        return true;
+                    }
+                    out.reasons.push(c.policy);
+                }
+            }
+            hit
+        };
+        let forbid_hit = scan(Effect::Forbid, &mut out);
+        if forbid_hit && short {
+            return out;
+        }
+        if on_error == OnError::Deny && !out.errors.is_empty() {
+            out.reasons.clear();
+            return out;
+        }
+        let forbid_reasons = out.reasons.len();
+        let permit_hit = scan(Effect::Permit, &mut out);
         if forbid_hit {
             out.reasons.truncate(forbid_reasons);
             out.allowed = false;
@@ -293,10 +438,12 @@ impl Core {
         )?);
         let mut store = (*cur.store).clone();
         store.finish(&interner, &set.named_uids);
+        let plans = Arc::new(plan(&set, &store, &interner));
         self.current.store(Arc::new(Snapshot {
             interner,
             set: Arc::new(set),
             store: Arc::new(store),
+            plans,
             schema,
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
@@ -315,7 +462,8 @@ impl Core {
             store.upsert(uid, data);
         }
         store.finish(&interner, &cur.set.named_uids);
-        self.publish(&cur, interner, store);
+        let plans = Arc::new(plan(&cur.set, &store, &interner));
+        self.publish(&cur, interner, store, plans);
         Ok(n)
     }
 
@@ -332,7 +480,8 @@ impl Core {
             }
         }
         store.finish(&cur.interner, &cur.set.named_uids);
-        self.publish(&cur, cur.interner.clone(), store);
+        let plans = Arc::new(plan(&cur.set, &store, &cur.interner));
+        self.publish(&cur, cur.interner.clone(), store, plans);
         Ok(n)
     }
 
@@ -356,7 +505,8 @@ impl Core {
             ty: interner.intern(ty),
             id: interner.intern(id),
         };
-        self.publish(&cur, interner, (*cur.store).clone());
+        // Interning only appends: the store and the plans stay valid as they are.
+        self.publish(&cur, interner, (*cur.store).clone(), cur.plans.clone());
         Ok(uid)
     }
 
@@ -385,16 +535,21 @@ impl Core {
         Ok(out.to_string())
     }
 
-    fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore) {
+    fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore, plans: Arc<Plans>) {
         self.current.store(Arc::new(Snapshot {
             interner,
             set: cur.set.clone(),
             store: Arc::new(store),
+            plans,
             schema: cur.schema.clone(),
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
     }
+}
+
+fn plan(set: &CompiledSet, store: &EntityStore, interner: &Interner) -> Plans {
+    special::build(&set.nodes, &set.policies, &set.named_uids, store, interner)
 }
 
 fn build(
@@ -424,10 +579,12 @@ fn build(
         store.upsert(uid, data);
     }
     store.finish(&interner, &set.named_uids);
+    let plans = Arc::new(plan(&set, &store, &interner));
     Ok(Snapshot {
         interner,
         set: Arc::new(set),
         store: Arc::new(store),
+        plans,
         schema,
         state_spec,
         version: 0,

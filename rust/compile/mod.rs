@@ -4,6 +4,7 @@ pub mod guard;
 pub mod index;
 pub mod ir;
 pub mod lower;
+pub mod special;
 
 use std::str::FromStr;
 
@@ -119,6 +120,31 @@ pub fn compile(
     pset: &PolicySet,
     interner: &mut Interner,
 ) -> Result<CompiledSet, TetherError> {
+    // Templates are not policies until linked, and linking is not supported yet: a
+    // template must not load silently as nothing.
+    if let Some(t) = pset.templates().next() {
+        let id = t.id().to_string();
+        let off = cedar_policy_core::parser::parse_policyset(text)
+            .ok()
+            .and_then(|ps| {
+                ps.templates()
+                    .find(|t| t.id().to_string() == id)
+                    .and_then(|t| t.loc().map(|l| l.span.offset()))
+            });
+        let loc = location_of(text, off, Some(id.clone()));
+        return Err(TetherError::Policy {
+            message: format!(
+                "policy `{id}`{} is a template (?principal/?resource slots); tether does not \
+                 support templates or template-linked policies yet",
+                match (loc.line, loc.column) {
+                    (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                    _ => String::new(),
+                }
+            ),
+            location: loc,
+            feature: Some("templates (?principal/?resource slots)".into()),
+        });
+    }
     let mut policies: Vec<&cedar_policy::Policy> = pset.policies().collect();
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();

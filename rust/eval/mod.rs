@@ -318,7 +318,10 @@ impl<'a> Evaluator<'a> {
                 }
             }
             BinOp::Contains => match x {
-                Value::Set(items) => b(items.iter().any(|v| value_eq(v, y))),
+                // Sets are kept sorted by `canonical_cmp`, whose equality is Cedar's.
+                Value::Set(items) => b(items
+                    .binary_search_by(|v| crate::value::canonical_cmp(v, y))
+                    .is_ok()),
                 other => type_err("set", other),
             },
             BinOp::ContainsAll | BinOp::ContainsAny => {
@@ -326,10 +329,14 @@ impl<'a> Evaluator<'a> {
                     (Value::Set(p), Value::Set(q)) => (p, q),
                     (Value::Set(_), other) | (other, _) => return type_err("set", other),
                 };
+                let has = |v: &Value| {
+                    p.binary_search_by(|w| crate::value::canonical_cmp(w, v))
+                        .is_ok()
+                };
                 if op == BinOp::ContainsAll {
-                    b(q.iter().all(|v| p.iter().any(|w| value_eq(v, w))))
+                    b(q.iter().all(has))
                 } else {
-                    b(q.iter().any(|v| p.iter().any(|w| value_eq(v, w))))
+                    b(q.iter().any(has))
                 }
             }
             BinOp::GetTag | BinOp::HasTag => {
