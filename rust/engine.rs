@@ -13,7 +13,7 @@ use cedar_policy::Schema;
 use serde_json::Value as Json;
 
 use crate::compile::index::{entity_scope_holds, Lists, ScopeFacts};
-use crate::compile::ir::Effect;
+use crate::compile::ir::{Effect, Node};
 use crate::compile::special::{self, ActionPlan, Bucket, Plans};
 use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
@@ -68,6 +68,35 @@ pub struct ResolvedRequest {
     /// `None` is the empty record (no allocation for context-free requests).
     pub context: Option<Value>,
     pub locals: Locals,
+}
+
+/// Cedar's decision from the scans of forbids, then permits. `short`: stop at the
+/// first decisive policy (no reasons wanted, errors skipped).
+fn decide(
+    out: &mut Outcome,
+    on_error: OnError,
+    short: bool,
+    mut scan: impl FnMut(Effect, &mut Outcome) -> bool,
+) {
+    let forbid_hit = scan(Effect::Forbid, out);
+    if forbid_hit && short {
+        return;
+    }
+    if on_error == OnError::Deny && !out.errors.is_empty() {
+        out.reasons.clear();
+        return;
+    }
+    let forbid_reasons = out.reasons.len();
+    let permit_hit = scan(Effect::Permit, out);
+    if forbid_hit {
+        out.reasons.truncate(forbid_reasons);
+        out.allowed = false;
+    } else if on_error == OnError::Deny && !out.errors.is_empty() {
+        out.reasons.clear();
+        out.allowed = false;
+    } else {
+        out.allowed = permit_hit;
+    }
 }
 
 /// The buckets one request reaches: a handful, kept inline (no allocation).
@@ -136,16 +165,7 @@ impl Snapshot {
         if lists.total == 0 {
             return out;
         }
-        let ev = Evaluator {
-            nodes: &self.set.nodes,
-            store,
-            interner: &self.interner,
-            locals: &req.locals,
-            principal: req.principal,
-            action: req.action,
-            resource: req.resource,
-            context: req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
-        };
+        let ev = self.evaluator(&self.set.nodes, req);
         // Obligations are the union over every satisfied permit, so a candidate
         // permit carrying one means all permits must be evaluated.
         let mode = if mode == Mode::FastUnlessObligations {
@@ -163,26 +183,24 @@ impl Snapshot {
         };
         // Whether evaluation may stop at the first decisive policy.
         let short = mode == Mode::Fast && on_error == OnError::Skip;
-        let forbid_hit = self.scan(Effect::Forbid, &lists, multi, &facts, &ev, &mut out, short);
-        if forbid_hit && short {
-            return out;
-        }
-        if on_error == OnError::Deny && !out.errors.is_empty() {
-            out.reasons.clear();
-            return out;
-        }
-        let forbid_reasons = out.reasons.len();
-        let permit_hit = self.scan(Effect::Permit, &lists, multi, &facts, &ev, &mut out, short);
-        if forbid_hit {
-            out.reasons.truncate(forbid_reasons);
-            out.allowed = false;
-        } else if on_error == OnError::Deny && !out.errors.is_empty() {
-            out.reasons.clear();
-            out.allowed = false;
-        } else {
-            out.allowed = permit_hit;
-        }
+        decide(&mut out, on_error, short, |e, out| {
+            self.scan(e, &lists, multi, &facts, &ev, out, short)
+        });
         out
+    }
+
+    /// An evaluator over `nodes` for one request against this snapshot.
+    fn evaluator<'a>(&'a self, nodes: &'a [Node], req: &'a ResolvedRequest) -> Evaluator<'a> {
+        Evaluator::new(
+            nodes,
+            &self.store,
+            &self.interner,
+            &req.locals,
+            req.principal,
+            req.action,
+            req.resource,
+            req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
+        )
     }
 
     /// The decision for a known action, from its specialised candidate lists.
@@ -214,16 +232,7 @@ impl Snapshot {
             }
         }
         let mut out = Outcome::default();
-        let ev = Evaluator {
-            nodes: &self.plans.nodes,
-            store,
-            interner: &self.interner,
-            locals: &req.locals,
-            principal: req.principal,
-            action: req.action,
-            resource: req.resource,
-            context: req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
-        };
+        let ev = self.evaluator(&self.plans.nodes, req);
         let in_scope = |c: &special::Cand| {
             entity_scope_holds(&c.principal, &req.principal, p_anc)
                 && entity_scope_holds(&c.resource, &req.resource, r_anc)
@@ -270,25 +279,7 @@ impl Snapshot {
             }
             hit
         };
-        let forbid_hit = scan(Effect::Forbid, &mut out);
-        if forbid_hit && short {
-            return out;
-        }
-        if on_error == OnError::Deny && !out.errors.is_empty() {
-            out.reasons.clear();
-            return out;
-        }
-        let forbid_reasons = out.reasons.len();
-        let permit_hit = scan(Effect::Permit, &mut out);
-        if forbid_hit {
-            out.reasons.truncate(forbid_reasons);
-            out.allowed = false;
-        } else if on_error == OnError::Deny && !out.errors.is_empty() {
-            out.reasons.clear();
-            out.allowed = false;
-        } else {
-            out.allowed = permit_hit;
-        }
+        decide(&mut out, on_error, short, scan);
         out
     }
 

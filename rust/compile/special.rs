@@ -225,16 +225,16 @@ impl Folder<'_> {
         node.for_each_child(|c| all_lit &= matches!(self.nodes[c as usize], Node::Lit(_)));
         let id = self.push(node);
         if all_lit {
-            let ev = Evaluator {
-                nodes: &self.nodes,
-                store: self.store,
-                interner: self.interner,
-                locals: &self.locals,
-                principal: self.action,
-                action: self.action,
-                resource: self.action,
-                context: &self.empty,
-            };
+            let ev = Evaluator::new(
+                &self.nodes,
+                self.store,
+                self.interner,
+                &self.locals,
+                self.action,
+                self.action,
+                self.action,
+                &self.empty,
+            );
             if let Ok(v) = ev.eval(id) {
                 let v = v.into_owned();
                 self.nodes.pop();

@@ -12,7 +12,7 @@ pub mod stack;
 use std::borrow::Cow;
 
 use crate::compile::ir::{BinOp, Node, NodeId, Var};
-use crate::entities::EntityStore;
+use crate::entities::{EntityData, EntityStore};
 use crate::value::{value_eq, Euid, Interner, Sym, Value};
 
 /// Why an expression failed. Rendering to text happens only when asked.
@@ -82,6 +82,9 @@ pub struct Evaluator<'a> {
     pub action: Euid,
     pub resource: Euid,
     pub context: &'a Value,
+    /// The principal's and resource's entries, looked up once per request.
+    principal_data: Option<&'a EntityData>,
+    resource_data: Option<&'a EntityData>,
 }
 
 #[inline]
@@ -109,6 +112,44 @@ fn as_long(v: &Value) -> Result<i64, EvalErr> {
 }
 
 impl<'a> Evaluator<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nodes: &'a [Node],
+        store: &'a EntityStore,
+        interner: &'a Interner,
+        locals: &'a Locals,
+        principal: Euid,
+        action: Euid,
+        resource: Euid,
+        context: &'a Value,
+    ) -> Self {
+        Evaluator {
+            nodes,
+            store,
+            interner,
+            locals,
+            principal,
+            action,
+            resource,
+            context,
+            principal_data: store.get(&principal),
+            resource_data: store.get(&resource),
+        }
+    }
+
+    /// An entity's entry, without a hash lookup for the request's principal and resource.
+    #[inline]
+    fn data(&self, uid: &Euid) -> Option<&'a EntityData> {
+        if *uid == self.principal {
+            self.principal_data
+        } else if *uid == self.resource {
+            self.resource_data
+        } else {
+            let store: &'a EntityStore = self.store;
+            store.get(uid)
+        }
+    }
+
     /// Evaluate a clause body to a boolean.
     #[inline]
     pub fn eval_bool(&self, n: NodeId) -> Result<bool, EvalErr> {
@@ -171,10 +212,9 @@ impl<'a> Evaluator<'a> {
             Node::HasAttr(a, attr) => {
                 let has = match &*self.eval(*a)? {
                     Value::Record(r) => r.get(*attr).is_some(),
-                    Value::Entity(uid) => self
-                        .store
-                        .get(uid)
-                        .is_some_and(|e| e.attrs.get(*attr).is_some()),
+                    Value::Entity(uid) => {
+                        self.data(uid).is_some_and(|e| e.attrs.get(*attr).is_some())
+                    }
                     other => return type_err("record or entity", other),
                 };
                 Ok(Cow::Owned(Value::Bool(has)))
@@ -247,8 +287,7 @@ impl<'a> Evaluator<'a> {
     }
 
     fn entity_attr(&self, uid: &Euid, attr: Sym) -> EResult<'a> {
-        let store: &'a EntityStore = self.store;
-        match store.get(uid) {
+        match self.data(uid) {
             None => Err(EvalErr::NoEntity(*uid)),
             Some(e) => match e.attrs.get(attr) {
                 Some(v) => Ok(Cow::Borrowed(v)),
@@ -260,7 +299,7 @@ impl<'a> Evaluator<'a> {
     /// `uid in target`: equal, or target among uid's ancestors.
     #[inline]
     pub fn entity_in(&self, uid: &Euid, target: &Euid) -> bool {
-        uid == target || self.store.is_ancestor(uid, target)
+        uid == target || self.data(uid).is_some_and(|e| e.ancestors.contains(target))
     }
 
     fn binary(&self, op: BinOp, x: &Value, y: &Value) -> EResult<'a> {

@@ -12,7 +12,7 @@
 pub const FRAME_BYTES: usize = if cfg!(debug_assertions) {
     16 << 10
 } else {
-    2 << 10
+    4 << 10
 };
 /// Room for the caller's frames between the check and the first `eval`.
 const BASE_BYTES: usize = 64 << 10;
