@@ -181,9 +181,9 @@ async def bench_langchain(task: Task) -> None:
 
 
 async def bench_openai_agents(task: Task) -> None:
-    from agents import Agent, Runner, function_tool, set_tracing_disabled
     from agents.testing import ScriptedModel, assistant_message, function_call
 
+    from agents import Agent, Runner, function_tool, set_tracing_disabled
     from tether.integrations.openai_agents import TetherTools
 
     set_tracing_disabled(True)

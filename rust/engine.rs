@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 use cedar_policy::Schema;
 use serde_json::Value as Json;
 
-use crate::compile::index::{Lists, ScopeFacts};
-use crate::compile::ir::Effect;
+use crate::compile::index::{entity_scope_holds, Lists, ScopeFacts};
+use crate::compile::ir::{Effect, Node};
+use crate::compile::special::{self, ActionPlan, Bucket, Plans};
 use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
 use crate::error::TetherError;
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub interner: Interner,
     pub set: Arc<CompiledSet>,
     pub store: Arc<EntityStore>,
+    /// Per-action candidate lists, specialised to this policy set and entity store.
+    pub plans: Arc<Plans>,
     pub schema: Option<Arc<Schema>>,
     /// Each declared action's expected request (None: no schema, or request
     /// validation turned off).
@@ -71,6 +74,67 @@ pub struct ResolvedRequest {
     pub locals: Locals,
 }
 
+/// Cedar's decision from the scans of forbids, then permits. `short`: stop at the
+/// first decisive policy (no reasons wanted, errors skipped).
+fn decide(
+    out: &mut Outcome,
+    on_error: OnError,
+    short: bool,
+    mut scan: impl FnMut(Effect, &mut Outcome) -> bool,
+) {
+    let forbid_hit = scan(Effect::Forbid, out);
+    if forbid_hit && short {
+        return;
+    }
+    if on_error == OnError::Deny && !out.errors.is_empty() {
+        out.reasons.clear();
+        return;
+    }
+    let forbid_reasons = out.reasons.len();
+    let permit_hit = scan(Effect::Permit, out);
+    if forbid_hit {
+        out.reasons.truncate(forbid_reasons);
+        out.allowed = false;
+    } else if on_error == OnError::Deny && !out.errors.is_empty() {
+        out.reasons.clear();
+        out.allowed = false;
+    } else {
+        out.allowed = permit_hit;
+    }
+}
+
+/// The buckets one request reaches: a handful, kept inline (no allocation).
+#[derive(Default)]
+struct SmallBuckets<'a> {
+    inline: [Option<&'a Bucket>; 8],
+    n: usize,
+    more: Vec<&'a Bucket>,
+}
+
+impl<'a> SmallBuckets<'a> {
+    #[inline]
+    fn push(&mut self, b: &'a Bucket) {
+        if b.forbids.is_empty() && b.permits.is_empty() {
+            return;
+        }
+        if self.n < self.inline.len() {
+            self.inline[self.n] = Some(b);
+            self.n += 1;
+        } else {
+            self.more.push(b);
+        }
+    }
+
+    #[inline]
+    fn iter(&self) -> impl Iterator<Item = &'a Bucket> + '_ {
+        self.inline[..self.n]
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.more.iter().copied())
+    }
+}
+
 static EMPTY_CONTEXT: std::sync::LazyLock<Value> =
     std::sync::LazyLock::new(|| Value::Record(Arc::new(crate::value::Record::default())));
 
@@ -81,6 +145,15 @@ thread_local! {
 
 impl Snapshot {
     pub fn evaluate(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
+        crate::eval::stack::guarded(self.set.max_height, || {
+            self.evaluate_here(req, mode, on_error)
+        })
+    }
+
+    fn evaluate_here(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
+        if let Some(plan) = self.plans.by_action.get(&req.action) {
+            return self.evaluate_planned(plan, req, mode, on_error);
+        }
         let store: &EntityStore = &self.store;
         let facts = ScopeFacts {
             principal: req.principal,
@@ -96,16 +169,7 @@ impl Snapshot {
         if lists.total == 0 {
             return out;
         }
-        let ev = Evaluator {
-            nodes: &self.set.nodes,
-            store,
-            interner: &self.interner,
-            locals: &req.locals,
-            principal: req.principal,
-            action: req.action,
-            resource: req.resource,
-            context: req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
-        };
+        let ev = self.evaluator(&self.set.nodes, req);
         // Obligations are the union over every satisfied permit, so a candidate
         // permit carrying one means all permits must be evaluated.
         let mode = if mode == Mode::FastUnlessObligations {
@@ -123,25 +187,103 @@ impl Snapshot {
         };
         // Whether evaluation may stop at the first decisive policy.
         let short = mode == Mode::Fast && on_error == OnError::Skip;
-        let forbid_hit = self.scan(Effect::Forbid, &lists, multi, &facts, &ev, &mut out, short);
-        if forbid_hit && short {
-            return out;
+        decide(&mut out, on_error, short, |e, out| {
+            self.scan(e, &lists, multi, &facts, &ev, out, short)
+        });
+        out
+    }
+
+    /// An evaluator over `nodes` for one request against this snapshot.
+    fn evaluator<'a>(&'a self, nodes: &'a [Node], req: &'a ResolvedRequest) -> Evaluator<'a> {
+        Evaluator::new(
+            nodes,
+            &self.store,
+            &self.interner,
+            &req.locals,
+            req.principal,
+            req.action,
+            req.resource,
+            req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
+        )
+    }
+
+    /// The decision for a known action, from its specialised candidate lists.
+    fn evaluate_planned(
+        &self,
+        plan: &ActionPlan,
+        req: &ResolvedRequest,
+        mode: Mode,
+        on_error: OnError,
+    ) -> Outcome {
+        let store: &EntityStore = &self.store;
+        let p_anc = store.ancestors(&req.principal);
+        let r_anc = store.ancestors(&req.resource);
+        // The buckets this principal can match; each policy is in exactly one bucket,
+        // and each bucket is reached through one key, so nothing repeats.
+        let mut buckets: SmallBuckets<'_> = SmallBuckets::default();
+        buckets.push(&plan.rest);
+        if let Some(b) = plan.eq.get(&req.principal) {
+            buckets.push(b);
         }
-        if on_error == OnError::Deny && !out.errors.is_empty() {
-            out.reasons.clear();
-            return out;
+        if !plan.within.is_empty() {
+            if let Some(b) = plan.within.get(&req.principal) {
+                buckets.push(b);
+            }
+            for a in p_anc.into_iter().flatten() {
+                if let Some(b) = plan.within.get(a) {
+                    buckets.push(b);
+                }
+            }
         }
-        let forbid_reasons = out.reasons.len();
-        let permit_hit = self.scan(Effect::Permit, &lists, multi, &facts, &ev, &mut out, short);
-        if forbid_hit {
-            out.reasons.truncate(forbid_reasons);
-            out.allowed = false;
-        } else if on_error == OnError::Deny && !out.errors.is_empty() {
-            out.reasons.clear();
-            out.allowed = false;
+        let mut out = Outcome::default();
+        let ev = self.evaluator(&self.plans.nodes, req);
+        let in_scope = |c: &special::Cand| {
+            entity_scope_holds(&c.principal, &req.principal, p_anc)
+                && entity_scope_holds(&c.resource, &req.resource, r_anc)
+        };
+        let mode = if mode == Mode::FastUnlessObligations {
+            let pols = &self.set.policies;
+            let needs_all = buckets.iter().any(|b| {
+                b.permits
+                    .iter()
+                    .any(|c| !pols[c.policy as usize].obligations.is_empty() && in_scope(c))
+            });
+            if needs_all {
+                Mode::Full
+            } else {
+                Mode::Fast
+            }
         } else {
-            out.allowed = permit_hit;
-        }
+            mode
+        };
+        let short = mode == Mode::Fast && on_error == OnError::Skip;
+        let scan = |effect: Effect, out: &mut Outcome| -> bool {
+            let mut hit = false;
+            for b in buckets.iter() {
+                'cand: for c in b.part(effect) {
+                    if !in_scope(c) {
+                        continue;
+                    }
+                    for cl in c.clauses.iter() {
+                        match ev.eval_bool(cl.node) {
+                            Ok(v) if v != cl.unless => {}
+                            Ok(_) => continue 'cand,
+                            Err(e) => {
+                                out.errors.push((c.policy, e));
+                                continue 'cand;
+                            }
+                        }
+                    }
+                    hit = true;
+                    if short {
+                        return true;
+                    }
+                    out.reasons.push(c.policy);
+                }
+            }
+            hit
+        };
+        decide(&mut out, on_error, short, scan);
         out
     }
 
@@ -314,10 +456,12 @@ impl Core {
         let shapes = request_shapes(schema.as_deref(), self.validate_requests, &mut interner);
         let mut store = (*cur.store).clone();
         store.finish(&interner, &set.named_uids);
+        let plans = Arc::new(plan(&set, &store, &interner));
         self.current.store(Arc::new(Snapshot {
             interner,
             set: Arc::new(set),
             store: Arc::new(store),
+            plans,
             schema,
             shapes,
             state_spec: cur.state_spec.clone(),
@@ -337,7 +481,8 @@ impl Core {
             store.upsert(uid, data);
         }
         store.finish(&interner, &cur.set.named_uids);
-        self.publish(&cur, interner, store);
+        let plans = Arc::new(plan(&cur.set, &store, &interner));
+        self.publish(&cur, interner, store, plans);
         Ok(n)
     }
 
@@ -354,13 +499,19 @@ impl Core {
             }
         }
         store.finish(&cur.interner, &cur.set.named_uids);
-        self.publish(&cur, cur.interner.clone(), store);
+        let plans = Arc::new(plan(&cur.set, &store, &cur.interner));
+        self.publish(&cur, cur.interner.clone(), store, plans);
         Ok(n)
     }
 
     /// Symbols for an entity uid, interning (and publishing) them if new, so a
     /// handle made now stays valid for every later snapshot (interning only appends).
     pub fn intern_uid(&self, ty: &str, id: &str) -> Result<Euid, TetherError> {
+        if !crate::request::valid_type(ty) {
+            return Err(TetherError::Request(format!(
+                "{ty:?} is not a valid Cedar entity type name"
+            )));
+        }
         let cur = self.current.load();
         if let (Some(t), Some(i)) = (cur.interner.lookup(ty), cur.interner.lookup(id)) {
             return Ok(Euid { ty: t, id: i });
@@ -373,7 +524,8 @@ impl Core {
             ty: interner.intern(ty),
             id: interner.intern(id),
         };
-        self.publish(&cur, interner, (*cur.store).clone());
+        // Interning only appends: the store and the plans stay valid as they are.
+        self.publish(&cur, interner, (*cur.store).clone(), cur.plans.clone());
         Ok(uid)
     }
 
@@ -402,17 +554,22 @@ impl Core {
         Ok(out.to_string())
     }
 
-    fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore) {
+    fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore, plans: Arc<Plans>) {
         self.current.store(Arc::new(Snapshot {
             interner,
             set: cur.set.clone(),
             store: Arc::new(store),
+            plans,
             schema: cur.schema.clone(),
             shapes: cur.shapes.clone(),
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
     }
+}
+
+fn plan(set: &CompiledSet, store: &EntityStore, interner: &Interner) -> Plans {
+    special::build(&set.nodes, &set.policies, &set.named_uids, store, interner)
 }
 
 fn build(
@@ -447,10 +604,12 @@ fn build(
     }
     let shapes = request_shapes(schema.as_deref(), validate_requests, &mut interner);
     store.finish(&interner, &set.named_uids);
+    let plans = Arc::new(plan(&set, &store, &interner));
     Ok(Snapshot {
         interner,
         set: Arc::new(set),
         store: Arc::new(store),
+        plans,
         schema,
         shapes,
         state_spec,
@@ -497,5 +656,80 @@ impl Snapshot {
                 &name,
             )
             .map_err(TetherError::Request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::stack;
+    use crate::value::Record;
+
+    /// A policy whose clause is a left-deep `||` chain `n` terms long, and a request
+    /// under which every term is false (so evaluation walks the whole chain).
+    fn deep(n: usize) -> (Core, ResolvedRequest) {
+        let chain = vec!["context.x == 1"; n].join(" || ");
+        let text = format!("permit (principal, action, resource) when {{ {chain} }};");
+        // Cedar's parser recurses on the chain: give it the stack the bindings give it.
+        let core = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || Core::new(&text, None, None, None, false, OnError::Skip, true).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        let u = core.intern_uid("User", "u").unwrap();
+        let snap = core.current.load();
+        let x = snap.interner.lookup("x").unwrap();
+        let req = ResolvedRequest {
+            principal: u,
+            action: u,
+            resource: u,
+            context: Some(Value::Record(Arc::new(Record::from_unsorted(vec![(
+                x,
+                Value::Long(2),
+            )])))),
+            locals: Locals::new(&snap.interner),
+        };
+        drop(snap);
+        (core, req)
+    }
+
+    #[test]
+    fn frame_fits_budget() {
+        let (core, req) = deep(400);
+        let snap = core.current.load_full();
+        assert!(snap.set.max_height >= 400, "{}", snap.set.max_height);
+        let per_level = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                let before = stacker::remaining_stack().unwrap();
+                stack::probe::LOWEST.with(|l| l.set(usize::MAX));
+                let out = snap.evaluate_here(&req, Mode::Fast, OnError::Skip);
+                assert!(!out.allowed);
+                let lowest = stack::probe::LOWEST.with(|l| l.get());
+                (before - lowest) / snap.set.max_height
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        eprintln!("eval uses {per_level} bytes of stack a level");
+        assert!(
+            per_level * 2 <= stack::FRAME_BYTES,
+            "eval uses {per_level} bytes a level; budget {} (keep 2x headroom)",
+            stack::FRAME_BYTES
+        );
+    }
+
+    #[test]
+    fn deep_policy_on_a_small_thread_stack() {
+        let (core, req) = deep(900);
+        let snap = core.current.load_full();
+        let out = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || snap.evaluate(&req, Mode::Full, OnError::Skip).allowed)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(!out);
     }
 }

@@ -62,6 +62,10 @@ impl EntityStore {
         self.map.get(uid).map(|e| &e.ancestors)
     }
 
+    pub fn uids(&self) -> impl Iterator<Item = Euid> + '_ {
+        self.map.keys().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

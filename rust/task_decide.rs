@@ -81,16 +81,16 @@ fn effects(
     ctx: &Value,
     labels: u64,
 ) -> Result<Effects, String> {
-    let ev = Evaluator {
-        nodes: &st.nodes,
-        store: &snap.store,
-        interner: &snap.interner,
-        locals: &req.locals,
-        principal: req.principal,
-        action: req.action,
-        resource: req.resource,
-        context: ctx,
-    };
+    let ev = Evaluator::new(
+        &st.nodes,
+        &snap.store,
+        &snap.interner,
+        &req.locals,
+        req.principal,
+        req.action,
+        req.resource,
+        ctx,
+    );
     let render = |e: crate::eval::EvalErr| e.render(&snap.interner, &req.locals);
     let mut labels = labels;
     for (i, (_, node)) in st.labels.iter().enumerate() {

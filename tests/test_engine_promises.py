@@ -50,10 +50,6 @@ def test_policy_error_names_the_unsupported_feature_and_policy() -> None:
     assert res.decision == cedarpy.Decision.Deny
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="templates load silently as zero policies (issue 8: reject them naming the feature)",
-)
 def test_templates_are_rejected_naming_the_feature() -> None:
     with pytest.raises(PolicyError) as e:
         Engine("permit (principal == ?principal, action, resource);")

@@ -301,7 +301,7 @@ fn within(uid: &Euid, anc: Option<&FxHashSet<Euid>>, target: &Euid) -> bool {
 }
 
 #[inline]
-fn entity_scope_holds(s: &EntityScope, uid: &Euid, anc: Option<&FxHashSet<Euid>>) -> bool {
+pub fn entity_scope_holds(s: &EntityScope, uid: &Euid, anc: Option<&FxHashSet<Euid>>) -> bool {
     match s {
         EntityScope::Any => true,
         EntityScope::Eq(u) => uid == u,
@@ -421,5 +421,70 @@ impl Index {
         let multi = a.count() > 1 && f.action_anc.is_some_and(|s| !s.is_empty());
         *out = a;
         multi
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile;
+    use crate::value::Interner;
+
+    fn set(text: &str) -> (compile::CompiledSet, Interner) {
+        let mut i = Interner::default();
+        let pset = compile::parse(text).unwrap();
+        let s = compile::compile(text, &pset, &mut i).unwrap();
+        (s, i)
+    }
+
+    fn uid(i: &mut Interner, ty: &str, id: &str) -> Euid {
+        Euid {
+            ty: i.intern(ty),
+            id: i.intern(id),
+        }
+    }
+
+    #[test]
+    fn candidates_are_forbids_first_and_cover_every_matching_scope() {
+        let mut text = String::new();
+        // Many per-agent grants on one action (forces a split), two forbids.
+        for a in 0..40 {
+            text += &format!(
+                "permit (principal == Agent::\"a{a}\", action == Action::\"x\", resource);\n"
+            );
+        }
+        text += "forbid (principal, action, resource is Doc);\n";
+        text += "permit (principal in Role::\"r\", action in [Action::\"x\"], resource);\n";
+        text += "forbid (principal, action == Action::\"y\", resource);\n";
+        let (s, mut i) = set(&text);
+        let a7 = uid(&mut i, "Agent", "a7");
+        let x = uid(&mut i, "Action", "x");
+        let doc = uid(&mut i, "Doc", "d");
+        let role = uid(&mut i, "Role", "r");
+        let anc: FxHashSet<Euid> = [role].into_iter().collect();
+        let facts = ScopeFacts {
+            principal: a7,
+            principal_anc: Some(&anc),
+            action: x,
+            action_anc: None,
+            resource: doc,
+            resource_anc: None,
+        };
+        let mut lists = Lists::new();
+        s.index.candidates(&facts, &mut lists);
+        let holding = |e: Effect| -> Vec<u32> {
+            let mut v: Vec<u32> = lists
+                .iter(e)
+                .filter(|p| s.index.holds(*p, &s.policies, &facts))
+                .collect();
+            v.sort();
+            v
+        };
+        // policy40 (forbid on Doc) holds; policy42 (forbid on action y) does not.
+        assert_eq!(holding(Effect::Forbid), vec![40]);
+        // a7's own grant and the role grant, nothing else.
+        assert_eq!(holding(Effect::Permit), vec![7, 41]);
+        // The split keeps the other agents' grants out of the candidate lists.
+        assert!(lists.total < 20, "{}", lists.total);
     }
 }

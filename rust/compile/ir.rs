@@ -62,6 +62,45 @@ pub enum Node {
     Ext(&'static ExtensionFunction, Box<[NodeId]>),
 }
 
+impl Node {
+    /// Call `f` on each direct child.
+    pub fn for_each_child(&self, mut f: impl FnMut(NodeId)) {
+        match self {
+            Node::Lit(_) | Node::Var(_) => {}
+            Node::Not(a)
+            | Node::Neg(a)
+            | Node::IsEmpty(a)
+            | Node::GetAttr(a, _)
+            | Node::HasAttr(a, _)
+            | Node::Like(a, _)
+            | Node::Is(a, _) => f(*a),
+            Node::And(a, b) | Node::Or(a, b) | Node::NotEq(a, b) | Node::Bin(_, a, b) => {
+                f(*a);
+                f(*b)
+            }
+            Node::If(a, b, c) => {
+                f(*a);
+                f(*b);
+                f(*c)
+            }
+            Node::Set(items) | Node::Ext(_, items) => items.iter().for_each(|i| f(*i)),
+            Node::Record(fields) => fields.iter().for_each(|(_, i)| f(*i)),
+        }
+    }
+}
+
+/// Height of every node's subtree (a leaf is 1). Children are always pushed before
+/// their parent, so one forward pass suffices: no recursion on input-shaped trees.
+pub fn heights(nodes: &[Node]) -> Vec<u32> {
+    let mut h = vec![0u32; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let mut m = 0;
+        n.for_each_child(|c| m = m.max(h[c as usize]));
+        h[i] = m + 1;
+    }
+    h
+}
+
 /// A scope constraint on the principal or the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntityScope {

@@ -205,7 +205,13 @@ impl Lowerer<'_> {
                 self.push(Node::GetAttr(a, s))
             }
             E::HasAttr { expr, attrs } => {
-                // `e has a.b.c` is `e has a && e.a has b && e.a.b has c`.
+                // `e has a.b.c` is `e has a && e.a has b && e.a.b has c`: a tree as
+                // deep as the path is long, so the path counts towards the depth bound.
+                if self.depth + attrs.len() > MAX_EXPR_DEPTH {
+                    return Err(Unsupported(format!(
+                        "expressions nested deeper than {MAX_EXPR_DEPTH} levels"
+                    )));
+                }
                 let base = self.expr(expr)?;
                 let mut path = base;
                 let mut acc: Option<NodeId> = None;

@@ -1,8 +1,10 @@
 //! Cedar text -> compiled, indexed policy set.
 
+pub mod guard;
 pub mod index;
 pub mod ir;
 pub mod lower;
+pub mod special;
 
 use std::str::FromStr;
 
@@ -25,6 +27,8 @@ pub struct CompiledSet {
     pub has_obligations: bool,
     /// Entity uids named in policy scopes (indexed for fast request parsing).
     pub named_uids: Vec<crate::value::Euid>,
+    /// Height of the deepest clause tree: bounds the evaluator's recursion.
+    pub max_height: usize,
     /// The task state file compiled against the same interner.
     pub state: Option<crate::state::CompiledState>,
 }
@@ -107,6 +111,7 @@ fn policy_names(
 }
 
 pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
+    guard::check(text)?;
     PolicySet::from_str(text).map_err(|e| {
         let loc = location_of(text, first_offset(&e), None);
         TetherError::Policy {
@@ -162,6 +167,27 @@ pub fn compile(
     pset: &PolicySet,
     interner: &mut Interner,
 ) -> Result<CompiledSet, TetherError> {
+    // Templates are not policies until linked, and linking is not supported yet: a
+    // template must not load silently as nothing.
+    if let Some(t) = pset.templates().next() {
+        let id = t.id().to_string();
+        let off = cedar_policy_core::parser::parse_policyset(text)
+            .ok()
+            .and_then(|ps| {
+                ps.templates()
+                    .find(|t| t.id().to_string() == id)
+                    .and_then(|t| t.loc().map(|l| l.span.offset()))
+            });
+        let loc = location_of(text, off, Some(id.clone()));
+        return Err(TetherError::Policy {
+            message: format!(
+                "policy `{id}` is a template (?principal/?resource slots); tether does not \
+                 support templates or template-linked policies yet"
+            ),
+            location: Box::new(loc),
+            feature: Some("templates (?principal/?resource slots)".into()),
+        });
+    }
     let mut policies: Vec<&cedar_policy::Policy> = pset.policies().collect();
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();
@@ -249,11 +275,19 @@ pub fn compile(
     named_uids.sort();
     named_uids.dedup();
     let has_obligations = out.iter().any(|p| !p.obligations.is_empty());
+    let h = ir::heights(&nodes);
+    let max_height = out
+        .iter()
+        .flat_map(|p| p.clauses.iter())
+        .map(|c| h[c.node as usize] as usize)
+        .max()
+        .unwrap_or(0);
     Ok(CompiledSet {
         nodes,
         policies: out,
         index,
         has_obligations,
+        max_height,
         named_uids,
         state: None,
         text: text.to_owned(),

@@ -7,11 +7,12 @@
 
 pub mod ext;
 pub mod like;
+pub mod stack;
 
 use std::borrow::Cow;
 
 use crate::compile::ir::{BinOp, Node, NodeId, Var};
-use crate::entities::EntityStore;
+use crate::entities::{EntityData, EntityStore};
 use crate::value::{value_eq, Euid, Interner, Sym, Value};
 
 /// Why an expression failed. Rendering to text happens only when asked.
@@ -45,6 +46,13 @@ impl Locals {
         }
     }
 
+    /// Whether `id` is a symbol of the snapshot these locals extend (not a local one,
+    /// nor one interned after the snapshot was taken).
+    #[inline]
+    pub fn from_snapshot(&self, id: Sym) -> bool {
+        id < self.base
+    }
+
     pub fn sym(&mut self, interner: &Interner, s: &str) -> Sym {
         if let Some(id) = interner.lookup(s) {
             return id;
@@ -74,6 +82,9 @@ pub struct Evaluator<'a> {
     pub action: Euid,
     pub resource: Euid,
     pub context: &'a Value,
+    /// The principal's and resource's entries, looked up once per request.
+    principal_data: Option<&'a EntityData>,
+    resource_data: Option<&'a EntityData>,
 }
 
 #[inline]
@@ -101,6 +112,44 @@ fn as_long(v: &Value) -> Result<i64, EvalErr> {
 }
 
 impl<'a> Evaluator<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nodes: &'a [Node],
+        store: &'a EntityStore,
+        interner: &'a Interner,
+        locals: &'a Locals,
+        principal: Euid,
+        action: Euid,
+        resource: Euid,
+        context: &'a Value,
+    ) -> Self {
+        Evaluator {
+            nodes,
+            store,
+            interner,
+            locals,
+            principal,
+            action,
+            resource,
+            context,
+            principal_data: store.get(&principal),
+            resource_data: store.get(&resource),
+        }
+    }
+
+    /// An entity's entry, without a hash lookup for the request's principal and resource.
+    #[inline]
+    fn data(&self, uid: &Euid) -> Option<&'a EntityData> {
+        if *uid == self.principal {
+            self.principal_data
+        } else if *uid == self.resource {
+            self.resource_data
+        } else {
+            let store: &'a EntityStore = self.store;
+            store.get(uid)
+        }
+    }
+
     /// Evaluate a clause body to a boolean.
     #[inline]
     pub fn eval_bool(&self, n: NodeId) -> Result<bool, EvalErr> {
@@ -108,6 +157,8 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&self, n: NodeId) -> EResult<'a> {
+        #[cfg(test)]
+        stack::probe::record();
         let nodes: &'a [Node] = self.nodes;
         match &nodes[n as usize] {
             Node::Lit(v) => Ok(Cow::Borrowed(v)),
@@ -161,10 +212,9 @@ impl<'a> Evaluator<'a> {
             Node::HasAttr(a, attr) => {
                 let has = match &*self.eval(*a)? {
                     Value::Record(r) => r.get(*attr).is_some(),
-                    Value::Entity(uid) => self
-                        .store
-                        .get(uid)
-                        .is_some_and(|e| e.attrs.get(*attr).is_some()),
+                    Value::Entity(uid) => {
+                        self.data(uid).is_some_and(|e| e.attrs.get(*attr).is_some())
+                    }
                     other => return type_err("record or entity", other),
                 };
                 Ok(Cow::Owned(Value::Bool(has)))
@@ -237,8 +287,7 @@ impl<'a> Evaluator<'a> {
     }
 
     fn entity_attr(&self, uid: &Euid, attr: Sym) -> EResult<'a> {
-        let store: &'a EntityStore = self.store;
-        match store.get(uid) {
+        match self.data(uid) {
             None => Err(EvalErr::NoEntity(*uid)),
             Some(e) => match e.attrs.get(attr) {
                 Some(v) => Ok(Cow::Borrowed(v)),
@@ -250,7 +299,7 @@ impl<'a> Evaluator<'a> {
     /// `uid in target`: equal, or target among uid's ancestors.
     #[inline]
     pub fn entity_in(&self, uid: &Euid, target: &Euid) -> bool {
-        uid == target || self.store.is_ancestor(uid, target)
+        uid == target || self.data(uid).is_some_and(|e| e.ancestors.contains(target))
     }
 
     fn binary(&self, op: BinOp, x: &Value, y: &Value) -> EResult<'a> {
@@ -308,7 +357,10 @@ impl<'a> Evaluator<'a> {
                 }
             }
             BinOp::Contains => match x {
-                Value::Set(items) => b(items.iter().any(|v| value_eq(v, y))),
+                // Sets are kept sorted by `canonical_cmp`, whose equality is Cedar's.
+                Value::Set(items) => b(items
+                    .binary_search_by(|v| crate::value::canonical_cmp(v, y))
+                    .is_ok()),
                 other => type_err("set", other),
             },
             BinOp::ContainsAll | BinOp::ContainsAny => {
@@ -316,10 +368,14 @@ impl<'a> Evaluator<'a> {
                     (Value::Set(p), Value::Set(q)) => (p, q),
                     (Value::Set(_), other) | (other, _) => return type_err("set", other),
                 };
+                let has = |v: &Value| {
+                    p.binary_search_by(|w| crate::value::canonical_cmp(w, v))
+                        .is_ok()
+                };
                 if op == BinOp::ContainsAll {
-                    b(q.iter().all(|v| p.iter().any(|w| value_eq(v, w))))
+                    b(q.iter().all(has))
                 } else {
-                    b(q.iter().any(|v| p.iter().any(|w| value_eq(v, w))))
+                    b(q.iter().any(has))
                 }
             }
             BinOp::GetTag | BinOp::HasTag => {

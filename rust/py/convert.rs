@@ -109,7 +109,16 @@ impl<'s> Converter<'s> {
                     h.__repr__()
                 )));
             }
-            return Ok(h.uid);
+            // A handle made after this snapshot was taken carries symbols the snapshot
+            // has never seen, which could equal this request's local symbols; such a
+            // handle is resolved by its text like any other name.
+            if self.locals.from_snapshot(h.uid.ty) && self.locals.from_snapshot(h.uid.id) {
+                return Ok(h.uid);
+            }
+            return Ok(Euid {
+                ty: self.sym(&h.ty),
+                id: self.sym(&h.id),
+            });
         }
         if let Ok(t) = obj.downcast::<PyTuple>() {
             if t.len() == 2 {

@@ -420,7 +420,8 @@ impl Engine {
             limits: crate::state::Limits {
                 max_deny_streak,
                 max_rate,
-                rate_window_ms: (rate_window.max(0.001) * 1000.0) as u64,
+                rate_window_ms: (super::task::finite(rate_window, "rate_window")?.max(0.001)
+                    * 1000.0) as u64,
                 revoke_on_budget_exhausted,
                 max_deny_ratio,
                 min_denials,

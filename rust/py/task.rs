@@ -54,13 +54,20 @@ impl TaskHandle {
         format!("TaskHandle(id={}, depth={})", self.slot.id, self.slot.depth)
     }
 }
-fn ms_of(secs: f64) -> Result<u64, CoreError> {
-    if !secs.is_finite() {
-        return Err(CoreError::Request(
-            "times must be finite numbers of seconds".into(),
-        ));
+/// NaN and infinities are rejected: NaN would compare as "never expired" for one
+/// check and "expired" for another.
+fn ms_of(secs: f64) -> PyResult<u64> {
+    Ok((finite(secs, "time")?.max(0.0) * 1000.0) as u64)
+}
+
+pub(crate) fn finite(x: f64, what: &str) -> PyResult<f64> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{what} must be a finite number of seconds, not {x}"
+        )))
     }
-    Ok((secs.max(0.0) * 1000.0) as u64)
 }
 
 /// Task time in ms on the caller's clock. Deadlines and windows never read the
@@ -77,7 +84,7 @@ pub(crate) fn now_ms(py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
             .call0(py)?
             .extract::<f64>(py)?,
     };
-    Ok(ms_of(secs)?)
+    ms_of(secs)
 }
 
 /// How a task is opened, besides its agent.

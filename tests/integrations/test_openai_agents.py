@@ -10,6 +10,9 @@ import pytest
 
 pytest.importorskip("agents", reason="tether[openai-agents] not installed")
 
+from agents.exceptions import ModelBehaviorError
+from agents.testing import ScriptedModel, assistant_message, function_call
+
 from agents import (
     Agent,
     FunctionTool,
@@ -18,9 +21,6 @@ from agents import (
     function_tool,
     set_tracing_disabled,
 )
-from agents.exceptions import ModelBehaviorError
-from agents.testing import ScriptedModel, assistant_message, function_call
-
 from tests.integrations.world import ORCH, RESEARCHER, world
 from tether.integrations.openai_agents import TetherTools
 from tether.tasks import Task

@@ -379,7 +379,7 @@ def test_engine_without_now_uses_a_monotonic_clock(world: Any) -> None:
     engine = world.engine()
     handle = engine.open_task(world.ORCH, deadline=time.monotonic() + 60)
     assert engine.authorize_task(handle, 'Action::"call_tool"', SEARCH).allowed
-    with pytest.raises(RequestError, match="finite"):
+    with pytest.raises(ValueError, match="finite"):
         engine.authorize_task(handle, 'Action::"call_tool"', SEARCH, None, float("nan"))
 
 

@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agents import FunctionTool, RunContextWrapper, ToolGuardrailFunctionOutput
 from agents.tool_guardrails import ToolInputGuardrail, ToolInputGuardrailData
 
+from agents import FunctionTool, RunContextWrapper, ToolGuardrailFunctionOutput
 from tether._core import Decision
 from tether.integrations.tool_gate import (
     DEFAULT_POLICY,
