@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,6 +26,9 @@ from tether._core import Decision, TaskHandle
 from tether.engine import Engine
 from tether.identity import Agent, Authenticator, SpiffeId
 from tether.leases import CredentialBroker, Lease, TaskRef
+
+if TYPE_CHECKING:
+    from tether.audit import AuditLog
 
 log = logging.getLogger("tether.tasks")
 
@@ -172,6 +175,8 @@ class Task:
         else:
             # Hot path: positional only; the core reads the same wall clock itself.
             d = self._decide(self.handle, uid, resource, ctx)
+        if self.guard.audit is not None:  # receipts (tether.audit), queued off the hot path
+            self.guard.audit.task_decision(self, action, resource, ctx, d)
         if d.allowed:
             if self.guard.on_decision is not None:
                 self.guard.on_decision(self, action, resource, d)
@@ -345,6 +350,7 @@ class Guard:
         monitors: Monitors | None = None,
         clock: Callable[[], float] = time.time,
         on_decision: Callable[[Task, Any, Any, Decision], None] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.engine = engine
         self.authenticator = authenticator
@@ -354,6 +360,7 @@ class Guard:
         self.monitors = monitors or Monitors()
         self.clock = clock
         self.on_decision = on_decision
+        self.audit = audit
         self.tasks: dict[str, Task] = {}
         self.revoked_agents: dict[str, str] = {}
         self.revoked_domains: dict[str, str] = {}
