@@ -6,6 +6,7 @@ pub mod engine;
 pub mod entities;
 pub mod error;
 pub mod eval;
+pub mod explain;
 pub mod request;
 pub mod state;
 pub mod task_decide;
