@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use cedar_policy::{
     eval_expression, Authorizer, Context, Decision, Entities, EntityUid, Expression, Policy,
-    PolicyId, PolicySet, Request, Schema,
+    PolicyId, PolicySet, Request,
 };
 use serde::Serialize;
 use serde_json::{json, Value as Json};
@@ -166,15 +166,10 @@ pub fn explain(
     resource: &str,
     context: &str,
 ) -> Result<Explanation, String> {
-    let schema = match schema {
-        Some(s) => Some(
-            Schema::from_cedarschema_str(s)
-                .map(|(s, _)| s)
-                .or_else(|_| Schema::from_json_str(s))
-                .map_err(|e| format!("schema: {e}"))?,
-        ),
-        None => None,
-    };
+    let schema = schema
+        .map(crate::engine::parse_schema)
+        .transpose()
+        .map_err(|e| format!("schema: {e}"))?;
     let set = PolicySet::from_str(policies).map_err(|e| format!("policies: {e}"))?;
     let entities =
         Entities::from_json_str(entities, schema.as_ref()).map_err(|e| format!("entities: {e}"))?;

@@ -52,6 +52,16 @@ class TaskHandle:
     def revoked(self) -> str | None: ...
     def revoke(self, reason: str) -> bool: ...
 
+def explain_json(
+    policies: str,
+    schema: str | None,
+    entities: str,
+    principal: str,
+    action: str,
+    resource: str,
+    context: str,
+) -> str: ...
+
 class Engine:
     def __init__(
         self,

@@ -144,7 +144,9 @@ class Pdp:
 
     def batch(self, body: dict[str, Any]) -> dict[str, Any]:
         items = body.get("evaluations")
-        defaults: dict[str, Any] = {k: body[k] for k in ("subject", "action", "resource", "context") if k in body}
+        defaults: dict[str, Any] = {
+            k: body[k] for k in ("subject", "action", "resource", "context") if k in body
+        }
         if items is None or items == []:
             return self.decide(defaults)  # no list: a single evaluation (spec)
         if not isinstance(items, list):

@@ -269,8 +269,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     principal, action, resource, ctx = _request(args)
+    entities = read_text(args.entities, "entities") if args.entities else None
+    schema = read_text(args.schema, "schema") if args.schema else None
     try:
-        ex = explain(engine, principal, action, resource, ctx)
+        ex = explain(engine, principal, action, resource, ctx, entities=entities, schema=schema)
     except TetherError as e:
         raise InputError(f"request: {e}") from None
     print(render_for_model(ex) if args.for_model else render_tree(ex))
