@@ -293,3 +293,41 @@ def test_serve_without_credentials_refuses_to_start() -> None:
 def test_bad_arguments_exit_2() -> None:
     p = run("frobnicate")
     assert p.returncode == 2 and "invalid choice" in p.stderr
+
+
+def test_serve_answers_authzen_requests() -> None:
+    import httpx
+
+    todo = Path(__file__).parent / "authzen" / "todo"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "serve",
+            str(todo / "todo.cedar"),
+            "--entities",
+            str(todo / "entities.json"),
+            "--port",
+            "0",
+            "--insecure-no-auth",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the socket listens
+        assert line.startswith("AuthZEN PDP on http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[-1]
+        body = {
+            "subject": {"type": "user", "id": "nobody"},
+            "action": {"name": "can_read_todos"},
+            "resource": {"type": "todo", "id": "1"},
+        }
+        r = httpx.post(f"{url}/access/v1/evaluation", json=body, timeout=30)
+        assert r.status_code == 200 and r.json() == {"decision": True}
+    finally:
+        proc.terminate()
+        proc.wait(30)

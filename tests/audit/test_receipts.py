@@ -319,3 +319,39 @@ def test_bad_settings_are_refused() -> None:
         AuditLog(lambda b: None, overflow="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="P-256"):
         AuditLog(lambda b: None, signing_key=ec.generate_private_key(ec.SECP384R1()))
+
+
+def test_shadow_policies_are_compared_and_recorded_never_enforced() -> None:
+    text = (EXAMPLES / "agents.cedar").read_text()
+    stricter = Engine(
+        text + '\n@id("no-payroll")\nforbid(principal, action, resource == Dataset::"payroll");\n',
+        None,
+        (EXAMPLES / "entities.json").read_text(),
+    )
+    got: list[bytes] = []
+    log = AuditLog(got.append, shadow=stricter)
+    live = Engine.from_files(EXAMPLES / "agents.cedar", entities=EXAMPLES / "entities.json")
+    log.attach(live)
+    with log:
+        payroll = live.authorize(ORCH, 'Action::"read"', 'Dataset::"payroll"')
+        wiki = live.authorize(ORCH, 'Action::"read"', 'Dataset::"wiki"')
+    assert payroll.allowed and wiki.allowed  # the live set decides; the shadow never enforces
+    recs = [json.loads(x) for x in got if b'"kind"' not in x]
+    assert recs[0]["shadow"] == "deny" and "shadow" not in recs[1]
+    assert log.shadow_checked == 2 and log.shadow_diffs == 1
+
+
+@pytest.mark.anyio
+async def test_shadow_of_task_decisions_needs_the_exact_task_state(engine: Engine) -> None:
+    got: list[bytes] = []
+    clock = FakeClock(T0)
+    for task_state, checked in ((True, 2), (False, 0)):
+        log = AuditLog(got.append, clock=clock, task_state=task_state, shadow=engine)
+        with log:
+            async with Guard(engine, clock=clock, audit=log) as guard:
+                async with guard.task(ORCH, intent="report") as task:
+                    task.authorize("read", 'Dataset::"payroll"')
+                    task.authorize("egress", 'Domain::"pastebin.com"')
+        # The same policies in the shadow: with the task state, no difference is found.
+        assert log.shadow_checked == checked and log.shadow_diffs == 0
+        assert log.shadow_skipped == 2 - checked

@@ -5,7 +5,6 @@ option, bad input, escape-looking keys and unauthenticated callers."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn not installed (pip install tether[serve])")
 
-from tether.authzen import create_app  # noqa: E402
+from tether.authzen import create_app, listening_socket  # noqa: E402
 from tether.engine import Engine  # noqa: E402
 from tether.identity import Authenticator, LocalIssuer  # noqa: E402
 
@@ -48,9 +47,7 @@ def pdp() -> Iterator[Pdp]:
     app = create_app(engine, Authenticator(issuer.trust_bundle(), AUD))
     # Bound and listening before the server starts: the first request simply waits in
     # the backlog, so no polling or sleeping is needed.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -41,6 +41,7 @@ from tether.audit.sinks import CallableSink, JsonlFileSink, Sink
 
 if TYPE_CHECKING:
     from tether._core import Decision
+    from tether.engine import Engine
     from tether.tasks import Task
 
 Overflow = Literal["block", "drop", "deny"]
@@ -135,6 +136,7 @@ class AuditLog:
         task_state: bool = False,
         flush_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
+        shadow: Engine | None = None,
     ) -> None:
         if overflow not in ("block", "drop", "deny"):
             raise ValueError(f"overflow must be block, drop or deny, not {overflow!r}")
@@ -157,6 +159,12 @@ class AuditLog:
         self.task_state = task_state
         self.flush_interval = flush_interval
         self.clock = clock
+        # Shadow mode: a candidate engine decides each receipted request on the writer
+        # thread (never enforced); a different verdict goes in the receipt's `shadow`.
+        self.shadow = shadow
+        self.shadow_checked = 0
+        self.shadow_diffs = 0
+        self.shadow_skipped = 0  # task decisions without `task_state` (no exact context.task)
         self.written = 0  # decision receipts written
         self.dropped = 0  # decisions dropped by the "drop" policy
         self.refused = 0  # decisions refused by the "deny" policy
@@ -171,6 +179,10 @@ class AuditLog:
         self._since_mark = 0
         self._dropped_written = 0
         self._failure: BaseException | None = None
+        # Writer-thread caches: a task's base context is the same dict on every call,
+        # and entity handles repeat; both would otherwise be re-encoded per receipt.
+        self._last_context: tuple[Any, str] | None = None
+        self._uids: dict[Any, str] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -393,11 +405,11 @@ class AuditLog:
                 time=t,
                 txn=task.txn,
                 agent=task.agent_uid,
-                action=uid_text(action_uid(action)),
-                resource=uid_text(resource),
+                action=self._uid(action_uid(action)),
+                resource=self._uid(resource),
                 policies=task.guard.engine.version,
                 state=digest(state.encode()) if state is not None else None,
-                context=context_digest(context),
+                context=self._context_digest(context),
                 leases=self._leases(task),
                 jti=getattr(agent, "token_id", None),
             )
@@ -410,14 +422,15 @@ class AuditLog:
             r = Receipt(
                 seq=0,
                 time=t,
-                agent=uid_text(principal),
-                action=uid_text(action),
-                resource=uid_text(resource),
+                agent=self._uid(principal),
+                action=self._uid(action),
+                resource=self._uid(resource),
                 policies=version,
-                context=context_digest(context),
+                context=self._context_digest(context),
             )
             if self.record_requests:
                 r.request = {"context": redact(context or {})}
+        self._decide_shadow(r, item)
         if isinstance(d, bool):
             r.decision = "allow" if d else "deny"
             r.denial = None if d else "deny"
@@ -427,6 +440,54 @@ class AuditLog:
             r.errors = list(d.errors)
             r.denial = denial_kind(d)
         return r
+
+    def _context_digest(self, context: Mapping[str, Any] | None) -> str:
+        last = self._last_context
+        if last is not None and last[0] is context:
+            return last[1]
+        d = context_digest(context)
+        self._last_context = (context, d)
+        return d
+
+    def _uid(self, x: Any) -> str:
+        if isinstance(x, str):
+            return x
+        try:
+            return self._uids[x]
+        except (KeyError, TypeError):
+            text = uid_text(x)
+            if len(self._uids) < 4096:
+                try:
+                    self._uids[x] = text
+                except TypeError:  # unhashable (a dict): not cached
+                    pass
+            return text
+
+    def _decide_shadow(self, r: Receipt, item: tuple[Any, ...]) -> None:
+        if self.shadow is None:
+            return
+        from tether import TetherError
+
+        d = item[-2] if item[0] == _TASK else item[-1]
+        live = d if isinstance(d, bool) else d.allowed
+        if item[0] == _TASK:
+            state = item[-1]
+            if state is None:
+                self.shadow_skipped += 1
+                return
+            context = {**(item[5] or {}), "task": msgspec.json.decode(state)}
+            principal, action, resource = r.agent, r.action, r.resource
+        else:
+            context = dict(item[6] or {})
+            principal, action, resource = item[3], item[4], item[5]
+        try:
+            shadow = self.shadow.is_allowed(principal, action, resource, context)
+        except TetherError:
+            shadow = False  # the candidate fails closed, as it would if enforced
+        self.shadow_checked += 1
+        if shadow != live:
+            self.shadow_diffs += 1
+            r.shadow = "allow" if shadow else "deny"
 
     @staticmethod
     def _leases(task: Task) -> list[str]:
