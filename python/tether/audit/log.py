@@ -476,7 +476,9 @@ class AuditLog:
                 self.shadow_skipped += 1
                 return
             context = {**(item[5] or {}), "task": msgspec.json.decode(state)}
-            principal, action, resource = r.agent, r.action, r.resource
+            principal: Any = r.agent
+            action: Any = r.action
+            resource: Any = r.resource
         else:
             context = dict(item[6] or {})
             principal, action, resource = item[3], item[4], item[5]
