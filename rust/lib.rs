@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod explain;
 pub mod request;
+pub mod request_schema;
 pub mod state;
 pub mod task_decide;
 pub mod value;

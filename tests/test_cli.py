@@ -130,7 +130,17 @@ def test_check_names_the_bad_schema_entities_and_state(tmp_path: Path) -> None:
 
 
 def test_eval_allows_and_denies() -> None:
-    base = ["eval", str(EX / "agents.cedar"), *WORLD, "--principal", ORCH, "--action", "call_tool"]
+    base = [
+        "eval",
+        str(EX / "agents.cedar"),
+        *WORLD,
+        "--principal",
+        ORCH,
+        "--action",
+        "call_tool",
+        "--context",
+        '{"intent": "report"}',
+    ]
     p = run(*base, "--resource", 'Tool::"search"', "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["decision"] == "allow"
@@ -140,7 +150,16 @@ def test_eval_allows_and_denies() -> None:
 
 def test_eval_request_file_and_bad_requests(tmp_path: Path) -> None:
     req = tmp_path / "req.json"
-    req.write_text(json.dumps({"principal": ORCH, "action": "read", "resource": 'Dataset::"wiki"'}))
+    req.write_text(
+        json.dumps(
+            {
+                "principal": ORCH,
+                "action": "read",
+                "resource": 'Dataset::"wiki"',
+                "context": {"intent": "report"},
+            }
+        )
+    )
     p = run("eval", str(EX / "agents.cedar"), *WORLD, "--request", str(req))
     assert p.returncode == 0, p.stderr
     req.write_text('{"principal": ')
@@ -161,6 +180,7 @@ name = "orchestrator may search"
 principal = '{orch}'
 action = "call_tool"
 resource = 'Tool::"search"'
+context = {{ intent = "report" }}
 expect = "allow"
 
 [[case]]
@@ -168,6 +188,7 @@ name = "shell is too risky"
 principal = '{orch}'
 action = "call_tool"
 resource = 'Tool::"shell"'
+context = {{ intent = "report" }}
 expect = "{shell}"
 """
 
@@ -251,8 +272,9 @@ def _receipts(tmp_path: Path) -> Path:
     engine = Engine.from_files(EX / "agents.cedar", EX / "agents.cedarschema", EX / "entities.json")
     with AuditLog(path, record_requests=True) as log:
         log.attach(engine)
-        engine.authorize(ORCH, 'Action::"call_tool"', 'Tool::"search"')
-        engine.authorize(ORCH, 'Action::"read"', 'Dataset::"payroll"')
+        ctx = {"intent": "report"}
+        engine.authorize(ORCH, 'Action::"call_tool"', 'Tool::"search"', ctx)
+        engine.authorize(ORCH, 'Action::"read"', 'Dataset::"payroll"', ctx)
     return path
 
 

@@ -7,6 +7,7 @@ class TetherError(Exception): ...
 
 class PolicyError(TetherError):
     policy_id: str | None
+    file: str | None
     line: int | None
     column: int | None
     feature: str | None
@@ -62,16 +63,20 @@ def explain_json(
     context: str,
 ) -> str: ...
 
+# One policy text, or named sources (one per file) whose errors are located per source.
+PolicySource = str | bytes | list[tuple[str, str]]
+
 class Engine:
     def __init__(
         self,
-        policies: str | bytes,
+        policies: PolicySource,
         schema: str | bytes | None = None,
         entities: str | list[dict[str, Any]] | None = None,
         *,
         state: str | None = None,
         on_error: str = "skip",
         validate: bool = True,
+        validate_requests: bool = True,
     ) -> None: ...
     def authorize(
         self,
@@ -96,7 +101,7 @@ class Engine:
     def upsert_entities(self, entities: str | list[dict[str, Any]]) -> int: ...
     def remove_entities(self, uids: Iterable[EntityArg]) -> int: ...
     def reload(
-        self, policies: str | bytes, schema: str | bytes | None = None, *, validate: bool = True
+        self, policies: PolicySource, schema: str | bytes | None = None, *, validate: bool = True
     ) -> None: ...
     def policy_ids(self) -> list[str]: ...
     def annotations(self, policy_id: str) -> list[tuple[str, str]]: ...
@@ -105,6 +110,8 @@ class Engine:
     def version(self) -> int: ...
     @property
     def entity_count(self) -> int: ...
+    @property
+    def action_count(self) -> int: ...
     @property
     def policy_count(self) -> int: ...
     def normalize_context(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,31 +29,9 @@ def read_text(path: str | Path, what: str) -> str:
         raise InputError(f"{path}: cannot read: {e.strerror}") from None
 
 
-@dataclass(frozen=True)
-class PolicySources:
-    """Several policy files concatenated (as `Engine.from_files` does), with the line
-    where each starts, to map an error's line back to its file."""
-
-    paths: list[str]
-    starts: list[int]
-    text: str
-
-    @classmethod
-    def read(cls, paths: list[str]) -> PolicySources:
-        texts = [read_text(p, "policy") for p in paths]
-        starts, line = [], 1
-        for t in texts:
-            starts.append(line)
-            line += t.count("\n") + 1
-        return cls(list(paths), starts, "\n".join(texts))
-
-    def locate(self, line: int) -> tuple[str, int]:
-        i = max(k for k, s in enumerate(self.starts) if s <= line)
-        return self.paths[i], line - self.starts[i] + 1
-
-
-def describe(e: BaseException, sources: PolicySources | None, files: dict[str, str]) -> str:
-    """One line for a load error: `file:line:col: message [policy id]`."""
+def describe(e: BaseException, policies: list[str], files: dict[str, str]) -> str:
+    """One line for a load error: `file:line:col: message (policy id)`. The engine names
+    the policy file itself (named sources); schema, entities and state are named here."""
     msg = str(e)
     file = getattr(e, "file", None)
     line = getattr(e, "line", None)
@@ -68,14 +44,10 @@ def describe(e: BaseException, sources: PolicySources | None, files: dict[str, s
             file = files.get("entities")
         elif isinstance(e, StateFileError):
             file = files.get("state")
-        elif sources is not None and line is not None:
-            file, line = sources.locate(line)
-            # The engine's message counts lines in the concatenated text: drop that.
-            msg = re.sub(r" at line \d+, column \d+", "", msg)
-        elif sources is not None and len(sources.paths) == 1:
-            file = sources.paths[0]
-        elif sources is not None:
-            file = ", ".join(sources.paths)
+        elif len(policies) == 1:
+            file = policies[0]
+        elif policies:
+            file = ", ".join(policies)
     where = file or "tether"
     if line is not None:
         where += f":{line}"
@@ -90,9 +62,11 @@ def load_engine(
     schema: str | None = None,
     entities: str | None = None,
     state: str | None = None,
+    *,
+    validate_requests: bool = True,
 ) -> Engine:
     """Build an engine from files; every failure is an `InputError` naming its file."""
-    sources = PolicySources.read(policies)
+    sources = [(p, read_text(p, "policy")) for p in policies]
     files = {k: v for k, v in (("schema", schema), ("entities", entities), ("state", state)) if v}
     schema_text = read_text(schema, "schema") if schema else None
     entities_text = read_text(entities, "entities") if entities else None
@@ -103,9 +77,15 @@ def load_engine(
     except (StateFileError, ValueError) as e:
         raise InputError(f"{state}: {e}") from None
     try:
-        return Engine(sources.text, schema_text, entities_text, state=state_spec)
+        return Engine(
+            sources,
+            schema_text,
+            entities_text,
+            state=state_spec,
+            validate_requests=validate_requests,
+        )
     except _core.TetherError as e:
-        raise InputError(describe(e, sources, files)) from None
+        raise InputError(describe(e, policies, files)) from None
 
 
 def parse_json(text: str, where: str) -> Any:

@@ -96,7 +96,10 @@ def explain(
         json.dumps(dict(context or {}), default=_json_default),
     )
     ex = _DECODE.decode(raw)
-    engine_allowed = engine.authorize(principal, a, resource, context).allowed
+    try:
+        engine_allowed = engine.authorize(principal, a, resource, context).allowed
+    except _core.TetherError:
+        engine_allowed = False  # the engine refuses the request (e.g. schema): a deny
     return msgspec.structs.replace(ex, action=a, engine_allowed=engine_allowed)
 
 

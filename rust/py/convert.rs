@@ -386,3 +386,43 @@ pub(crate) fn entities_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<St
     json.extract()
         .map_err(|_| CoreError::Entity("entities are not JSON-serialisable".into()))
 }
+
+/// Policy text as given: one string, or named sources (`[(name, text), ...]`, e.g.
+/// one per file) whose errors are then located per source.
+pub(crate) enum PolicyText {
+    Plain(String),
+    Sources(Vec<(String, String)>),
+}
+
+impl PolicyText {
+    pub(crate) fn from_py(obj: &Bound<'_, PyAny>) -> Result<Self, CoreError> {
+        if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+            return text_arg(obj, "policy").map(PolicyText::Plain);
+        }
+        let bad = || {
+            CoreError::policy(
+                "policies must be str, bytes, or a list of (name, text) pairs".to_owned(),
+            )
+        };
+        let mut out = Vec::new();
+        for item in obj.try_iter().map_err(|_| bad())? {
+            let item = item.map_err(|_| bad())?;
+            let t = item.downcast::<PyTuple>().map_err(|_| bad())?;
+            if t.len() != 2 {
+                return Err(bad());
+            }
+            let name: String = t.get_item(0).and_then(|n| n.extract()).map_err(|_| bad())?;
+            let text = text_arg(&t.get_item(1).map_err(|_| bad())?, "policy")?;
+            out.push((name, text));
+        }
+        Ok(PolicyText::Sources(out))
+    }
+
+    /// Run `f` on the whole text, with error locations per source.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        match self {
+            PolicyText::Plain(t) => f(t),
+            PolicyText::Sources(s) => crate::error::with_sources(s, f),
+        }
+    }
+}

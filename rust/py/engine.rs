@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
-use super::convert::{entities_json, text_arg, Converter, Entity};
+use super::convert::{entities_json, text_arg, Converter, Entity, PolicyText};
 use super::decision::Decision;
 use super::task::TaskHandle;
 use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
@@ -40,6 +40,14 @@ pub(crate) fn with_big_stack<T: Send>(
             .unwrap_or_else(|_| Err(CoreError::policy("internal error while compiling policies")))
     })
 }
+fn action_count(snap: &Snapshot) -> usize {
+    snap.store.count_where(|u| {
+        snap.interner
+            .get(u.ty)
+            .is_some_and(|t| t == "Action" || t.ends_with("::Action"))
+    })
+}
+
 fn on_error_arg(s: &str) -> PyResult<OnError> {
     match s {
         "skip" => Ok(OnError::Skip),
@@ -96,7 +104,8 @@ impl Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (policies, schema=None, entities=None, *, state=None, on_error="skip", validate=true))]
+    #[pyo3(signature = (policies, schema=None, entities=None, *, state=None, on_error="skip", validate=true, validate_requests=true))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         policies: &Bound<'_, PyAny>,
@@ -105,9 +114,10 @@ impl Engine {
         state: Option<&str>,
         on_error: &str,
         validate: bool,
+        validate_requests: bool,
     ) -> PyResult<Self> {
         let on_error = on_error_arg(on_error)?;
-        let text = text_arg(policies, "policy").map_err(PyErr::from)?;
+        let text = PolicyText::from_py(policies)?;
         let schema = schema
             .filter(|s| !s.is_none())
             .map(|s| text_arg(s, "schema"))
@@ -121,14 +131,17 @@ impl Engine {
         let core = py
             .allow_threads(|| {
                 with_big_stack(|| {
-                    Core::new(
-                        &text,
-                        schema.as_deref(),
-                        ents.as_deref(),
-                        state,
-                        validate,
-                        on_error,
-                    )
+                    text.with(|text| {
+                        Core::new(
+                            text,
+                            schema.as_deref(),
+                            ents.as_deref(),
+                            state,
+                            validate,
+                            on_error,
+                            validate_requests,
+                        )
+                    })
                 })
             })
             .map_err(PyErr::from)?;
@@ -172,6 +185,7 @@ impl Engine {
         let req = Converter::new(&snap, self.id())
             .request(principal, action, resource, context)
             .map_err(PyErr::from)?;
+        snap.check_request(&req, false)?;
         let mode = if reasons { Mode::Full } else { Mode::Fast };
         let outcome = snap.evaluate(&req, mode, self.core.on_error);
         self.decision(
@@ -198,6 +212,10 @@ impl Engine {
         let req = Converter::new(&snap, self.id())
             .request(principal, action, resource, context)
             .map_err(PyErr::from)?;
+        // A request the schema rejects has no decision in Cedar: deny it.
+        if snap.check_request(&req, false).is_err() {
+            return Ok(false);
+        }
         Ok(snap.evaluate(&req, Mode::Fast, self.core.on_error).allowed)
     }
 
@@ -226,10 +244,10 @@ impl Engine {
         let flush = |reqs: &mut Vec<ResolvedRequest>, out: &mut Vec<bool>| {
             let snap = &snap;
             py.allow_threads(|| {
-                out.extend(
-                    reqs.iter()
-                        .map(|r| snap.evaluate(r, Mode::Fast, on_error).allowed),
-                )
+                out.extend(reqs.iter().map(|r| {
+                    snap.check_request(r, false).is_ok()
+                        && snap.evaluate(r, Mode::Fast, on_error).allowed
+                }))
             });
             reqs.clear();
         };
@@ -324,14 +342,16 @@ impl Engine {
         schema: Option<&Bound<'_, PyAny>>,
         validate: bool,
     ) -> PyResult<()> {
-        let text = text_arg(policies, "policy").map_err(PyErr::from)?;
+        let text = PolicyText::from_py(policies)?;
         let schema = schema
             .filter(|s| !s.is_none())
             .map(|s| text_arg(s, "schema"))
             .transpose()
             .map_err(PyErr::from)?;
-        py.allow_threads(|| with_big_stack(|| self.core.reload(&text, schema.as_deref(), validate)))
-            .map_err(PyErr::from)
+        py.allow_threads(|| {
+            with_big_stack(|| text.with(|text| self.core.reload(text, schema.as_deref(), validate)))
+        })
+        .map_err(PyErr::from)
     }
 
     /// Check a Cedar JSON context against the schema's context type for `action`
@@ -421,7 +441,8 @@ impl Engine {
             .collect()
     }
 
-    /// Annotations of one policy, e.g. `{"obligation": "approval"}`.
+    /// Annotations of one policy as a list of (key, value) pairs, in source order,
+    /// e.g. `[("id", "deny-egress"), ("obligation", "human")]`.
     fn annotations(&self, policy_id: &str) -> PyResult<Vec<(String, String)>> {
         let snap = self.core.current.load();
         snap.set
@@ -447,9 +468,18 @@ impl Engine {
         self.core.current.load().version
     }
 
+    /// Entities you registered (Cedar JSON, upserts); the schema's action entities
+    /// are counted apart, in `action_count`.
     #[getter]
     fn entity_count(&self) -> usize {
-        self.core.current.load().store.len()
+        let snap = self.core.current.load();
+        snap.store.len() - action_count(&snap)
+    }
+
+    /// Action entities (declared by the schema, or given as entities).
+    #[getter]
+    fn action_count(&self) -> usize {
+        action_count(&self.core.current.load())
     }
 
     #[getter]

@@ -35,14 +35,16 @@ impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
         match e {
             CoreError::Policy {
-                message,
-                location,
-                feature,
+                ref location,
+                ref feature,
+                ..
             } => Python::with_gil(|py| {
-                let err = PolicyError::new_err(message);
+                let (location, feature) = ((**location).clone(), feature.clone());
+                let err = PolicyError::new_err(e.to_string());
                 let v = err.value(py);
                 // Attributes on the instance so callers can point at the source.
                 let _ = v.setattr("policy_id", location.policy_id);
+                let _ = v.setattr("file", location.file);
                 let _ = v.setattr("line", location.line);
                 let _ = v.setattr("column", location.column);
                 let _ = v.setattr("feature", feature);

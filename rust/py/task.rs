@@ -166,6 +166,7 @@ impl Engine {
             context,
             locals: conv.locals,
         };
+        snap.check_request(&req, true)?;
         let t = snap.authorize_task(
             &task.slot,
             &mut req,

@@ -23,19 +23,21 @@ T0 = 1_700_000_000.0
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
+    # No schema: these tests send contexts the example schema does not declare.
     return Engine.from_files(
         EXAMPLES / "agents.cedar",
-        EXAMPLES / "agents.cedarschema",
-        EXAMPLES / "entities.json",
+        entities=EXAMPLES / "entities.json",
         state=EXAMPLES / "state.toml",
     )
 
 
+def plain_engine() -> Engine:
+    return Engine.from_files(EXAMPLES / "agents.cedar", entities=EXAMPLES / "entities.json")
+
+
 def write_log(path: Path, engine: Engine, n: int = 6, **kw: Any) -> AuditLog:
     log = AuditLog(path, clock=FakeClock(T0), **kw)
-    audited = Engine.from_files(
-        EXAMPLES / "agents.cedar", EXAMPLES / "agents.cedarschema", EXAMPLES / "entities.json"
-    )
+    audited = plain_engine()
     log.attach(audited)
     with log:
         for i in range(n):
@@ -151,9 +153,7 @@ def test_rotation_keeps_one_chain_across_files(tmp_path: Path, engine: Engine) -
     p = tmp_path / "audit.jsonl"
     sink = JsonlFileSink(p, max_bytes=600)
     log = AuditLog(sink, clock=FakeClock(T0))
-    audited = Engine.from_files(
-        EXAMPLES / "agents.cedar", EXAMPLES / "agents.cedarschema", EXAMPLES / "entities.json"
-    )
+    audited = plain_engine()
     log.attach(audited)
     with log:
         for _ in range(12):
@@ -236,9 +236,7 @@ class StallingSink:
 def stalled(overflow: str) -> tuple[AuditLog, StallingSink, Engine]:
     sink = StallingSink()
     log = AuditLog(sink, capacity=2, overflow=overflow, flush_interval=0.001)  # type: ignore[arg-type]
-    audited = Engine.from_files(
-        EXAMPLES / "agents.cedar", EXAMPLES / "agents.cedarschema", EXAMPLES / "entities.json"
-    )
+    audited = plain_engine()
     log.attach(audited)
     log.start()
     audited.is_allowed(ORCH, 'Action::"call_tool"', 'Tool::"search"')
@@ -301,9 +299,7 @@ def test_a_failing_sink_surfaces() -> None:
             raise OSError("disk full")
 
     log = AuditLog(broken, capacity=1, flush_interval=0.001)
-    e = Engine.from_files(
-        EXAMPLES / "agents.cedar", EXAMPLES / "agents.cedarschema", EXAMPLES / "entities.json"
-    )
+    e = plain_engine()
     log.attach(e)
     log.start()
     with pytest.raises(AuditError):
