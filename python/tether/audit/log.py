@@ -254,17 +254,18 @@ class AuditLog:
         context: Mapping[str, Any] | None,
         decision: Decision,
     ) -> None:
-        """Queue the receipt of one task decision (called by `Task.authorize`)."""
-        if len(self._q) >= self.capacity and not self._make_room():
+        """Queue the receipt of one task decision (called by `Task.authorize`). The
+        writer wakes on its own every `flush_interval`, or at once when the buffer is
+        full, so this does no signalling: one length check, one clock read, one append."""
+        q = self._q
+        if len(q) >= self.capacity and not self._make_room():
             return
         state = (
             task.guard.engine.task_context(task.handle, now=self.clock())
             if self.task_state
             else None
         )
-        self._q.append((_TASK, self.clock(), task, action, resource, context, decision, state))
-        if len(self._q) * 2 >= self.capacity:
-            self._wake.set()
+        q.append((_TASK, self.clock(), task, action, resource, context, decision, state))
 
     def engine_decision(
         self,
@@ -281,8 +282,6 @@ class AuditLog:
         self._q.append(
             (_ENGINE, self.clock(), version, principal, action, resource, context, decision)
         )
-        if len(self._q) * 2 >= self.capacity:
-            self._wake.set()
 
     def attach(self, engine: Any) -> Any:
         """Record every `authorize` and `is_allowed` call of `engine` (a Python `Engine`
