@@ -114,6 +114,7 @@ def test_check_locates_an_error_in_the_second_file(tmp_path: Path) -> None:
     b.write_text('@id("b")\npermit(principal, action, resource)\n  when { 1 + };\n')
     line = one_line_error(run("check", str(a), str(b)))
     assert line.startswith(f"error: {b}:3:14: ")
+    assert line.count(str(b)) == 1
     # The twin: both files fine, so it loads.
     b.write_text('@id("b")\npermit(principal, action, resource)\n  when { 1 + 1 == 2 };\n')
     p = run("check", str(a), str(b))
@@ -127,6 +128,16 @@ def test_check_names_the_bad_schema_entities_and_state(tmp_path: Path) -> None:
     assert f"{bad}:" in one_line_error(run("check", pol, "--schema", str(bad)))
     assert f"{bad}:" in one_line_error(run("check", pol, "--entities", str(bad)))
     assert f"{bad}:" in one_line_error(run("check", pol, "--state", str(bad)))
+
+
+def test_check_state_typo_names_the_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "state.toml"
+    state.write_text((EX / "state.toml").read_text().replace("sensitivity >=", "sensitivty >="))
+    schema = ["--schema", str(EX / "agents.cedarschema")]
+    line = one_line_error(run("check", str(EX / "agents.cedar"), *schema, "--state", str(state)))
+    assert line.startswith(f"error: {state}: ") and "did you mean `sensitivity`" in line
+    p = run("check", str(EX / "agents.cedar"), *schema, "--state", str(EX / "state.toml"))
+    assert p.returncode == 0, p.stderr
 
 
 def test_eval_allows_and_denies() -> None:

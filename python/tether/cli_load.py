@@ -42,7 +42,8 @@ def describe(e: BaseException, policies: list[str], files: dict[str, str]) -> st
             file = files.get("schema")
         elif isinstance(e, _core.EntityError):
             file = files.get("entities")
-        elif isinstance(e, StateFileError):
+        elif isinstance(e, StateFileError) or msg.startswith("state file"):
+            # The engine checks state.toml conditions like policies; it names the table.
             file = files.get("state")
         elif len(policies) == 1:
             file = policies[0]
@@ -54,6 +55,8 @@ def describe(e: BaseException, policies: list[str], files: dict[str, str]) -> st
         if col is not None:
             where += f":{col}"
     suffix = f" (policy {pid})" if pid and pid not in msg else ""
+    if msg.startswith(f"{where}:"):  # the engine already put the location first
+        return f"{msg}{suffix}"
     return f"{where}: {msg}{suffix}"
 
 
