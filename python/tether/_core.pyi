@@ -1,7 +1,21 @@
 """Typed stub of the native module `tether._core` (built from `rust/` by maturin)."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, final
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "Decision",
+    "Engine",
+    "Entity",
+    "EntityError",
+    "PolicyError",
+    "RequestError",
+    "SchemaError",
+    "TaskHandle",
+    "TetherError",
+]
 
 class TetherError(Exception): ...
 
@@ -66,9 +80,10 @@ def explain_json(
 # One policy text, or named sources (one per file) whose errors are located per source.
 PolicySource = str | bytes | list[tuple[str, str]]
 
+@disjoint_base
 class Engine:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         policies: PolicySource,
         schema: str | bytes | None = None,
         entities: str | list[dict[str, Any]] | None = None,
@@ -77,7 +92,7 @@ class Engine:
         on_error: str = "skip",
         validate: bool = True,
         validate_requests: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     def authorize(
         self,
         principal: EntityArg,

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from tether.engine import Engine
 from tether.identity import Authenticator, LocalIssuer
-from tether.leases import CredentialBroker, MemoryLeaseStore, TaskTokenProvider, TaskTokenVerifier
+from tether.leases import CredentialBroker, TaskTokenProvider, TaskTokenVerifier
+from tether.store import MemoryLeaseStore
 from tether.tasks import ApprovalRequest, Denied, Guard, Monitors, Task
 
 AUDIENCE = "tether-demo"

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -262,15 +263,28 @@ class Task:
         )
 
     def ref(self) -> TaskRef:
+        """The task as the broker sees it; the deadline is moved onto the broker's clock
+        (the time left is what both clocks agree on)."""
+        broker = self.guard.broker
+        deadline = self.deadline
+        if broker is not None:
+            deadline = broker.clock() + (self.deadline - self.guard.clock())
         return TaskRef(
             txn=self.txn,
             agent=str(_spiffe(self.agent) or self.agent_uid),
             scope=self.scope if self.scope is not None else frozenset(),
             intent=self.intent,
             actors=self.actors,
-            deadline=self.deadline,
+            deadline=deadline,
             parent_txn=self.parent.txn if self.parent else None,
         )
+
+    def subtree(self) -> list[Task]:
+        """This task and every open descendant."""
+        out: list[Task] = [self]
+        for t in out:
+            out.extend(t.children)
+        return out
 
     def state(self) -> dict[str, Any]:
         """`context.task` as rules see it now (to replay a decision elsewhere)."""
@@ -287,14 +301,16 @@ class Task:
         self.guard._after_revoke(self)
 
     async def close(self, reason: str = "task ended") -> None:
-        """End the task: revoke it, its children and its leases (awaited)."""
+        """End the task: revoke it, its children and its leases. Every lease is unusable
+        before the first await; the provider is waited for at most the broker's
+        `provider_timeout`, once for the whole subtree."""
         if self.closed:
             return
-        self.closed = True
-        self.handle.revoke(reason)
-        for c in list(self.children):
-            await c.close(f"parent task ended: {reason}")
-        await self.guard._forget(self)
+        family = [t for t in self.subtree() if not t.closed]
+        for t in family:
+            t.closed = True
+            t.handle.revoke(reason if t is self else f"parent task ended: {reason}")
+        await self.guard._forget(family)
 
     async def __aenter__(self) -> Self:
         return self
@@ -376,14 +392,19 @@ class Guard:
         # thread); the watcher schedules them, as start_soon only works on the loop thread.
         self._loop_thread: int | None = None
         self._foreign_revokes: deque[str] = deque()
+        self._stack: AsyncExitStack | None = None
 
     async def __aenter__(self) -> Self:
-        # Enter the broker first so the task groups nest (anyio requires LIFO exit).
-        if self.broker is not None:
-            await self.broker.__aenter__()
-        self._tg = await anyio.create_task_group().__aenter__()
-        self._loop_thread = threading.get_ident()
-        self._tg.start_soon(self._watch_deadlines)
+        async with AsyncExitStack() as stack:
+            # Broker first so the task groups nest (anyio requires LIFO exit); a failed
+            # start closes whatever was already entered.
+            if self.broker is not None:
+                await stack.enter_async_context(self.broker)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._tg.cancel_scope.cancel)
+            self._loop_thread = threading.get_ident()
+            self._tg.start_soon(self._watch_deadlines)
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -392,16 +413,14 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with anyio.CancelScope(shield=True):
-            for t in list(self.tasks.values()):
-                if t.parent is None:
-                    await t.close("guard stopped")
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        async with stack:
+            with anyio.CancelScope(shield=True):
+                for t in list(self.tasks.values()):
+                    if t.parent is None:
+                        await t.close("guard stopped")
         self._tg = None
-        if self.broker is not None:
-            await self.broker.__aexit__(exc_type, exc, tb)
 
     async def authenticate(self, token: str) -> Agent:
         if self.authenticator is None:
@@ -497,20 +516,29 @@ class Guard:
         self._after_revoke(task)
 
     def _after_revoke(self, task: Task) -> None:
-        """Leases of the task and its descendants go in the background (the Rust
-        flag already denies every decision)."""
-        if self.broker is not None and self._tg is not None:
+        """Leases of the task and its descendants are unusable before this returns, from
+        any thread; the provider is told in the background (the Rust flag already denies
+        every decision)."""
+        if self.broker is None:
+            return
+        txns = [t.txn for t in task.subtree()]
+        for txn in txns:
+            self.broker.revoke_task_now(txn)
+        if self._tg is not None:
             if threading.get_ident() == self._loop_thread:
-                self._tg.start_soon(self.broker.revoke_task, task.txn)
+                self._tg.start_soon(self.broker.revoke_tasks, txns)
             else:
-                self._foreign_revokes.append(task.txn)
+                self._foreign_revokes.extend(txns)
 
-    async def _forget(self, task: Task) -> None:
-        self.tasks.pop(task.txn, None)
-        if task.parent is not None and task in task.parent.children:
-            task.parent.children.remove(task)
+    async def _forget(self, family: list[Task]) -> None:
+        """Drop closed tasks (a task first, then its descendants) and revoke their leases."""
+        for task in family:
+            self.tasks.pop(task.txn, None)
+        root = family[0]
+        if root.parent is not None and root in root.parent.children:
+            root.parent.children.remove(root)
         if self.broker is not None:
-            await self.broker.revoke_task(task.txn)
+            await self.broker.revoke_tasks([t.txn for t in family])
 
     async def _approve(
         self, task: Task, obligation: str, action: Any, resource: Any, context: Mapping[str, Any]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
-from tests.support import FakeClock
 
+from tests.support import FakeClock
 from tether.identity import Authenticator, BundleSet, LocalIssuer
 
 NOW = 1_800_000_000.0
