@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,8 +225,9 @@ def test_test_command_fails_a_wrong_expectation(tmp_path: Path) -> None:
 
 
 def test_test_command_reads_yaml(tmp_path: Path) -> None:
-    import yaml
+    import importlib
 
+    yaml: Any = importlib.import_module("yaml")
     doc = {
         "policies": [str(EX / "agents.cedar")],
         "entities": str(EX / "entities.json"),
@@ -352,6 +354,7 @@ def test_serve_answers_authzen_requests() -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # printed once the socket listens
+        assert proc.stderr is not None
         assert line.startswith("AuthZEN PDP on http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split()[-1]
         body = {

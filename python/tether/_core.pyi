@@ -15,6 +15,7 @@ __all__ = [
     "SchemaError",
     "TaskHandle",
     "TetherError",
+    "explain_json",
 ]
 
 class TetherError(Exception): ...

@@ -9,6 +9,7 @@ it, policies reading `context.task` see no task.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class ReplayResult:
     changes: list[Change] = field(default_factory=list)
 
 
-def replay(paths: list[str | os.PathLike[str]], engine: Engine) -> ReplayResult:
+def replay(paths: Sequence[str | os.PathLike[str]], engine: Engine) -> ReplayResult:
     from tether import TetherError
 
     out = ReplayResult()

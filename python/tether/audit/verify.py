@@ -11,6 +11,7 @@ by the "drop" overflow policy.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class Report:
 
 
 def verify(
-    paths: list[str | os.PathLike[str]],
+    paths: Sequence[str | os.PathLike[str]],
     *,
     public_key: ec.EllipticCurvePublicKey | None = None,
     allow_open: bool = False,
