@@ -367,3 +367,28 @@ def test_serve_answers_authzen_requests() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_bad_files_for_bench_replay_and_explain(tmp_path: Path) -> None:
+    pol = str(EX / "agents.cedar")
+    reqs = tmp_path / "reqs.json"
+    reqs.write_text('[{"principal": "x"}]')
+    line = one_line_error(run("bench", pol, "--requests", str(reqs), "--no-progress"))
+    assert f"{reqs}: request 1 needs principal, action and resource" in line
+    line = one_line_error(run("replay", str(tmp_path / "none.jsonl"), "--policies", pol))
+    assert "none.jsonl: no such receipt log file" in line
+    line = one_line_error(
+        run(
+            "explain",
+            pol,
+            "--entities",
+            str(tmp_path / "e.json"),
+            "--principal",
+            ORCH,
+            "--action",
+            "read",
+            "--resource",
+            'Dataset::"wiki"',
+        )
+    )
+    assert "e.json: no such entities file" in line
