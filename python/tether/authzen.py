@@ -17,10 +17,10 @@ Mapping to Cedar (the request becomes one `engine.authorize` call):
   `context has x` is false) and a null list element is dropped. A float with no
   fractional part is a Long; any other float becomes a Cedar `decimal` (at most four
   fractional digits, else the item is rejected).
-- Wire JSON is plain data: an object whose only key is `__entity` or `__extn`
-  (tether's own escapes for entity references and extension values) cannot be
-  expressed as plain Cedar data by the engine, so the evaluation is rejected (a deny
-  with an error) instead of being read as a reference.
+- Wire JSON is plain data: an object whose only key is `__entity` or `__extn` (tether's
+  own escapes for entity references and extension values) stays a record with that key;
+  the engine reads escapes only from plain `dict`s, and wire objects arrive here as
+  `WireRecord`s.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from tether.engine import Engine
     from tether.identity import Authenticator
 
-_ESCAPES = ("__entity", "__extn", "__expr")
 _TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$")
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 
@@ -53,15 +52,16 @@ class BadRequest(Exception):
     """The request (or one evaluation of a batch) is malformed; the message says how."""
 
 
+class WireRecord(dict[str, Any]):
+    """A JSON object from the wire: always a Cedar record, never one of tether's escapes."""
+
+
 def _cedar_value(v: Any, path: str) -> Any:
     """Wire JSON -> tether context value, by the stated rules (module docstring)."""
     if isinstance(v, dict):
-        if len(v) == 1 and next(iter(v)) in _ESCAPES:
-            raise BadRequest(
-                f"{path}: an object whose only key is `{next(iter(v))}` is reserved"
-                " and cannot be passed as plain data"
-            )
-        return {k: _cedar_value(x, f"{path}.{k}") for k, x in v.items() if x is not None}
+        items = {k: _cedar_value(x, f"{path}.{k}") for k, x in v.items() if x is not None}
+        # Only a one-key object could be taken for an escape; others stay plain dicts.
+        return WireRecord(items) if len(items) == 1 else items
     if isinstance(v, list):
         return [_cedar_value(x, f"{path}[{i}]") for i, x in enumerate(v) if x is not None]
     if isinstance(v, float):

@@ -254,26 +254,41 @@ def test_properties_reach_policies_as_context(pdp: Pdp) -> None:
 
 def test_escape_looking_keys_are_never_read_as_escapes(pdp: Pdp) -> None:
     morty = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
-    # An attacker tries to make ownerID an entity reference or an extension value.
-    for sneaky in (
-        {"__entity": {"type": "user", "id": morty}},
-        {"__extn": {"fn": "ip", "arg": "10.0.0.1"}},
-    ):
+
+    def update(owner: Any) -> bool:
         body = {
             "subject": subject(morty),
             "action": {"name": "can_update_todo"},
-            "resource": {"type": "todo", "id": "t1", "properties": {"ownerID": sneaky}},
+            "resource": {"type": "todo", "id": "t1", "properties": {"ownerID": owner}},
         }
         r = pdp.post("/access/v1/evaluation", body)
-        assert r.status_code == 400 and "reserved" in r.json()["error"]["message"]
-    # The twin: the same keys among others are plain data (a record), decided normally.
+        assert r.status_code == 200, r.text
+        return bool(r.json()["decision"])
+
+    # Morty's own todo: the plain string is his email.
+    assert update("morty@the-citadel.com")
+    # An attacker dresses ownerID up as an entity reference or an extension value; as plain
+    # records they equal no email, so the editor rule does not apply (and nothing errors).
+    assert not update({"__entity": {"type": "user", "id": morty}})
+    assert not update({"__extn": {"fn": "ip", "arg": "10.0.0.1"}})
+
+
+def test_escape_keys_reach_policies_as_records() -> None:
+    from tether.authzen import Pdp as Decider
+
+    engine = Engine(
+        'permit (principal, action, resource) when { context.meta has "__entity" && '
+        'context.meta["__entity"].type == "user" };'
+    )
     body = {
-        "subject": subject(RICK),
-        "action": {"name": "can_read_todos"},
+        "subject": subject(),
+        "action": {"name": "a"},
         "resource": todo(),
-        "context": {"meta": {"__entity": {"type": "user", "id": "x"}, "other": 1}},
+        "context": {"meta": {"__entity": {"type": "user", "id": "x"}}},
     }
-    assert pdp.post("/access/v1/evaluation", body).json() == {"decision": True}
+    assert Decider(engine).decide(body) == {"decision": True}
+    body["context"] = {"meta": {"__entity": {"type": "robot", "id": "x"}}}
+    assert Decider(engine).decide(body) == {"decision": False}
 
 
 def test_null_and_float_rules(pdp: Pdp) -> None:
