@@ -24,7 +24,12 @@ from tether.tasks import Guard, Monitors
 def test_task_authorize_receipts(benchmark: Any, audited: bool, tmp_path: Path) -> None:
     engine = build()
     log = AuditLog(tmp_path / "audit.jsonl", capacity=1 << 20) if audited else None
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0), audit=log)
+    guard = Guard(
+        engine,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+        audit=log,
+    )
     task = guard._open(ORCH, "bench", None, 3600.0, parent=None)
     reqs = itertools.cycle(_args(engine, handles=True))
 

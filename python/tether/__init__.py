@@ -18,17 +18,20 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 if TYPE_CHECKING:
     from tether._core import (
         Decision,
+        DenialKind,
         Entity,
         EntityError,
         PolicyError,
         RequestError,
         SchemaError,
-        TetherError,
     )
     from tether.engine import Engine
 
+from tether.errors import TetherError
+
 __all__ = [
     "Decision",
+    "DenialKind",
     "Engine",
     "Entity",
     "EntityError",
@@ -40,12 +43,12 @@ __all__ = [
 
 _CORE_NAMES = {
     "Decision",
+    "DenialKind",
     "Entity",
     "EntityError",
     "PolicyError",
     "RequestError",
     "SchemaError",
-    "TetherError",
 }
 
 

@@ -11,7 +11,7 @@ mod task;
 use pyo3::prelude::*;
 
 use convert::Entity;
-use decision::Decision;
+use decision::{Decision, DenialKind};
 use engine::Engine;
 use errors::{EntityError, PolicyError, RequestError, SchemaError, TetherError};
 use task::TaskHandle;
@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entity>()?;
     m.add_class::<TaskHandle>()?;
     m.add_function(wrap_pyfunction!(explain::explain_json, m)?)?;
+    m.add_class::<DenialKind>()?;
     m.add("TetherError", py.get_type::<TetherError>())?;
     m.add("PolicyError", py.get_type::<PolicyError>())?;
     m.add("SchemaError", py.get_type::<SchemaError>())?;

@@ -184,7 +184,7 @@ async def test_task_decisions_are_receipted_without_secrets(tmp_path: Path, engi
     clock = FakeClock(T0)
     log = AuditLog(got.append, clock=clock, record_requests=True, task_state=True)
     with log:
-        async with Guard(engine, clock=clock, audit=log) as guard:
+        async with Guard(engine, clock=clock, audit=log, allow_unauthenticated=True) as guard:
             async with guard.task(ORCH, intent="report") as task:
                 token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
                 task.authorize("call_tool", 'Tool::"search"')
@@ -344,7 +344,7 @@ async def test_shadow_of_task_decisions_needs_the_exact_task_state(engine: Engin
     for task_state, checked in ((True, 2), (False, 0)):
         log = AuditLog(got.append, clock=clock, task_state=task_state, shadow=engine)
         with log:
-            async with Guard(engine, clock=clock, audit=log) as guard:
+            async with Guard(engine, clock=clock, audit=log, allow_unauthenticated=True) as guard:
                 async with guard.task(ORCH, intent="report") as task:
                     task.authorize("read", 'Dataset::"payroll"')
                     task.authorize("egress", 'Domain::"pastebin.com"')

@@ -53,7 +53,12 @@ def replay(
     how many decisions were compared."""
     engine = world.engine(policies=policies)
     now = [world.T0]
-    guard = Guard(engine, clock=lambda: now[0], monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        clock=lambda: now[0],
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     ents = json.dumps(world.ENTITIES)
     schema = world.SCHEMA
     compared = 0
@@ -124,6 +129,11 @@ def test_replay_detects_a_wrong_snapshot(world: Any) -> None:
                 "budgets": {"risk": {"spent": 0, "limit": 12, "remaining": 12}},
                 "depth": 0,
                 "actors": [],
+                "intent": "x",
+                "id": 1,
+                "agent": {"__entity": {"type": "Agent", "id": ORCH.split('"')[1]}},
+                "escalated": [],
+                "escalated_until": 0,
             },
         },
     }

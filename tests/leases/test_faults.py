@@ -143,7 +143,7 @@ async def test_task_exit_is_bounded_and_cancellable_with_a_hung_provider() -> No
     engine = Engine("permit (principal, action, resource);")
     ran_after_exit = False
     with anyio.fail_after(HANG_GUARD):
-        async with Guard(engine, broker=broker) as guard:
+        async with Guard(engine, broker=broker, allow_unauthenticated=True) as guard:
             with anyio.move_on_after(0.05) as outer:  # the caller gives up early
                 async with guard.task(AGENT, intent="x") as task:
                     stuck = await task.lease("hang")
@@ -183,7 +183,9 @@ async def test_guard_start_failing_in_the_broker_leaves_nothing_running() -> Non
     holder = CredentialBroker(store, {"db": LedgerProvider()}, owner="w")
     await holder.recover()  # claims owner "w" on the store
     clash = CredentialBroker(store, {"db": LedgerProvider()}, owner="w")
-    guard = Guard(Engine("permit (principal, action, resource);"), broker=clash)
+    guard = Guard(
+        Engine("permit (principal, action, resource);"), broker=clash, allow_unauthenticated=True
+    )
     with pytest.raises(LeaseStoreBusy, match="'w'"):
         async with guard:
             pass

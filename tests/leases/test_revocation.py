@@ -31,7 +31,7 @@ def _reveal(lease: Lease) -> str:
 async def test_revoked_in_a_worker_thread_unrevealable_before_revoke_returns() -> None:
     ledger = LedgerProvider()
     broker = CredentialBroker(MemoryLeaseStore(), {"db": ledger})
-    async with Guard(ENGINE, broker=broker) as guard:
+    async with Guard(ENGINE, broker=broker, allow_unauthenticated=True) as guard:
         async with guard.task(AGENT, intent="a") as doomed, guard.task(AGENT, intent="b") as kept:
             bad, good = await doomed.lease("db"), await kept.lease("db")
 
@@ -46,7 +46,7 @@ async def test_revoked_in_a_worker_thread_unrevealable_before_revoke_returns() -
 
 async def test_revoking_decision_in_a_worker_thread_kills_the_lease_at_once() -> None:
     broker = CredentialBroker(MemoryLeaseStore(), {"db": LedgerProvider()})
-    async with Guard(ENGINE, broker=broker) as guard:
+    async with Guard(ENGINE, broker=broker, allow_unauthenticated=True) as guard:
         async with guard.task(AGENT, intent="x", scope={"read"}) as task:
             lease = await task.lease("db")
 

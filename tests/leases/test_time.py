@@ -71,7 +71,7 @@ async def test_guard_clock_and_broker_clock_may_differ() -> None:
     broker = CredentialBroker(MemoryLeaseStore(), {"db": ledger})
     guard_clock = FakeClock(WALL0)
     engine = Engine("permit (principal, action, resource);")
-    async with Guard(engine, broker=broker, clock=guard_clock) as guard:
+    async with Guard(engine, broker=broker, clock=guard_clock, allow_unauthenticated=True) as guard:
         async with guard.task(AGENT, intent="x", ttl=30) as task:
             before = time.monotonic()
             lease = await task.lease("db", ttl=600)
@@ -80,7 +80,9 @@ async def test_guard_clock_and_broker_clock_may_differ() -> None:
     assert ledger.live() == []
 
     # The same with a monotonic guard clock (used to fail every lease with LeaseExpired).
-    async with Guard(engine, broker=broker, clock=time.monotonic) as guard:
+    async with Guard(
+        engine, broker=broker, clock=time.monotonic, allow_unauthenticated=True
+    ) as guard:
         async with guard.task(AGENT, intent="x", ttl=30) as task:
             assert (await task.lease("db")).remaining() > 29
     assert ledger.live() == []

@@ -261,7 +261,7 @@ class AuditLog:
         if len(q) >= self.capacity and not self._make_room():
             return
         state = (
-            task.guard.engine.task_context(task.handle, now=self.clock())
+            task.guard.engine.task_context(task.handle, now=task.guard.clock())
             if self.task_state
             else None
         )
