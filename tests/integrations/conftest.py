@@ -1,0 +1,1 @@
+"""Adapter tests: frameworks that run only on asyncio pin the backend per module."""
