@@ -7,6 +7,7 @@ pub mod engine;
 pub mod entities;
 pub mod error;
 pub mod eval;
+pub mod explain;
 pub mod request;
 pub mod request_schema;
 pub mod state;

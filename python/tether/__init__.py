@@ -6,7 +6,14 @@ parts (identity, leases) stay importable in environments that have not built it.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = _dist_version("tether")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from tether._core import (

@@ -16,6 +16,7 @@ __all__ = [
     "SchemaError",
     "TaskHandle",
     "TetherError",
+    "explain_json",
 ]
 
 from tether.errors import TetherError as TetherError
@@ -83,6 +84,16 @@ class TaskHandle:
     def revoked(self) -> str | None: ...
     def revoke(self, reason: str) -> bool: ...
     def record_denial(self) -> str | None: ...
+
+def explain_json(
+    policies: str,
+    schema: str | None,
+    entities: str,
+    principal: str,
+    action: str,
+    resource: str,
+    context: str,
+) -> str: ...
 
 # One policy text, or named sources (one per file) whose errors are located per source.
 PolicySource = str | bytes | list[tuple[str, str]]

@@ -185,7 +185,9 @@ impl<'s> Converter<'s> {
             return Ok(Value::Str(self.sym(s)));
         }
         if let Ok(d) = obj.downcast::<PyDict>() {
-            if d.len() == 1 {
+            // Escapes are read from plain dicts only: a dict subclass is always a record
+            // (how wire JSON, e.g. AuthZEN's, passes `{"__entity": ..}` as mere data).
+            if d.len() == 1 && d.is_exact_instance_of::<PyDict>() {
                 if let Some(e) = d.get_item(intern!(d.py(), "__entity")).ok().flatten() {
                     return self
                         .entity(&e, "entity")

@@ -5,6 +5,7 @@ mod convert;
 mod decision;
 mod engine;
 mod errors;
+mod explain;
 mod task;
 
 use pyo3::prelude::*;
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decision>()?;
     m.add_class::<Entity>()?;
     m.add_class::<TaskHandle>()?;
+    m.add_function(wrap_pyfunction!(explain::explain_json, m)?)?;
     m.add_class::<DenialKind>()?;
     m.add("TetherError", py.get_type::<TetherError>())?;
     m.add("PolicyError", py.get_type::<PolicyError>())?;

@@ -16,6 +16,12 @@ class Denied(TetherError):
         self.decision = decision
         self.kind = kind if kind is not None or decision is None else decision.kind
 
+    def for_model(self) -> str:
+        """A short refusal fit to return to the model: rule names only, no data."""
+        from tether.explain import denial_for_model
+
+        return denial_for_model(self.decision) if self.decision is not None else str(self)
+
 
 class TaskRevoked(Denied):
     """The task (or an ancestor) is revoked, or its deadline passed."""

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,6 +32,9 @@ from tether.tasks.approvals import (
 from tether.tasks.errors import ApprovalRefused, TaskRevoked
 from tether.tasks.monitors import Monitors
 from tether.tasks.task import Task, action_uid
+
+if TYPE_CHECKING:
+    from tether.audit import AuditLog
 
 log = logging.getLogger("tether.tasks")
 
@@ -82,6 +85,7 @@ class Guard:
         allow_unauthenticated: bool = False,
         on_error: Literal["deny", "skip"] = "deny",
         on_decision: Callable[[Task, Any, Any, Decision], None] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         if on_error not in ("deny", "skip"):
             raise ValueError("on_error must be 'deny' or 'skip'")
@@ -98,6 +102,7 @@ class Guard:
         self.allow_unauthenticated = allow_unauthenticated
         self.on_error = on_error
         self.on_decision = on_decision
+        self.audit = audit  # receipts: tether.audit.AuditLog
         self.tasks: dict[str, Task] = {}
         self.revoked_agents: dict[str, str] = {}
         self.revoked_domains: dict[str, str] = {}

@@ -107,7 +107,7 @@ class Task:
             )
         else:
             d = self._decide(self.handle, _action(action), resource, context, self._clock())
-        return self._after(action, resource, d)
+        return self._after(action, resource, context, d)
 
     def authorize_egress(
         self,
@@ -124,8 +124,10 @@ class Task:
         resource = resolve_domain(self.guard.engine, url)
         return self.authorize(action, resource, context, reasons=reasons)
 
-    def _after(self, action: EntityArg, resource: EntityArg, d: Decision) -> Decision:
+    def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
         guard = self.guard
+        if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
+            guard.audit.task_decision(self, action, resource, context, d)
         if not d.allowed and d.revoked is not None:
             guard._revoked_by_decision(self, d.revoked)
         if guard.on_decision is not None:
@@ -172,7 +174,7 @@ class Task:
         d = self._decide(
             self.handle, _action(action), resource, context, now, reasons=True, approved=approved
         )
-        return self._after(action, resource, d)
+        return self._after(action, resource, context, d)
 
     def _denial(self, d: Decision) -> Denied:
         why = d.message or (

@@ -1,0 +1,504 @@
+"""The receipt writer: decisions are queued on the hot path and encoded, chained,
+checkpointed and written by one background thread.
+
+The hot path only appends a tuple to a deque (thread-safe under the GIL); hashing,
+encoding and I/O happen on the writer thread. Memory is bounded by `capacity` queued
+decisions; when the sink cannot keep up the `overflow` policy applies:
+
+- "block": the deciding thread waits until the writer has made room;
+- "drop": the decision is not recorded; drops are counted and the count is written in
+  the next checkpoint, so a verifier sees that receipts are missing;
+- "deny": the decision call raises `AuditOverflow` (the action is refused; task state
+  effects already committed stay counted, which can only make later decisions stricter).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tether.audit.errors import AuditError, AuditOverflow
+from tether.audit.records import (
+    DECODER,
+    ENCODER,
+    GENESIS,
+    Receipt,
+    digest,
+    key_id,
+    line_hash,
+    sign_checkpoint,
+)
+from tether.audit.sinks import CallableSink, JsonlFileSink, Sink
+
+if TYPE_CHECKING:
+    from tether._core import Decision
+    from tether.engine import Engine
+    from tether.tasks import Task
+
+Overflow = Literal["block", "drop", "deny"]
+
+_TASK = 0
+_ENGINE = 1
+
+# Context keys whose values are never written, even with `record_requests=True`.
+_SECRET_KEY = re.compile(r"(?i)(secret|token|password|passwd|credential|authorization|api_?key)")
+_JWT = re.compile(r"^eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+REDACTED = "[redacted]"
+
+
+def uid_text(x: Any) -> str:
+    """The Cedar uid text of an entity argument as callers pass it."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, tuple) and len(x) == 2:
+        return f'{x[0]}::"{x[1]}"'
+    t = getattr(x, "type", None)
+    i = getattr(x, "id", None)
+    if isinstance(t, str) and isinstance(i, str):
+        return f'{t}::"{i}"'
+    if isinstance(x, Mapping):
+        uid = x.get("uid", x)
+        if isinstance(uid, Mapping) and "type" in uid and "id" in uid:
+            return f'{uid["type"]}::"{uid["id"]}"'
+    return repr(x)
+
+
+def redact(value: Any) -> Any:
+    """A JSON-able copy of a context with secrets replaced by "[redacted]"."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return REDACTED if _JWT.match(value) else value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if type(value).__name__ == "Secret":
+        return REDACTED
+    t = getattr(value, "type", None)
+    i = getattr(value, "id", None)
+    if isinstance(t, str) and isinstance(i, str):
+        return {"__entity": {"type": t, "id": i}}
+    return REDACTED
+
+
+_DIGEST_ENC = msgspec.json.Encoder(order="sorted", enc_hook=lambda o: redact(o))
+
+
+def context_digest(context: Mapping[str, Any] | None) -> str:
+    """SHA-256 of the redacted context, keys sorted (stable across processes)."""
+    return digest(_DIGEST_ENC.encode(redact(context or {})))
+
+
+def denial_kind(d: Decision) -> str | None:
+    if d.allowed:
+        return None
+    if d.revoked is not None:
+        return "revoked"
+    if d.obligations:
+        return "approval"
+    if d.errors:
+        return "error"
+    if d.reasons:
+        return "forbid"
+    return "no-permit"
+
+
+class AuditLog:
+    """A hash-chained receipt log written by a background thread.
+
+    `target` is a path (rotating JSONL file), a `Sink`, or a callable receiving each
+    encoded line. Use as a context manager, or call `start()` and `close()`. Feed it
+    with `Guard(..., audit=log)` for task decisions and `log.attach(engine)` for plain
+    engine decisions.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | Sink | Callable[[bytes], object],
+        *,
+        capacity: int = 65536,
+        overflow: Overflow = "block",
+        signing_key: ec.EllipticCurvePrivateKey | None = None,
+        checkpoint_every: int = 10000,
+        record_requests: bool = False,
+        task_state: bool = False,
+        flush_interval: float = 0.05,
+        clock: Callable[[], float] = time.time,
+        shadow: Engine | None = None,
+    ) -> None:
+        if overflow not in ("block", "drop", "deny"):
+            raise ValueError(f"overflow must be block, drop or deny, not {overflow!r}")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if signing_key is not None and not isinstance(signing_key.curve, ec.SECP256R1):
+            raise ValueError("signing_key must be a P-256 key (ES256)")
+        if isinstance(target, str | os.PathLike):
+            self.sink: Sink = JsonlFileSink(target)
+        elif callable(target) and not hasattr(target, "write"):
+            self.sink = CallableSink(target)
+        else:
+            self.sink = target  # type: ignore[assignment]
+        self.capacity = capacity
+        self.overflow = overflow
+        self.signing_key = signing_key
+        self.kid = key_id(signing_key.public_key()) if signing_key is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.record_requests = record_requests
+        self.task_state = task_state
+        self.flush_interval = flush_interval
+        self.clock = clock
+        # Shadow mode: a candidate engine decides each receipted request on the writer
+        # thread (never enforced); a different verdict goes in the receipt's `shadow`.
+        self.shadow = shadow
+        self.shadow_checked = 0
+        self.shadow_diffs = 0
+        self.shadow_skipped = 0  # task decisions without `task_state` (no exact context.task)
+        self.written = 0  # decision receipts written
+        self.dropped = 0  # decisions dropped by the "drop" policy
+        self.refused = 0  # decisions refused by the "deny" policy
+        self.blocked = 0  # times a deciding thread waited for room
+        self._q: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._prev = GENESIS
+        self._since_mark = 0
+        self._dropped_written = 0
+        self._failure: BaseException | None = None
+        # Writer-thread caches: a task's base context is the same dict on every call,
+        # and entity handles repeat; both would otherwise be re-encoded per receipt.
+        self._last_context: tuple[Any, str] | None = None
+        self._uids: dict[Any, str] = {}
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._thread is not None:
+            return self
+        tail = self.sink.tail()
+        if tail is not None:
+            try:
+                last = DECODER.decode(tail)
+            except msgspec.DecodeError as e:
+                msg = f"cannot continue the log: its last line is not a receipt: {e}"
+                raise AuditError(msg) from e
+            self._seq = last.seq + 1
+            self._prev = line_hash(tail)
+            # Counts run over the whole log, so a verifier can compare them.
+            self.written = last.count or 0
+            self.dropped = self._dropped_written = last.dropped or 0
+        self.sink.write([self._checkpoint("open")])
+        self._thread = threading.Thread(target=self._run, name="tether-audit", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Write what is queued, a closing checkpoint, and close the sink."""
+        if self._thread is None:
+            return
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+        self._thread = None
+        try:
+            if self._failure is None:
+                self._drain()
+                self.sink.write([self._checkpoint("close")])
+        except Exception as e:
+            self._failure = e
+        finally:
+            self.sink.close()
+        if self._failure is not None:
+            raise AuditError(f"receipt sink failed: {self._failure}") from self._failure
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is written (for tests and shutdown)."""
+        with self._room:
+            self._wake.set()
+            while self._q and self._thread is not None and self._failure is None:
+                self._room.wait(0.5)
+                self._wake.set()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- hot path --------------------------------------------------------
+
+    def task_decision(
+        self,
+        task: Task,
+        action: Any,
+        resource: Any,
+        context: Mapping[str, Any] | None,
+        decision: Decision,
+    ) -> None:
+        """Queue the receipt of one task decision (called by `Task.authorize`). The
+        writer wakes on its own every `flush_interval`, or at once when the buffer is
+        full, so this does no signalling: one length check, one clock read, one append."""
+        q = self._q
+        if len(q) >= self.capacity and not self._make_room():
+            return
+        state = (
+            task.guard.engine.task_context(task.handle, now=task.guard.clock())
+            if self.task_state
+            else None
+        )
+        q.append((_TASK, self.clock(), task, action, resource, context, decision, state))
+
+    def engine_decision(
+        self,
+        version: int,
+        principal: Any,
+        action: Any,
+        resource: Any,
+        context: Mapping[str, Any] | None,
+        decision: Decision | bool,
+    ) -> None:
+        """Queue the receipt of one plain engine decision."""
+        if len(self._q) >= self.capacity and not self._make_room():
+            return
+        self._q.append(
+            (_ENGINE, self.clock(), version, principal, action, resource, context, decision)
+        )
+
+    def attach(self, engine: Any) -> Any:
+        """Record every `authorize` and `is_allowed` call of `engine` (a Python `Engine`
+        instance: the methods are wrapped on the instance, the class is untouched)."""
+        authorize = engine.authorize
+        is_allowed = engine.is_allowed
+
+        def audited_authorize(
+            principal: Any,
+            action: Any,
+            resource: Any,
+            context: Mapping[str, Any] | None = None,
+            **kw: Any,
+        ) -> Decision:
+            d: Decision = authorize(principal, action, resource, context, **kw)
+            self.engine_decision(engine.version, principal, action, resource, context, d)
+            return d
+
+        def audited_is_allowed(
+            principal: Any, action: Any, resource: Any, context: Mapping[str, Any] | None = None
+        ) -> bool:
+            ok: bool = is_allowed(principal, action, resource, context)
+            self.engine_decision(engine.version, principal, action, resource, context, ok)
+            return ok
+
+        engine.authorize = audited_authorize
+        engine.is_allowed = audited_is_allowed
+        return engine
+
+    def _make_room(self) -> bool:
+        """The buffer is full: apply the overflow policy. True if the caller may queue."""
+        if self._failure is not None or self._thread is None:
+            raise AuditError(
+                "receipt log is not running"
+                + (f" (sink failed: {self._failure})" if self._failure else "")
+            )
+        if self.overflow == "drop":
+            self.dropped += 1
+            return False
+        if self.overflow == "deny":
+            self.refused += 1
+            raise AuditOverflow(
+                f"receipt buffer full ({self.capacity} decisions queued): action refused"
+            )
+        self.blocked += 1
+        with self._room:
+            while len(self._q) >= self.capacity:
+                self._wake.set()
+                self._room.wait(0.5)
+                if self._failure is not None:
+                    raise AuditError(f"receipt sink failed: {self._failure}")
+        return True
+
+    # -- writer thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._drain()
+            except BaseException as e:  # a failing sink must surface, not vanish
+                self._failure = e
+                with self._room:
+                    self._room.notify_all()
+                return
+
+    def _drain(self) -> None:
+        q = self._q
+        while q or self.dropped != self._dropped_written:
+            lines: list[bytes] = []
+            for _ in range(min(len(q), 4096)):
+                lines.append(self._encode(self._build(q.popleft())))
+                self.written += 1
+                self._since_mark += 1
+                if self._since_mark >= self.checkpoint_every:
+                    lines.append(self._checkpoint("mark"))
+            if self.dropped != self._dropped_written:
+                lines.append(self._checkpoint("mark"))
+            self.sink.write(lines)
+            with self._room:
+                self._room.notify_all()
+            if self.sink.wants_rotation():
+                self.sink.write([self._checkpoint("close")])
+                self.sink.rotate()
+                self.sink.write([self._checkpoint("open")])
+
+    def _encode(self, r: Receipt) -> bytes:
+        r.seq = self._seq
+        r.prev = self._prev
+        line = ENCODER.encode(r)
+        self._seq += 1
+        self._prev = line_hash(line)
+        return line
+
+    def _checkpoint(self, kind: str) -> bytes:
+        self._since_mark = 0
+        self._dropped_written = self.dropped
+        r = Receipt(
+            seq=self._seq,
+            time=self.clock(),
+            kind=kind,
+            head=self._prev,
+            count=self.written,
+            dropped=self.dropped,
+            kid=self.kid,
+        )
+        if self.signing_key is not None:
+            r.sig = sign_checkpoint(self.signing_key, r)
+        return self._encode(r)
+
+    def _build(self, item: tuple[Any, ...]) -> Receipt:
+        if item[0] == _TASK:
+            _, t, task, action, resource, context, d, state = item
+            from tether.tasks import action_uid
+
+            agent = task.agent
+            r = Receipt(
+                seq=0,
+                time=t,
+                txn=task.txn,
+                agent=task.agent_uid,
+                action=self._uid(action_uid(action)),
+                resource=self._uid(resource),
+                policies=task.guard.engine.version,
+                state=digest(state.encode()) if state is not None else None,
+                context=self._context_digest(context),
+                leases=self._leases(task),
+                jti=getattr(agent, "token_id", None),
+            )
+            if self.record_requests:
+                r.request = {"context": redact(context or {})}
+                if state is not None:
+                    r.request["task"] = msgspec.json.decode(state)
+        else:
+            _, t, version, principal, action, resource, context, d = item
+            r = Receipt(
+                seq=0,
+                time=t,
+                agent=self._uid(principal),
+                action=self._uid(action),
+                resource=self._uid(resource),
+                policies=version,
+                context=self._context_digest(context),
+            )
+            if self.record_requests:
+                r.request = {"context": redact(context or {})}
+        self._decide_shadow(r, item)
+        if isinstance(d, bool):
+            r.decision = "allow" if d else "deny"
+            r.denial = None if d else "deny"
+        else:
+            r.decision = "allow" if d.allowed else "deny"
+            r.reasons = list(d.reasons)
+            r.errors = list(d.errors)
+            r.denial = denial_kind(d)
+        return r
+
+    def _context_digest(self, context: Mapping[str, Any] | None) -> str:
+        last = self._last_context
+        if last is not None and last[0] is context:
+            return last[1]
+        d = context_digest(context)
+        self._last_context = (context, d)
+        return d
+
+    def _uid(self, x: Any) -> str:
+        if isinstance(x, str):
+            return x
+        try:
+            return self._uids[x]
+        except (KeyError, TypeError):
+            text = uid_text(x)
+            if len(self._uids) < 4096:
+                try:
+                    self._uids[x] = text
+                except TypeError:  # unhashable (a dict): not cached
+                    pass
+            return text
+
+    def _decide_shadow(self, r: Receipt, item: tuple[Any, ...]) -> None:
+        if self.shadow is None:
+            return
+        from tether import TetherError
+
+        d = item[-2] if item[0] == _TASK else item[-1]
+        live = d if isinstance(d, bool) else d.allowed
+        if item[0] == _TASK:
+            state = item[-1]
+            if state is None:
+                self.shadow_skipped += 1
+                return
+            context = {**(item[5] or {}), "task": msgspec.json.decode(state)}
+            principal: Any = r.agent
+            action: Any = r.action
+            resource: Any = r.resource
+        else:
+            context = dict(item[6] or {})
+            principal, action, resource = item[3], item[4], item[5]
+        try:
+            shadow = self.shadow.is_allowed(principal, action, resource, context)
+        except TetherError:
+            shadow = False  # the candidate fails closed, as it would if enforced
+        self.shadow_checked += 1
+        if shadow != live:
+            self.shadow_diffs += 1
+            r.shadow = "allow" if shadow else "deny"
+
+    @staticmethod
+    def _leases(task: Task) -> list[str]:
+        broker = task.guard.broker
+        if broker is None:
+            return []
+        # The broker lives on the event loop thread; its dict may change while read.
+        for _ in range(3):
+            try:
+                return sorted(lease.lease_id for lease in broker.active(f"tasks/{task.txn}/"))
+            except RuntimeError:
+                continue
+        return []
