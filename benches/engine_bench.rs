@@ -60,7 +60,8 @@ fn workload(n: usize) -> (String, String) {
 #[divan::bench(args = [100, 1000, 10000], sample_count = 200, sample_size = 200)]
 fn evaluate(bencher: divan::Bencher, n: usize) {
     let (pol, ents) = workload(n);
-    let core = Core::new(&pol, None, Some(&ents), None, false, OnError::Skip).expect("builds");
+    let core =
+        Core::new(&pol, None, Some(&ents), None, false, OnError::Skip, true).expect("builds");
     let snap = core.current.load_full();
     let sym = |s: &str| snap.interner.lookup(s).expect("interned");
     let risk = sym("risk");

@@ -18,6 +18,7 @@ use crate::compile::{self, CompiledSet};
 use crate::entities::{parse_entities, EntityStore};
 use crate::error::TetherError;
 use crate::eval::{EvalErr, Evaluator, Locals};
+use crate::request_schema::RequestShapes;
 use crate::state::{CompiledState, StateSpec};
 use crate::value::{Euid, Interner, Value};
 
@@ -26,6 +27,9 @@ pub struct Snapshot {
     pub set: Arc<CompiledSet>,
     pub store: Arc<EntityStore>,
     pub schema: Option<Arc<Schema>>,
+    /// Each declared action's expected request (None: no schema, or request
+    /// validation turned off).
+    pub shapes: Option<Arc<RequestShapes>>,
     /// The task state file; recompiled with every policy reload.
     pub state_spec: Option<Arc<StateSpec>>,
     pub version: u64,
@@ -214,6 +218,8 @@ pub struct Core {
     /// Serialises writers; readers never take it.
     write: std::sync::Mutex<()>,
     pub on_error: OnError,
+    /// Check each request against the schema, as Cedar does (on by default).
+    pub validate_requests: bool,
 }
 
 pub fn parse_schema(text: &str) -> Result<Schema, TetherError> {
@@ -225,7 +231,15 @@ pub fn parse_schema(text: &str) -> Result<Schema, TetherError> {
     } else {
         Schema::from_cedarschema_str(text)
             .map(|(s, _warnings)| s)
-            .map_err(|e| TetherError::Schema(crate::error::render_diag(&e)))
+            .map_err(|e| {
+                let at = crate::error::first_offset(&e)
+                    .map(|o| {
+                        let (l, c) = crate::error::line_col(text, o);
+                        format!("line {l}, column {c}: ")
+                    })
+                    .unwrap_or_default();
+                TetherError::Schema(format!("{at}{}", crate::error::render_diag(&e)))
+            })
     }
 }
 
@@ -237,6 +251,7 @@ impl Core {
         state: Option<&str>,
         validate: bool,
         on_error: OnError,
+        validate_requests: bool,
     ) -> Result<Self, TetherError> {
         let schema = schema.map(parse_schema).transpose()?.map(Arc::new);
         let state_spec = state
@@ -246,11 +261,19 @@ impl Core {
             })
             .transpose()?
             .map(Arc::new);
-        let snap = build(policies, schema, entities, state_spec, validate)?;
+        let snap = build(
+            policies,
+            schema,
+            entities,
+            state_spec,
+            validate,
+            validate_requests,
+        )?;
         Ok(Core {
             current: ArcSwap::from_pointee(snap),
             write: std::sync::Mutex::new(()),
             on_error,
+            validate_requests,
         })
     }
 
@@ -278,6 +301,9 @@ impl Core {
             (Some(s), true) => compile::validate(&pset, s, policies)?,
             _ => Vec::new(),
         };
+        if let (Some(s), true, Some(spec)) = (&schema, validate, cur.state_spec.as_deref()) {
+            compile::validate_state(spec, s)?;
+        }
         let mut interner = cur.interner.clone();
         let mut set = compile::compile(policies, &pset, &mut interner)?;
         set.warnings = warnings;
@@ -285,6 +311,7 @@ impl Core {
             cur.state_spec.as_deref().unwrap_or(&StateSpec::default()),
             &mut interner,
         )?);
+        let shapes = request_shapes(schema.as_deref(), self.validate_requests, &mut interner);
         let mut store = (*cur.store).clone();
         store.finish(&interner, &set.named_uids);
         self.current.store(Arc::new(Snapshot {
@@ -292,6 +319,7 @@ impl Core {
             set: Arc::new(set),
             store: Arc::new(store),
             schema,
+            shapes,
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
@@ -380,6 +408,7 @@ impl Core {
             set: cur.set.clone(),
             store: Arc::new(store),
             schema: cur.schema.clone(),
+            shapes: cur.shapes.clone(),
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
@@ -392,6 +421,7 @@ fn build(
     entities: Option<&str>,
     state_spec: Option<Arc<StateSpec>>,
     validate: bool,
+    validate_requests: bool,
 ) -> Result<Snapshot, TetherError> {
     let mut interner = Interner::default();
     let pset = compile::parse(policies)?;
@@ -399,6 +429,9 @@ fn build(
         (Some(s), true) => compile::validate(&pset, s, policies)?,
         _ => Vec::new(),
     };
+    if let (Some(s), true, Some(spec)) = (&schema, validate, state_spec.as_deref()) {
+        compile::validate_state(spec, s)?;
+    }
     let mut set = compile::compile(policies, &pset, &mut interner)?;
     set.warnings = warnings;
     // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
@@ -412,13 +445,57 @@ fn build(
     for (uid, data) in parsed {
         store.upsert(uid, data);
     }
+    let shapes = request_shapes(schema.as_deref(), validate_requests, &mut interner);
     store.finish(&interner, &set.named_uids);
     Ok(Snapshot {
         interner,
         set: Arc::new(set),
         store: Arc::new(store),
         schema,
+        shapes,
         state_spec,
         version: 0,
     })
+}
+
+fn request_shapes(
+    schema: Option<&Schema>,
+    validate_requests: bool,
+    interner: &mut Interner,
+) -> Option<Arc<RequestShapes>> {
+    schema
+        .filter(|_| validate_requests)
+        .map(|s| Arc::new(RequestShapes::build(s, interner)))
+}
+
+impl Snapshot {
+    /// Cedar's request validation, when there is a schema: the action declared, the
+    /// principal and resource types it applies to, the context of its type.
+    /// `task_path`: the caller's context on the task path, where tether adds `task`.
+    pub fn check_request(&self, req: &ResolvedRequest, task_path: bool) -> Result<(), TetherError> {
+        let Some(shapes) = &self.shapes else {
+            return Ok(());
+        };
+        let name = |s| {
+            req.locals
+                .resolve(&self.interner, s)
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let skip = if task_path {
+            self.set.state.as_ref().map(|st| st.keys.task)
+        } else {
+            None
+        };
+        shapes
+            .check(
+                req.principal,
+                req.action,
+                req.resource,
+                req.context.as_ref(),
+                skip,
+                &name,
+            )
+            .map_err(TetherError::Request)
+    }
 }

@@ -66,6 +66,11 @@ impl EntityStore {
         self.map.len()
     }
 
+    /// How many stored entities satisfy `f` (e.g. the schema's action entities).
+    pub fn count_where(&self, f: impl Fn(&Euid) -> bool) -> usize {
+        self.map.keys().filter(|u| f(u)).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -49,4 +49,4 @@ def test_check_reports_a_bad_policy(tmp_path: Path) -> None:
     bad.write_text("permit(principal, action, resource) when { 1 + };\n")
     p = run("check", str(bad))
     assert p.returncode == 1
-    assert "line 1" in p.stderr
+    assert f"{bad}:1:" in p.stderr

@@ -43,11 +43,11 @@ def test_entity_forms_agree(engine: Engine) -> None:
 
 def test_reasons_and_errors(engine: Engine) -> None:
     d = engine.authorize('User::"bob"', READ, 'Doc::"d1"', {"mfa": True}, reasons=True)
-    assert not d.allowed and d.reasons == ["policy1"] and d.errors == []
+    assert not d.allowed and d.reasons == ["block-bad"] and d.errors == []
     d = engine.authorize('User::"carol"', READ, 'Doc::"d1"', {"mfa": True}, reasons=True)
-    assert not d.allowed and d.errors == ["policy1"]
+    assert not d.allowed and d.errors == ["block-bad"]
     assert "does not exist" in d.error_messages[0]
-    assert dict(engine.annotations("policy1"))["id"] == "block-bad"
+    assert dict(engine.annotations("block-bad"))["id"] == "block-bad"
 
 
 def test_on_error_deny_fails_closed() -> None:

@@ -21,6 +21,7 @@ class TetherError(Exception): ...
 
 class PolicyError(TetherError):
     policy_id: str | None
+    file: str | None
     line: int | None
     column: int | None
     feature: str | None
@@ -66,17 +67,21 @@ class TaskHandle:
     def revoked(self) -> str | None: ...
     def revoke(self, reason: str) -> bool: ...
 
+# One policy text, or named sources (one per file) whose errors are located per source.
+PolicySource = str | bytes | list[tuple[str, str]]
+
 @disjoint_base
 class Engine:
     def __new__(
         cls,
-        policies: str | bytes,
+        policies: PolicySource,
         schema: str | bytes | None = None,
         entities: str | list[dict[str, Any]] | None = None,
         *,
         state: str | None = None,
         on_error: str = "skip",
         validate: bool = True,
+        validate_requests: bool = True,
     ) -> Self: ...
     def authorize(
         self,
@@ -101,7 +106,7 @@ class Engine:
     def upsert_entities(self, entities: str | list[dict[str, Any]]) -> int: ...
     def remove_entities(self, uids: Iterable[EntityArg]) -> int: ...
     def reload(
-        self, policies: str | bytes, schema: str | bytes | None = None, *, validate: bool = True
+        self, policies: PolicySource, schema: str | bytes | None = None, *, validate: bool = True
     ) -> None: ...
     def policy_ids(self) -> list[str]: ...
     def annotations(self, policy_id: str) -> list[tuple[str, str]]: ...
@@ -110,6 +115,8 @@ class Engine:
     def version(self) -> int: ...
     @property
     def entity_count(self) -> int: ...
+    @property
+    def action_count(self) -> int: ...
     @property
     def policy_count(self) -> int: ...
     def normalize_context(

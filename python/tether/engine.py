@@ -24,20 +24,31 @@ class Engine(_core.Engine):
         state: StrPath | None = None,
         on_error: str = "skip",
         validate: bool = True,
+        validate_requests: bool = True,
     ) -> Engine:
-        """Build an engine from `.cedar` file(s), a `.cedarschema` (or JSON schema)
+        """Build an engine from `.cedar` file(s), a `.cedarschema` (or JSON schema),
         a Cedar JSON entities file and a task state file (`state.toml`). Several policy
-        files are concatenated in order."""
+        files form one policy set; errors name the file, line and column."""
         paths = policies if isinstance(policies, list) else [policies]
-        text = "\n".join(Path(p).read_text(encoding="utf-8") for p in paths)
+        sources = [(str(p), Path(p).read_text(encoding="utf-8")) for p in paths]
         schema_text = Path(schema).read_text(encoding="utf-8") if schema is not None else None
         entities_text = Path(entities).read_text(encoding="utf-8") if entities is not None else None
         state_spec = load_state(state) if state is not None else None
-        return cls(
-            text,
-            schema_text,
-            entities_text,
-            state=state_spec,
-            on_error=on_error,
-            validate=validate,
-        )
+        try:
+            return cls(
+                sources,
+                schema_text,
+                entities_text,
+                state=state_spec,
+                on_error=on_error,
+                validate=validate,
+                validate_requests=validate_requests,
+            )
+        except _core.SchemaError as e:
+            if schema is None:
+                raise
+            raise _core.SchemaError(f"{schema}: {e}") from None
+        except _core.EntityError as e:
+            if entities is None:
+                raise
+            raise _core.EntityError(f"{entities}: {e}") from None

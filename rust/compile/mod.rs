@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use cedar_policy::{PolicySet, Schema, ValidationMode, Validator};
 
-use crate::error::{first_offset, line_col, render_diag, Location, TetherError};
+use crate::error::{first_offset, render_diag, Location, TetherError};
 use crate::value::Interner;
 use index::Index;
 use ir::{Clause, CompiledPolicy, Effect, Node};
@@ -39,18 +39,7 @@ fn natural_key(id: &str) -> (u64, String) {
 }
 
 fn location_of(text: &str, offset: Option<usize>, policy_id: Option<String>) -> Location {
-    let (line, column) = match offset {
-        Some(o) => {
-            let (l, c) = line_col(text, o);
-            (Some(l), Some(c))
-        }
-        None => (None, None),
-    };
-    Location {
-        policy_id,
-        line,
-        column,
-    }
+    Location::at(text, offset, policy_id)
 }
 
 /// Byte offset where each policy starts, from Cedar's own parser (error path only).
@@ -69,16 +58,60 @@ fn policy_offsets(text: &str) -> Vec<(String, usize)> {
     }
 }
 
+/// The name each policy goes by, in order: its `@id("...")` annotation when it has
+/// one (as the Cedar CLI names policies), else Cedar's own `policyN`. Two policies
+/// with one name would make reasons ambiguous, so that is a load error naming both.
+fn policy_names(
+    text: &str,
+    policies: &[&cedar_policy::Policy],
+) -> Result<Vec<String>, TetherError> {
+    let names: Vec<String> = policies
+        .iter()
+        .map(|p| {
+            p.annotation("id")
+                .map(str::to_owned)
+                .unwrap_or_else(|| p.id().to_string())
+        })
+        .collect();
+    let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
+    for (i, n) in names.iter().enumerate() {
+        if let Some(&j) = seen.get(n.as_str()) {
+            let offs = policy_offsets(text);
+            let at = |k: usize| {
+                let cedar_id = policies[k].id().to_string();
+                let off = offs
+                    .iter()
+                    .find(|(pid, _)| *pid == cedar_id)
+                    .map(|(_, o)| *o);
+                location_of(text, off, Some(names[k].clone()))
+            };
+            let (first, second) = (at(j), at(i));
+            let show = |l: &Location| {
+                l.describe()
+                    .unwrap_or_else(|| "an unknown position".to_owned())
+            };
+            return Err(TetherError::Policy {
+                message: format!(
+                    "two policies are named `{n}`: at {} and at {} (a policy's name is its \
+                     @id annotation, or policyN without one; names must be unique)",
+                    show(&first),
+                    show(&second)
+                ),
+                location: Box::new(second),
+                feature: None,
+            });
+        }
+        seen.insert(n, i);
+    }
+    Ok(names)
+}
+
 pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
     PolicySet::from_str(text).map_err(|e| {
         let loc = location_of(text, first_offset(&e), None);
-        let at = match (loc.line, loc.column) {
-            (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
-            _ => String::new(),
-        };
         TetherError::Policy {
-            message: format!("cannot parse policies{at}: {}", render_diag(&e)),
-            location: loc,
+            message: format!("cannot parse policies: {}", render_diag(&e)),
+            location: Box::new(loc),
             feature: None,
         }
     })
@@ -91,13 +124,27 @@ pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<Vec<Str
     if res.validation_passed() {
         return Ok(res.validation_warnings().map(|w| render_diag(w)).collect());
     }
-    let errs: Vec<String> = res.validation_errors().map(|e| render_diag(e)).collect();
+    let name_of = |id: &cedar_policy::PolicyId| {
+        pset.policy(id)
+            .and_then(|p| p.annotation("id").map(str::to_owned))
+            .unwrap_or_else(|| id.to_string())
+    };
+    let errs: Vec<String> = res
+        .validation_errors()
+        .map(|e| {
+            let name = name_of(e.policy_id());
+            let msg = render_diag(e).replace(&format!("for policy `{}`, ", e.policy_id()), "");
+            let at = location_of(text, first_offset(e), None)
+                .describe()
+                .map(|w| format!(" at {w}"))
+                .unwrap_or_default();
+            format!("policy `{name}`{at}: {msg}")
+        })
+        .collect();
     let first = res.validation_errors().next();
-    let loc = location_of(
-        text,
-        first.and_then(|e| first_offset(e)),
-        first.map(|e| e.policy_id().to_string()),
-    );
+    // Name the policy as the user did (`@id`), not by Cedar's `policyN`.
+    let name = first.map(|e| name_of(e.policy_id()));
+    let loc = location_of(text, first.and_then(|e| first_offset(e)), name);
     Err(TetherError::Policy {
         message: format!(
             "policies do not validate against the schema ({} error{}): {}",
@@ -105,7 +152,7 @@ pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<Vec<Str
             if errs.len() == 1 { "" } else { "s" },
             errs.join("; ")
         ),
-        location: loc,
+        location: Box::new(loc),
         feature: None,
     })
 }
@@ -119,21 +166,18 @@ pub fn compile(
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();
     let mut out = Vec::with_capacity(policies.len());
-    for p in policies {
+    let names = policy_names(text, &policies)?;
+    for (p, name) in policies.into_iter().zip(names) {
         let id = p.id().to_string();
         let unsupported = |feature: String| {
             let offs = policy_offsets(text);
             let off = offs.iter().find(|(pid, _)| *pid == id).map(|(_, o)| *o);
-            let loc = location_of(text, off, Some(id.clone()));
+            let loc = location_of(text, off, Some(name.clone()));
             TetherError::Policy {
                 message: format!(
-                    "policy `{id}`{} uses a Cedar feature tether does not support: {feature}",
-                    match (loc.line, loc.column) {
-                        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
-                        _ => String::new(),
-                    }
+                    "policy `{name}` uses a Cedar feature tether does not support: {feature}"
                 ),
-                location: loc,
+                location: Box::new(loc),
                 feature: Some(feature),
             }
         };
@@ -161,7 +205,7 @@ pub fn compile(
             clauses.push(Clause { node, unless });
         }
         out.push(CompiledPolicy {
-            id,
+            id: name,
             effect: match body.effect {
                 cedar_policy::pst::Effect::Permit => Effect::Permit,
                 cedar_policy::pst::Effect::Forbid => Effect::Forbid,
@@ -215,4 +259,50 @@ pub fn compile(
         text: text.to_owned(),
         warnings: Vec::new(),
     })
+}
+
+/// Validate the task state file's conditions against the schema, each as the
+/// condition of an unscoped policy (strict mode), so a typo such as
+/// `resource.sensitivty` fails at load and names the label, counter or budget.
+pub fn validate_state(spec: &crate::state::StateSpec, schema: &Schema) -> Result<(), TetherError> {
+    let mut checks: Vec<(String, String)> = Vec::new();
+    for (name, l) in &spec.labels {
+        checks.push((format!("label `{name}` (set_when)"), l.set_when.clone()));
+    }
+    for (name, c) in &spec.counters {
+        checks.push((
+            format!("counter `{name}` (count_when)"),
+            c.count_when.clone(),
+        ));
+    }
+    for (name, b) in &spec.budgets {
+        // `add` must be a Long; guarded by `when`, as the budget evaluates it.
+        let add = format!("(({}) + 0 == 0)", b.add);
+        let cond = match &b.when {
+            Some(w) => {
+                checks.push((format!("budget `{name}` (when)"), w.clone()));
+                format!("({w}) && {add}")
+            }
+            None => add,
+        };
+        checks.push((format!("budget `{name}` (add)"), cond));
+    }
+    for (what, cond) in checks {
+        let text = format!("permit (principal, action, resource) when {{ {cond} }};");
+        let err = |m: String| TetherError::Policy {
+            message: format!("state file, {what}: {m}"),
+            location: Box::default(),
+            feature: None,
+        };
+        let pset = PolicySet::from_str(&text).map_err(|e| err(render_diag(&e)))?;
+        let res = Validator::new(schema.clone()).validate(&pset, ValidationMode::Strict);
+        if !res.validation_passed() {
+            let errs: Vec<String> = res.validation_errors().map(|e| render_diag(e)).collect();
+            return Err(err(format!(
+                "does not validate against the schema: {}",
+                errs.join("; ")
+            )));
+        }
+    }
+    Ok(())
 }

@@ -579,7 +579,10 @@ class World:
 
 
 def build_world(src: Src, n_policies: int, n_requests: int, max_depth: int = 3) -> World:
-    policies = [gen_policy(src, max_depth) for _ in range(n_policies)]
+    # `@id` names must be unique in tether (they name reasons); make each one so.
+    policies = [
+        gen_policy(src, max_depth).replace('@id("p")', f'@id("p{i}")') for i in range(n_policies)
+    ]
     entities = gen_entities(src)
     requests = [gen_request(src) for _ in range(n_requests)]
     return World(policies, entities, requests)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
 
 from tests.support import FakeClock
-from tether.identity import BundleSet
+from tether.identity import Authenticator, BundleSet, LocalIssuer
 
 NOW = 1_800_000_000.0
 
@@ -55,10 +55,23 @@ def _forge(
 class Keys:
     ec256: ec.EllipticCurvePrivateKey
     ec384: ec.EllipticCurvePrivateKey
+    ec521: ec.EllipticCurvePrivateKey
     rsa: rsa.RSAPrivateKey
     other: ec.EllipticCurvePrivateKey  # other.org's key
     attacker: ec.EllipticCurvePrivateKey  # in no bundle
     wit: ec.EllipticCurvePrivateKey  # example.org wit-svid key
+
+
+@pytest.fixture
+def issuer(clock: FakeClock) -> LocalIssuer:
+    """An in-process issuer for example.org on the test clock."""
+    return LocalIssuer("example.org", clock=clock)
+
+
+@pytest.fixture
+def auth(issuer: LocalIssuer, clock: FakeClock) -> Authenticator:
+    """An authenticator for audience ``svc`` trusting only ``issuer``, 5 s leeway."""
+    return Authenticator(issuer.bundle_set(), "svc", leeway=5, clock=clock)
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +79,7 @@ def keys() -> Keys:
     return Keys(
         ec256=ec.generate_private_key(ec.SECP256R1()),
         ec384=ec.generate_private_key(ec.SECP384R1()),
+        ec521=ec.generate_private_key(ec.SECP521R1()),
         rsa=rsa.generate_private_key(public_exponent=65537, key_size=2048),
         other=ec.generate_private_key(ec.SECP256R1()),
         attacker=ec.generate_private_key(ec.SECP256R1()),
@@ -90,6 +104,7 @@ def bundle_docs(keys: Keys) -> dict[str, dict[str, Any]]:
             "keys": [
                 _jwk_of(keys.ec256, "k1", "jwt-svid"),
                 _jwk_of(keys.ec384, "k384", "jwt-svid"),
+                _jwk_of(keys.ec521, "k521", "jwt-svid"),
                 _jwk_of(keys.rsa, "r1", "jwt-svid"),
                 _jwk_of(keys.wit, "w1", "wit-svid"),
             ],

@@ -8,12 +8,16 @@ from typing import Any
 import pytest
 
 import tether.identity as identity
+from tether.errors import TetherError
 from tether.identity import (
     Agent,
     AuthenticationError,
     Authenticator,
     ExpiredToken,
     InvalidAudience,
+    InvalidBinding,
+    InvalidBundle,
+    InvalidHeader,
     InvalidSignature,
     InvalidSpiffeId,
     InvalidToken,
@@ -23,15 +27,11 @@ from tether.identity import (
     SpiffeId,
     TrustBundle,
     UnknownKey,
+    UnsupportedAlgorithm,
     UntrustedDomain,
     cedar_entity_uid,
     generate_proof_key,
 )
-
-
-@pytest.fixture
-def issuer(clock: Any) -> LocalIssuer:
-    return LocalIssuer("example.org", clock=clock)
 
 
 def test_agent_fields(issuer: LocalIssuer, clock: Any) -> None:
@@ -46,7 +46,15 @@ def test_agent_fields(issuer: LocalIssuer, clock: Any) -> None:
     assert dict(agent.attributes) == {}
     with pytest.raises(TypeError):
         agent.claims["sub"] = "x"  # type: ignore[index]
-    assert hash(agent) == hash(auth.authenticate_sync(token))
+    # An Agent is a value: the same token verified by a second, independent authenticator
+    # (no shared cache) is a distinct object that is equal and hashes equal, and an Agent
+    # from another token of the same subject (another jti) is not equal.
+    again = Authenticator(issuer.bundle_set(), "svc", clock=clock).authenticate_sync(token)
+    assert again is not agent
+    assert again == agent and hash(again) == hash(agent)
+    other = auth.authenticate_sync(issuer.mint_svid("agents/planner", ["svc", "other"], ttl=120))
+    assert other.spiffe_id == agent.spiffe_id and other.token_id != agent.token_id
+    assert other != agent
 
 
 @pytest.mark.anyio
@@ -110,6 +118,11 @@ def test_invalid_sub_is_wrapped_as_invalid_token(
 
 
 def test_error_taxonomy() -> None:
+    for err in (AuthenticationError, InvalidSpiffeId, InvalidBundle):
+        assert issubclass(err, TetherError)
+    # Finer errors refine InvalidToken, so existing ``except InvalidToken`` still works.
+    for err in (UnsupportedAlgorithm, InvalidHeader, InvalidBinding):
+        assert issubclass(err, InvalidToken)
     for err in (
         InvalidToken,
         ExpiredToken,

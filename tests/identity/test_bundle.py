@@ -66,11 +66,9 @@ def test_keys_filtered_by_use_and_kty(keys: Any, jwk_of: Any) -> None:
     [
         ({}, "'keys' must be a list"),
         ({"keys": {}}, "'keys' must be a list"),
-        ({"keys": ["x"]}, "not a JSON object"),
         ({"keys": [], "spiffe_sequence": -1}, "spiffe_sequence"),
         ({"keys": [], "spiffe_sequence": "1"}, "spiffe_sequence"),
         ({"keys": [], "spiffe_refresh_hint": True}, "spiffe_refresh_hint"),
-        ({"keys": [{"kty": "EC", "crv": "P-256", "use": "jwt-svid", "kid": "a"}]}, "malformed"),
     ],
 )
 def test_malformed_bundles_rejected(doc: dict[str, Any], match: str) -> None:
@@ -78,26 +76,65 @@ def test_malformed_bundles_rejected(doc: dict[str, Any], match: str) -> None:
         TrustBundle.from_dict("example.org", doc)
 
 
-def test_jwt_svid_key_requires_kid_and_unique_kid(keys: Any, jwk_of: Any) -> None:
-    with pytest.raises(InvalidBundle, match="must have a 'kid'"):
-        TrustBundle.from_dict("example.org", {"keys": [jwk_of(keys.ec256, None, "jwt-svid")]})
-    dup = [jwk_of(keys.ec256, "a", "jwt-svid"), jwk_of(keys.other, "a", "jwt-svid")]
-    with pytest.raises(InvalidBundle, match="duplicate jwt-svid kid"):
-        TrustBundle.from_dict("example.org", {"keys": dup})
+def test_unusable_keys_are_skipped_and_reported(keys: Any, jwk_of: Any) -> None:
+    """Each defect costs its own key only; the rest of the bundle applies.
 
-
-def test_private_key_material_rejected(keys: Any, jwk_of: Any) -> None:
+    SPIFFE JWT-SVID 6.1: "the ``kid`` parameter of each JWK entry MUST be set"; a key that
+    breaks that, or any other per-key rule, cannot be used, but it must not keep the rest
+    of a new bundle (and the removal of old keys it carries) from taking effect.
+    """
     from jwt.algorithms import ECAlgorithm
 
-    private = {**ECAlgorithm.to_jwk(keys.ec256, as_dict=True), "kid": "k", "use": "jwt-svid"}
-    with pytest.raises(InvalidBundle, match="private key material"):
-        TrustBundle.from_dict("example.org", {"keys": [private]})
+    private = {**ECAlgorithm.to_jwk(keys.other, as_dict=True), "kid": "leak", "use": "jwt-svid"}
+    doc = {
+        "keys": [
+            jwk_of(keys.ec256, "good", "jwt-svid"),
+            jwk_of(keys.ec384, None, "jwt-svid"),  # no kid
+            "x",  # not a JSON object
+            {"kty": "EC", "crv": "P-256", "use": "jwt-svid", "kid": "bad"},  # no x/y
+            private,  # private key material: a leaked key is never trusted
+            jwk_of(keys.rsa, "dup", "jwt-svid"),
+            jwk_of(keys.other, "dup", "jwt-svid"),  # duplicate kid: neither is trusted
+            {**jwk_of(keys.ec521, "none", "jwt-svid"), "alg": "none"},
+            {**jwk_of(keys.ec521, "pin", "jwt-svid"), "alg": "ES256"},  # P-521 is ES512
+            jwk_of(keys.wit, "w1", "wit-svid"),
+        ],
+        "spiffe_sequence": 7,
+    }
+    bundle = TrustBundle.from_dict("example.org", doc)
+    assert [k.kid for k in bundle.jwt_keys] == ["good"]
+    assert [k.kid for k in bundle.wit_keys] == ["w1"]
+    assert bundle.jwt_key("dup") is None
+    reasons = {(s.index, s.kid): s.reason for s in bundle.skipped}
+    assert reasons == {
+        (1, None): "jwt-svid key has no 'kid'",
+        (2, None): "a key is not a JSON object",
+        (3, "bad"): "malformed EC key",
+        (4, "leak"): "a key contains private key material",
+        (5, "dup"): "duplicate jwt-svid kid",
+        (6, "dup"): "duplicate jwt-svid kid",
+        (7, "none"): "key 'alg' 'none' is not an allowed signature algorithm",
+        (8, "pin"): "key 'alg' 'ES256' does not fit the key type or curve",
+    }
+    assert str(bundle.skipped[0]) == "keys[1]: jwt-svid key has no 'kid'"
+    assert str(bundle.skipped[1]) == "keys[2]: a key is not a JSON object"
+    assert str(bundle.skipped[2]) == "keys[3] (kid 'bad'): malformed EC key"
+
+
+def test_bundle_with_no_usable_key_distrusts_the_domain(keys: Any, jwk_of: Any) -> None:
+    """SPIFFE bundle 4.1.3: "Clients may also encounter bundles which after processing yield
+    no usable keys ... workloads MUST treat all SVIDs from the trust domain as invalid and
+    untrusted."
+    """
+    doc = {"keys": [jwk_of(keys.ec256, None, "jwt-svid")]}
+    bundle = TrustBundle.from_dict("example.org", doc)
+    assert bundle.is_empty and len(bundle.skipped) == 1
 
 
 def test_json_errors_and_duplicate_members() -> None:
     with pytest.raises(InvalidBundle, match="not valid JSON"):
         TrustBundle.from_json("example.org", b"{nope")
-    with pytest.raises(InvalidBundle, match="duplicate member"):
+    with pytest.raises(InvalidBundle, match="duplicate JSON member"):
         TrustBundle.from_json("example.org", '{"keys": [], "keys": []}')
     with pytest.raises(InvalidBundle, match="JSON object"):
         TrustBundle.from_json("example.org", "[]")
@@ -120,7 +157,7 @@ def test_bundle_set_rejects_duplicate_domains(bundle_docs: dict[str, Any]) -> No
         BundleSet([b, TrustBundle.from_dict("example.org", {"keys": []})])
     with pytest.raises(InvalidBundle, match="duplicate trust domain"):
         BundleSet.from_dict({"example.org": {"keys": []}, "spiffe://example.org": {"keys": []}})
-    with pytest.raises(InvalidBundle, match="duplicate member"):
+    with pytest.raises(InvalidBundle, match="duplicate JSON member"):
         BundleSet.from_json('{"a.org": {"keys": []}, "a.org": {"keys": []}}')
     bs = BundleSet([b])
     with pytest.raises(InvalidBundle):

@@ -11,6 +11,7 @@ from tether.identity import (
     Authenticator,
     ExpiredToken,
     InvalidAudience,
+    InvalidHeader,
     InvalidSignature,
     InvalidToken,
     LocalIssuer,
@@ -19,22 +20,13 @@ from tether.identity import (
     ReplayedProof,
     TrustBundle,
     UnknownKey,
+    UnsupportedAlgorithm,
     UntrustedDomain,
     generate_proof_key,
     mint_wpt,
 )
 
 TARGET = "https://api.example.org/orders"
-
-
-@pytest.fixture
-def issuer(clock: Any) -> LocalIssuer:
-    return LocalIssuer("example.org", clock=clock)
-
-
-@pytest.fixture
-def auth(issuer: LocalIssuer, clock: Any) -> Authenticator:
-    return Authenticator(issuer.bundle_set(), "svc", leeway=5, clock=clock)
 
 
 @pytest.fixture
@@ -196,9 +188,9 @@ def test_wit_rules(
         forge({"alg": "ES256", "typ": "wit+jwt", "kid": svid_kid}, claims, keys.ec256), UnknownKey
     )
     # A JWT-SVID is not a WIT.
-    check(issuer.mint_svid("/agent/w", "svc"), InvalidToken)
-    check(forge({"alg": "ES256", "typ": "JWT"}, claims, keys.attacker), InvalidToken)
-    check(forge({"alg": "none", "typ": "wit+jwt"}, claims), InvalidToken)
+    check(issuer.mint_svid("/agent/w", "svc"), InvalidHeader)
+    check(forge({"alg": "ES256", "typ": "JWT"}, claims, keys.attacker), InvalidHeader)
+    check(forge({"alg": "none", "typ": "wit+jwt"}, claims), UnsupportedAlgorithm)
     # Properly signed WITs that break claim rules.
     wit_key = issuer._wit_keys[0]
     header = {"alg": "ES256", "typ": "wit+jwt", "kid": wit_key.kid}
@@ -211,8 +203,13 @@ def test_wit_rules(
         forge(header, {k: v for k, v in claims.items() if k != "cnf"}, wit_key.private),
         InvalidToken,
     )
+    oct_key = {"kty": "oct", "k": "AA"}
     check(
-        forge(header, {**claims, "cnf": {"jwk": {"kty": "oct", "k": "AA"}}}, wit_key.private),
+        forge(header, {**claims, "cnf": {"jwk": {**oct_key, "alg": "HS256"}}}, wit_key.private),
+        UnsupportedAlgorithm,
+    )
+    check(
+        forge(header, {**claims, "cnf": {"jwk": {**oct_key, "alg": "ES256"}}}, wit_key.private),
         InvalidToken,
     )
     check(
@@ -237,10 +234,10 @@ def test_wpt_header_rules(
         "wth": token_hash(wit),
     }
     for header, expected in [
-        ({"alg": "ES256", "typ": "JWT"}, InvalidToken),
-        ({"alg": "ES256"}, InvalidToken),
-        ({"alg": "ES256", "typ": "wpt+jwt", "crit": ["x"]}, InvalidToken),
-        ({"alg": "ES384", "typ": "wpt+jwt"}, UnknownKey),  # cnf key is P-256
+        ({"alg": "ES256", "typ": "JWT"}, InvalidHeader),
+        ({"alg": "ES256"}, InvalidHeader),
+        ({"alg": "ES256", "typ": "wpt+jwt", "crit": ["x"]}, InvalidHeader),
+        ({"alg": "ES384", "typ": "wpt+jwt"}, UnsupportedAlgorithm),  # cnf.jwk.alg is ES256
     ]:
         with pytest.raises(AuthenticationError) as info:
             auth.authenticate_wimse_sync(

@@ -40,7 +40,8 @@ async def test_approver_approves(engine: Any) -> None:
 
     guard = Guard(engine, approvers={"approval": approve})
     async with guard.task(ORCH, intent="ship") as task:
-        d = await task.require("call_tool", DEPLOY, {"ticket": "CHG-1"})
+        # Only context attributes the schema declares for the action are accepted.
+        d = await task.require("call_tool", DEPLOY, {"intent": "ship CHG-1"})
         assert d.allowed
         assert task.state()["budgets"]["risk"]["spent"] == 8
     assert len(seen) == 1
@@ -48,7 +49,7 @@ async def test_approver_approves(engine: Any) -> None:
     assert req.task is task
     assert req.obligation == "approval"
     assert req.action == "call_tool" and req.resource == DEPLOY
-    assert req.context == {"ticket": "CHG-1"}
+    assert req.context == {"intent": "ship CHG-1"}
 
 
 async def test_plain_permit_never_calls_approver(engine: Any) -> None:

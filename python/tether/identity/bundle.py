@@ -3,8 +3,12 @@
 A bundle is a JWK Set with ``spiffe_sequence`` / ``spiffe_refresh_hint``. Only keys whose
 ``use`` we understand are kept (``jwt-svid`` and the WIMSE ``wit-svid``); unknown ``use``
 or ``kty`` values are ignored as the spec requires, so a bundle that also carries X.509
-roots or future key types still loads. A bundle with an empty ``keys`` list is valid and
-means "trust nothing from this domain": that is how a domain is revoked.
+roots or future key types still loads. A key of ours that cannot be used (malformed,
+private material, a ``jwt-svid`` key without ``kid``, a duplicated ``kid``, an ``alg``
+pin such as ``none`` that fits no allowed algorithm) is skipped and reported in
+``TrustBundle.skipped``; the rest of the bundle applies, so a refresh still removes the
+keys the publisher dropped. A bundle with an empty ``keys`` list is valid and means
+"trust nothing from this domain": that is how a domain is revoked.
 
 Bundles are immutable; :class:`BundleSet` swaps whole bundles atomically. Verifier caches
 remember the bundle *object* they verified against, so replacing a bundle invalidates
@@ -21,6 +25,7 @@ import random
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +34,9 @@ import anyio
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from tether.identity._jose import ALLOWED_ALGS, alg_fits_key, no_duplicate_members
 from tether.identity.errors import InvalidBundle, InvalidSpiffeId
 from tether.identity.spiffe_id import validate_trust_domain
 
@@ -41,6 +48,7 @@ __all__ = [
     "FileBundleSource",
     "HttpBundleSource",
     "PublicKey",
+    "SkippedKey",
     "StaleBundle",
     "TrustBundle",
     "public_key_from_jwk",
@@ -55,7 +63,6 @@ _SUPPORTED_KTY = frozenset({"RSA", "EC"})
 # JWK members that only exist on private/symmetric keys. A bundle is public by
 # definition; one that carries these is a leak or a mix-up, so refuse it loudly.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_CURVE_ALG = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _MIN_RSA_BITS = 2048
 
 PublicKey = RSAPublicKey | EllipticCurvePublicKey
@@ -82,15 +89,44 @@ class BundleKey:
         """
         if self.alg is not None and self.alg != alg:
             return False
-        if isinstance(self.key, RSAPublicKey):
-            return alg[:2] in ("RS", "PS")
-        return _CURVE_ALG.get(self.key.curve.name) == alg
+        return alg_fits_key(alg, self.key)
+
+    def alg_problem(self) -> str | None:
+        """Why this key's pinned ``alg`` can never verify anything (None: it can, or no pin).
+
+        RFC 7517 4.4 lets a JWK name "the algorithm intended for use with the key"; a
+        pin outside our allow-list (``none``, ``HS256``, ``EdDSA``...) or one that does
+        not fit the key type or curve makes the key unusable.
+        """
+        if self.alg is None:
+            return None
+        shown = self.alg if len(self.alg) <= 16 else self.alg[:13] + "..."
+        if self.alg not in ALLOWED_ALGS:
+            return f"key 'alg' {shown!r} is not an allowed signature algorithm"
+        if not alg_fits_key(self.alg, self.key):
+            return f"key 'alg' {shown!r} does not fit the key type or curve"
+        return None
 
 
-def public_key_from_jwk(jwk_data: Mapping[str, Any], use: str | None) -> BundleKey | None:
-    """Parse a public RSA/EC JWK. Returns None for key types we do not support.
+@dataclass(frozen=True, slots=True)
+class SkippedKey:
+    """A bundle key that was left out because it cannot be used, and why."""
+
+    index: int  # position in the document's ``keys`` list
+    kid: str | None
+    use: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        named = f" (kid {self.kid!r})" if self.kid is not None else ""
+        return f"keys[{self.index}]{named}: {self.reason}"
+
+
+def public_key_from_jwk(jwk_data: object, use: str | None) -> BundleKey | None:
+    """Parse a public RSA/EC JWK. Returns None for key types and curves we do not support.
 
     Raises :class:`InvalidBundle` for keys that are malformed or contain private material.
+    The JWK's ``alg`` is kept as given; :meth:`BundleKey.alg_problem` judges it.
     """
     if not isinstance(jwk_data, Mapping):
         raise InvalidBundle("a key is not a JSON object")
@@ -105,21 +141,20 @@ def public_key_from_jwk(jwk_data: Mapping[str, Any], use: str | None) -> BundleK
     alg = jwk_data.get("alg")
     if alg is not None and not isinstance(alg, str):
         raise InvalidBundle("key 'alg' must be a string")
+    if kty == "EC" and jwk_data.get("crv") not in ("P-256", "P-384", "P-521"):
+        return None  # unknown curve: ignorable like an unknown kty
+    # The key type's own parser, not PyJWK: PyJWK picks a parser from the JWK's ``alg``
+    # and raises NotImplementedError for ``alg: none``.
+    parser = RSAAlgorithm if kty == "RSA" else ECAlgorithm
     try:
-        parsed = jwt.PyJWK(dict(jwk_data))
-    except jwt.PyJWTError as exc:
-        if kty == "EC" and jwk_data.get("crv") not in ("P-256", "P-384", "P-521"):
-            return None  # unknown curve: ignorable like an unknown kty
-        # Do not forward pyjwt's message: it embeds the whole JWK.
+        key = parser.from_jwk(dict(jwk_data))
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        # Do not forward pyjwt's message: it may embed the whole JWK.
         raise InvalidBundle(f"malformed {kty} key") from exc
-    key = parsed.key
     if not isinstance(key, RSAPublicKey | EllipticCurvePublicKey):
-        return None
+        raise InvalidBundle(f"malformed {kty} key")
     if isinstance(key, RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
-        log.warning("ignoring RSA key %r: shorter than %d bits", kid, _MIN_RSA_BITS)
-        return None
-    if isinstance(key, EllipticCurvePublicKey) and key.curve.name not in _CURVE_ALG:
-        return None
+        raise InvalidBundle(f"RSA key is shorter than {_MIN_RSA_BITS} bits")
     return BundleKey(kid=kid, use=use, key=key, alg=alg)
 
 
@@ -132,6 +167,28 @@ def _non_negative_int(doc: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
+def _judge_key(entry: object, trust_domain: str) -> BundleKey | str | None:
+    """A bundle entry's usable key, the reason it cannot be used, or None when the entry
+    is not ours to judge (another ``use``, an unknown ``kty`` or curve: SPIFFE bundle
+    4.1.3 and 4.2.1 say such entries MUST be ignored)."""
+    use = entry.get("use") if isinstance(entry, Mapping) else None
+    if isinstance(entry, Mapping) and use not in _KNOWN_USES:
+        return None
+    try:
+        key = public_key_from_jwk(entry, use)
+    except InvalidBundle as exc:
+        return str(exc)
+    if key is None:
+        log.debug("ignoring unsupported %s key in bundle for %s", use, trust_domain)
+        return None
+    problem = key.alg_problem()
+    if problem is not None:
+        return problem
+    if use == JWT_SVID_USE and key.kid is None:
+        return "jwt-svid key has no 'kid'"  # SPIFFE JWT-SVID 6.1: kid MUST be set
+    return key
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class TrustBundle:
     """A parsed, immutable SPIFFE bundle for one trust domain."""
@@ -142,6 +199,7 @@ class TrustBundle:
     sequence: int | None = None
     refresh_hint: int | None = None
     digest: str = ""  # SHA-256 of the canonical document: same digest, same bundle
+    skipped: tuple[SkippedKey, ...] = ()  # unusable keys left out, each with its reason
     _by_kid: dict[str, BundleKey] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -152,36 +210,49 @@ class TrustBundle:
         keys = doc.get("keys")
         if not isinstance(keys, list):
             raise InvalidBundle("bundle 'keys' must be a list")
-        jwt_keys: list[BundleKey] = []
+        skipped: list[SkippedKey] = []
+        jwt_keys: list[tuple[int, BundleKey]] = []
         wit_keys: list[BundleKey] = []
-        by_kid: dict[str, BundleKey] = {}
-        for entry in keys:
-            if not isinstance(entry, Mapping):
-                raise InvalidBundle("a key is not a JSON object")
-            use = entry.get("use")
-            if use not in _KNOWN_USES:
-                continue  # x509-svid, unknown or missing use: not ours to judge
-            parsed = public_key_from_jwk(entry, use)
-            if parsed is None:
-                log.debug("ignoring unsupported %s key in bundle for %s", use, trust_domain)
+        for index, entry in enumerate(keys):
+            judged = _judge_key(entry, trust_domain)
+            if judged is None:
                 continue
-            if use == JWT_SVID_USE:
-                if parsed.kid is None:
-                    raise InvalidBundle("jwt-svid keys must have a 'kid'")
-                if parsed.kid in by_kid:
-                    raise InvalidBundle(f"duplicate jwt-svid kid {parsed.kid!r}")
-                by_kid[parsed.kid] = parsed
-                jwt_keys.append(parsed)
+            if isinstance(judged, str):
+                kid = entry.get("kid") if isinstance(entry, Mapping) else None
+                use = entry.get("use") if isinstance(entry, Mapping) else None
+                shown_kid = kid if isinstance(kid, str) else None
+                skipped.append(SkippedKey(index, shown_kid, use, judged))
+            elif judged.use == JWT_SVID_USE:
+                jwt_keys.append((index, judged))
             else:
-                wit_keys.append(parsed)
+                wit_keys.append(judged)
+        # Two jwt-svid keys with one kid: either could be meant, so neither is trusted.
+        kid_counts = Counter(key.kid for _, key in jwt_keys)
+        by_kid: dict[str, BundleKey] = {}
+        kept: list[BundleKey] = []
+        for index, key in jwt_keys:
+            if key.kid is None or kid_counts[key.kid] > 1:
+                skipped.append(SkippedKey(index, key.kid, JWT_SVID_USE, "duplicate jwt-svid kid"))
+                continue
+            by_kid[key.kid] = key
+            kept.append(key)
+        skipped.sort(key=lambda s: s.index)
+        if skipped:
+            log.warning(
+                "bundle for %s: skipped %d unusable key(s): %s",
+                trust_domain,
+                len(skipped),
+                "; ".join(map(str, skipped)),
+            )
         canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
         return cls(
             trust_domain=trust_domain,
-            jwt_keys=tuple(jwt_keys),
+            jwt_keys=tuple(kept),
             wit_keys=tuple(wit_keys),
             sequence=_non_negative_int(doc, "spiffe_sequence"),
             refresh_hint=_non_negative_int(doc, "spiffe_refresh_hint"),
             digest=hashlib.sha256(canonical.encode()).hexdigest(),
+            skipped=tuple(skipped),
             _by_kid=by_kid,
         )
 
@@ -201,18 +272,9 @@ class TrustBundle:
         return not self.jwt_keys and not self.wit_keys
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise InvalidBundle(f"duplicate member {k!r}")
-        out[k] = v
-    return out
-
-
 def _loads_object(data: str | bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(data, object_pairs_hook=_reject_duplicates)
+        doc = json.loads(data, object_pairs_hook=no_duplicate_members(InvalidBundle))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         if isinstance(exc, InvalidBundle):
             raise
@@ -312,7 +374,9 @@ class FileBundleSource:
 
     ``refresh()`` re-reads the file only when its mtime or size changed, so polling it
     often is cheap. A file that fails to parse leaves the last good bundle in place and
-    is reported through ``last_error`` and the ``tether.identity`` logger.
+    is reported through ``last_error`` and the ``tether.identity`` logger; ``refresh()``
+    never raises. Unusable keys in a file that parses are skipped and reported in the
+    installed bundle's ``skipped``; the rest apply.
     """
 
     def __init__(
@@ -343,7 +407,10 @@ class FileBundleSource:
             with open(self.path, "rb") as f:
                 bundle = TrustBundle.from_json(self.trust_domain, f.read())
             changed = self.bundles.update(bundle)
-        except (OSError, InvalidBundle) as exc:
+        except Exception as exc:
+            # Deliberately broad, as in HttpBundleSource.refresh: this runs as a poll
+            # loop, and any failure must keep the last good bundle, be reported in
+            # ``last_error`` and leave the loop alive, never escape to the caller.
             self.last_error = exc
             log.warning("bundle file refresh for %s failed: %s", self.trust_domain, exc)
             return False

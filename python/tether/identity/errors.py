@@ -4,31 +4,66 @@ Every failure while authenticating raises a subclass of :class:`AuthenticationEr
 callers can catch one type and still branch on the precise reason. Messages describe the
 rule that failed but never echo the token, its signature or any key material: tokens are
 bearer credentials and end up in logs.
+
+The tree (all under :class:`tether.errors.TetherError`)::
+
+    AuthenticationError
+    ├── InvalidToken             malformed token, bad or missing claim
+    │   ├── UnsupportedAlgorithm alg none/HS*/EdDSA/missing, or alg that does not fit the key
+    │   ├── InvalidHeader        typ, crit, jku, x5u, jwk, cty or any unknown header parameter
+    │   └── InvalidBinding       WPT wth/ath/tth missing or not matching the presented token
+    ├── ExpiredToken, NotYetValid, InvalidAudience
+    ├── UntrustedDomain, UnknownKey, InvalidSignature
+    └── ReplayedProof
+    InvalidSpiffeId (also ValueError)
+    InvalidBundle (also ValueError)
+    └── StaleBundle
 """
 
 from __future__ import annotations
+
+from tether.errors import TetherError
 
 __all__ = [
     "AuthenticationError",
     "ExpiredToken",
     "InvalidAudience",
+    "InvalidBinding",
     "InvalidBundle",
+    "InvalidHeader",
     "InvalidSignature",
     "InvalidSpiffeId",
     "InvalidToken",
     "NotYetValid",
     "ReplayedProof",
     "UnknownKey",
+    "UnsupportedAlgorithm",
     "UntrustedDomain",
 ]
 
 
-class AuthenticationError(Exception):
+class AuthenticationError(TetherError):
     """Base class: the presented credential does not authenticate a workload."""
 
 
 class InvalidToken(AuthenticationError):
     """Malformed token, forbidden header, bad or missing claim."""
+
+
+class UnsupportedAlgorithm(InvalidToken):
+    """``alg`` is missing, not an allowed asymmetric signature algorithm (``none``, ``HS*``,
+    ``EdDSA``, ...), or does not fit the key it must be verified with (its type, curve or
+    pinned JWK ``alg``, e.g. a WPT whose ``alg`` is not its WIT's ``cnf.jwk.alg``)."""
+
+
+class InvalidHeader(InvalidToken):
+    """A JOSE header parameter that is forbidden, unknown or has the wrong value
+    (``typ``, ``crit``, ``jku``, ``x5u``, an embedded ``jwk``, ``cty``, ``kid``...)."""
+
+
+class InvalidBinding(InvalidToken):
+    """A WPT is not bound to the tokens presented with it: ``wth`` (the WIT), ``ath``
+    (access token) or ``tth`` (transaction token) missing, unexpected or not matching."""
 
 
 class ExpiredToken(AuthenticationError):
@@ -59,7 +94,7 @@ class ReplayedProof(AuthenticationError):
     """A Workload Proof Token's ``jti`` was already seen within its lifetime."""
 
 
-class InvalidSpiffeId(ValueError):
+class InvalidSpiffeId(TetherError, ValueError):
     """A string is not a valid SPIFFE ID; ``rule`` names the rule that broke.
 
     This is a ValueError (it is raised by plain parsing); when it happens while
@@ -76,5 +111,5 @@ class InvalidSpiffeId(ValueError):
             super().__init__(f"invalid SPIFFE ID {shown!r}: {rule}")
 
 
-class InvalidBundle(ValueError):
+class InvalidBundle(TetherError, ValueError):
     """A trust bundle document does not follow the SPIFFE bundle format."""

@@ -7,8 +7,6 @@ token formats and bundle format a real deployment would.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 import threading
 import time
@@ -20,11 +18,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from tether.identity._jose import curve_alg, jwk_thumbprint
 from tether.identity.bundle import JWT_SVID_USE, WIT_SVID_USE, BundleSet, TrustBundle
 from tether.identity.errors import InvalidSpiffeId
-from tether.identity.jwt_svid import b64url_encode
 from tether.identity.spiffe_id import SpiffeId, validate_trust_domain
-from tether.identity.wimse import WIT_TYP, WPT_TYP, token_hash
+from tether.identity.wimse import WIT_TYP, WPT_TYP, proof_audience, token_hash
 
 __all__ = ["LocalIssuer", "generate_proof_key", "mint_wpt", "public_jwk"]
 
@@ -35,14 +33,12 @@ def public_jwk(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> d
     return ECAlgorithm.to_jwk(pub, as_dict=True)
 
 
-def _thumbprint_kid(jwk: Mapping[str, Any]) -> str:
-    # RFC 7638 thumbprint as kid: stable, unique per key, and reveals nothing secret.
-    canonical = json.dumps(
-        {"crv": jwk["crv"], "kty": "EC", "x": jwk["x"], "y": jwk["y"]},
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-    return b64url_encode(hashlib.sha256(canonical.encode()).digest())
+def _es_alg(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
+    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    alg = curve_alg(pub)
+    if alg is None:
+        raise ValueError(f"no JWS algorithm for curve {pub.curve.name}")
+    return alg
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +49,17 @@ class _SigningKey:
     @classmethod
     def generate(cls) -> _SigningKey:
         private = ec.generate_private_key(ec.SECP256R1())
-        return cls(_thumbprint_kid(public_jwk(private)), private)
+        return cls(jwk_thumbprint(public_jwk(private)), private)
 
     def jwk(self, use: str) -> dict[str, Any]:
         return {**public_jwk(self.private), "kid": self.kid, "use": use, "alg": "ES256"}
 
 
 def generate_proof_key() -> tuple[ec.EllipticCurvePrivateKey, dict[str, Any]]:
-    """A fresh P-256 key pair for a workload's WIT confirmation: (private key, public JWK)."""
+    """A fresh P-256 key pair for a workload's WIT confirmation: (private key, public JWK
+    with ``alg: ES256``, the algorithm its proofs must use)."""
     private = ec.generate_private_key(ec.SECP256R1())
-    return private, public_jwk(private)
+    return private, {**public_jwk(private), "alg": "ES256"}
 
 
 def mint_wpt(
@@ -76,10 +73,14 @@ def mint_wpt(
     txn_token: str | None = None,
     now: float | None = None,
 ) -> str:
-    """Sign a Workload Proof Token for one request to ``target_uri`` (test/demo helper)."""
+    """Sign a Workload Proof Token for one request to ``target_uri`` (test/demo helper).
+
+    ``aud`` is the target without query or fragment; the algorithm is the ES* of the
+    key's curve (it must match the WIT's ``cnf.jwk.alg``).
+    """
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
-        "aud": target_uri,
+        "aud": proof_audience(target_uri),
         "iat": issued,
         "exp": issued + int(ttl),
         "jti": jti or secrets.token_urlsafe(16),
@@ -89,7 +90,7 @@ def mint_wpt(
         claims["ath"] = token_hash(access_token)
     if txn_token is not None:
         claims["tth"] = token_hash(txn_token)
-    return jwt.encode(claims, private_key, algorithm="ES256", headers={"typ": WPT_TYP})
+    return jwt.encode(claims, private_key, algorithm=_es_alg(private_key), headers={"typ": WPT_TYP})
 
 
 class LocalIssuer:
@@ -166,11 +167,19 @@ class LocalIssuer:
         public_key: Mapping[str, Any] | ec.EllipticCurvePublicKey,
         ttl: float | None = None,
     ) -> str:
-        """Mint a WIMSE Workload Identity Token binding ``subject`` to ``public_key``."""
+        """Mint a WIMSE Workload Identity Token binding ``subject`` to ``public_key``.
+
+        ``cnf.jwk.alg`` (required by the WIT draft) is taken from the JWK, or derived from
+        an EC key's curve when absent; an RSA JWK must name its ``alg`` (RS* or PS*).
+        """
         sid = self.spiffe_id(subject)
         jwk = dict(public_key) if isinstance(public_key, Mapping) else public_jwk(public_key)
         if "d" in jwk:
             raise ValueError("cnf.jwk must be a public key")
+        if "alg" not in jwk:
+            if jwk.get("kty") != "EC":
+                raise ValueError("cnf.jwk needs an 'alg' (only an EC key's can be derived)")
+            jwk["alg"] = _es_alg(ECAlgorithm.from_jwk(jwk))
         now = int(self.clock())
         claims = {
             "sub": str(sid),

@@ -1,31 +1,23 @@
-"""JWT-SVID verification (SPIFFE JWT-SVID standard) plus the JWS helpers WIMSE reuses.
+"""JWT-SVID verification (SPIFFE JWT-SVID standard) plus the claim checks WIMSE reuses.
 
-We do our own strict parsing of the compact JWS (header allow-list, ``alg`` allow-list,
-key/alg binding) *before* any crypto, then call pyjwt's algorithm implementations for
-the signature itself. Doing the header checks ourselves is what closes the classic
-holes (``alg: none``, HS256-with-an-RSA-public-key, ``crit``, ``b64: false``, ``jku``)
-rather than trusting a general-purpose JWT library's defaults.
+The JOSE layer (strict header parsing, ``alg`` allow-list, key binding) lives in
+:mod:`tether.identity._jose`; this module judges claims and caches verified tokens.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from jwt.algorithms import get_default_algorithms
-
+from tether.identity._jose import MAX_TOKEN_BYTES, parse_jws, verify_signature
 from tether.identity.bundle import JWT_SVID_USE, BundleKey, BundleSet, TrustBundle
 from tether.identity.errors import (
     ExpiredToken,
     InvalidAudience,
-    InvalidSignature,
     InvalidSpiffeId,
     InvalidToken,
     NotYetValid,
@@ -35,152 +27,18 @@ from tether.identity.errors import (
 from tether.identity.spiffe_id import SpiffeId
 
 __all__ = [
-    "ALLOWED_ALGS",
     "DEFAULT_LEEWAY",
     "MAX_TOKEN_BYTES",
     "JwtSvidVerifier",
-    "ParsedJws",
     "TokenCache",
     "VerifiedSvid",
-    "parse_jws",
 ]
 
-MAX_TOKEN_BYTES = 16 * 1024
 DEFAULT_LEEWAY = 5.0
-ALLOWED_ALGS = frozenset(
-    f"{family}{bits}" for family in ("RS", "ES", "PS") for bits in ("256", "384", "512")
-)
-_ALGS = {name: get_default_algorithms()[name] for name in ALLOWED_ALGS}
-_ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
 _SVID_TYPS = frozenset({None, "JWT", "JOSE"})
-_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-
-# ------------------------------------------------------------------ JWS parsing
-
-
-def b64url_decode(segment: str, what: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 s2); stdlib decoding skips junk chars."""
-    raw = segment.encode("ascii", "replace")
-    if not _B64URL.issuperset(raw) or len(raw) % 4 == 1:
-        raise InvalidToken(f"{what} is not base64url")
-    try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken(f"{what} is not base64url") from exc
-
-
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            # Parsers disagree on which duplicate wins; refuse instead of guessing.
-            raise InvalidToken(f"duplicate JSON member {k!r}")
-        out[k] = v
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; NaN compares false with everything, so an
-    # ``exp: NaN`` would never expire. They are not JSON (RFC 8259): refuse them.
-    raise InvalidToken(f"non-JSON constant {name}")
-
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except InvalidToken:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidToken(f"{what} is not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise InvalidToken(f"{what} is not a JSON object")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedJws:
-    header: dict[str, Any]
-    claims: dict[str, Any]
-    signing_input: bytes = field(repr=False)
-    signature: bytes = field(repr=False)
-
-    @property
-    def alg(self) -> str:
-        alg: str = self.header["alg"]
-        return alg
-
-    @property
-    def kid(self) -> str | None:
-        kid: str | None = self.header.get("kid")
-        return kid
-
-
-def parse_jws(
-    token: str,
-    *,
-    typs: Collection[str | None],
-    max_bytes: int = MAX_TOKEN_BYTES,
-    what: str = "token",
-) -> ParsedJws:
-    """Split and decode a compact JWS, enforcing the header rules shared by all our tokens.
-
-    ``typs`` lists acceptable ``typ`` values (compared case-insensitively, as media types
-    are); include ``None`` to allow an absent ``typ``. No signature is checked here.
-    """
-    if not isinstance(token, str):
-        raise InvalidToken(f"{what} must be a string")
-    # Size check before any decoding: a huge token must not cost us CPU or memory.
-    if len(token) > max_bytes:
-        raise InvalidToken(f"{what} is larger than {max_bytes} bytes")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken(f"{what} is not a JWS compact serialization (need 3 parts)")
-    h64, p64, s64 = parts
-    if not s64:
-        raise InvalidToken(f"{what} has no signature")
-    header = _json_object(b64url_decode(h64, f"{what} header"), f"{what} header")
-    if "crit" in header:
-        raise InvalidToken(f"{what} header has 'crit'; no critical extensions are supported")
-    unknown = set(header) - _ALLOWED_HEADERS
-    if unknown:
-        raise InvalidToken(f"{what} header has unsupported parameters {sorted(unknown)}")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
-        shown = alg if isinstance(alg, str) and len(alg) <= 16 else "?"
-        raise InvalidToken(f"{what} alg {shown!r} is not allowed (RS/ES/PS 256/384/512 only)")
-    kid = header.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid):
-        raise InvalidToken(f"{what} kid must be a non-empty string")
-    typ = header.get("typ")
-    if typ is not None and not isinstance(typ, str):
-        raise InvalidToken(f"{what} typ must be a string")
-    allowed = {t.lower() if t else None for t in typs}
-    if (typ.lower() if typ is not None else None) not in allowed:
-        raise InvalidToken(f"{what} typ is not one of {sorted(str(t) for t in typs)}")
-    claims = _json_object(b64url_decode(p64, f"{what} payload"), f"{what} payload")
-    signature = b64url_decode(s64, f"{what} signature")
-    return ParsedJws(header, claims, f"{h64}.{p64}".encode("ascii"), signature)
-
-
-def verify_signature(parsed: ParsedJws, candidates: Sequence[BundleKey], what: str) -> BundleKey:
-    """Return the key that verifies ``parsed``; UnknownKey / InvalidSignature otherwise."""
-    alg = parsed.alg
-    usable = [k for k in candidates if k.supports(alg)]
-    if not usable:
-        raise UnknownKey(f"no key for {what} with alg {alg} and the given kid")
-    algorithm = _ALGS[alg]
-    for key in usable:
-        if algorithm.verify(parsed.signing_input, key.key, parsed.signature):
-            return key
-    raise InvalidSignature(f"{what} signature does not verify")
 
 
 # ------------------------------------------------------------------ claim checks
@@ -227,13 +85,23 @@ def subject_of(claims: Mapping[str, Any], what: str) -> SpiffeId:
         raise InvalidToken(f"{what} 'sub' is not a valid SPIFFE ID: {exc.rule}") from exc
 
 
-def check_audience(claims: Mapping[str, Any], accepted: frozenset[str], what: str) -> None:
+def check_audience(
+    claims: Mapping[str, Any],
+    accepted: frozenset[str],
+    what: str,
+    *,
+    normalize: Callable[[str], str] | None = None,
+) -> None:
+    """``aud`` (a string or list of strings) must name one of ``accepted``; ``normalize``
+    maps each ``aud`` value first (``accepted`` must already be in that form)."""
     aud = claims.get("aud")
     if aud is None:
         raise InvalidAudience(f"{what} has no 'aud'")
     values = [aud] if isinstance(aud, str) else aud
     if not isinstance(values, list) or not all(isinstance(a, str) for a in values):
         raise InvalidToken(f"{what} 'aud' must be a string or list of strings")
+    if normalize is not None:
+        values = [normalize(a) for a in values]
     if accepted.isdisjoint(values):
         raise InvalidAudience(f"{what} audience does not include this service")
 
@@ -358,7 +226,7 @@ class JwtSvidVerifier:
             candidates: Sequence[BundleKey] = (key,)
         else:
             candidates = bundle.jwt_keys
-        verify_signature(parsed, candidates, what)
+        verify_signature(parsed, candidates, what, pinned=kid is not None)
         # Claims are only trusted (and only worth judging) once the signature holds.
         exp = check_times(parsed.claims, now, self.leeway, what)
         check_audience(parsed.claims, self.audiences, what)

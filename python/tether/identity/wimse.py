@@ -1,10 +1,12 @@
 """WIMSE workload credentials: Workload Identity Token (WIT) + Workload Proof Token (WPT).
 
-Per draft-ietf-wimse-s2s-protocol: the WIT (``typ: wit+jwt``) is issued by the trust
-domain and binds a SPIFFE ID to a public key (``cnf.jwk``); it has no audience and is
-not a bearer credential on its own. Each request carries a WPT (``typ: wpt+jwt``) signed
-with the matching private key, scoped to one target URI, short-lived, unique (``jti``)
-and bound to the WIT by ``wth`` (and optionally to an access/transaction token).
+Per draft-ietf-wimse-workload-creds (the WIT, ``typ: wit+jwt``): issued by the trust
+domain, it binds a SPIFFE ID to a public key (``cnf.jwk``, whose ``alg`` is required); it
+has no audience and is not a bearer credential on its own. Per draft-ietf-wimse-wpt: each
+request carries a WPT (``typ: wpt+jwt``) signed with the matching private key using that
+``alg``, scoped to one target URI (query and fragment ignored), short-lived, unique
+(``jti``) and bound to the WIT by ``wth`` (and to an access/transaction token by
+``ath``/``tth`` whenever one is presented).
 """
 
 from __future__ import annotations
@@ -17,20 +19,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether.identity._jose import (
+    ALLOWED_ALGS,
+    MAX_TOKEN_BYTES,
+    b64url_encode,
+    parse_jws,
+    verify_signature,
+)
 from tether.identity.bundle import WIT_SVID_USE, BundleKey, BundleSet, public_key_from_jwk
-from tether.identity.errors import AuthenticationError, InvalidBundle, InvalidToken, ReplayedProof
+from tether.identity.errors import (
+    AuthenticationError,
+    InvalidBinding,
+    InvalidBundle,
+    InvalidToken,
+    ReplayedProof,
+    UnsupportedAlgorithm,
+)
 from tether.identity.jwt_svid import (
     DEFAULT_LEEWAY,
-    MAX_TOKEN_BYTES,
     Clock,
     TokenCache,
-    b64url_encode,
     bundle_for,
     check_audience,
     check_times,
-    parse_jws,
     subject_of,
-    verify_signature,
 )
 from tether.identity.spiffe_id import SpiffeId
 
@@ -41,12 +53,23 @@ __all__ = [
     "VerifiedProof",
     "VerifiedWit",
     "WimseVerifier",
+    "proof_audience",
     "token_hash",
 ]
 
 WIT_TYP = "wit+jwt"
 WPT_TYP = "wpt+jwt"
 DEFAULT_MAX_PROOF_LIFETIME = 300.0
+
+
+def proof_audience(target_uri: str) -> str:
+    """The WPT ``aud`` for a request target: the URI without query or fragment.
+
+    draft-ietf-wimse-wpt-01 section 2: ``aud`` "SHOULD contain the HTTP target URI ... without
+    query or fragment parts", and the recipient compares it "ignoring any query and
+    fragment parts".
+    """
+    return target_uri.split("#", 1)[0].split("?", 1)[0]
 
 
 def token_hash(token: str) -> str:
@@ -98,16 +121,33 @@ class VerifiedProof:
 
 
 def _confirmation_key(claims: Mapping[str, Any]) -> BundleKey:
+    """The WIT's ``cnf.jwk``, with the ``alg`` every proof must use.
+
+    draft-ietf-wimse-workload-creds-02 section 5.1 (The Workload Identity Token): "an
+    ``alg`` field MUST be present ... The presented proof MUST be produced with the
+    algorithm specified in this field. The value ``none`` MUST NOT be used. Algorithms
+    used in combination with symmetric keys MUST NOT be used."
+    """
     cnf = claims.get("cnf")
     jwk = cnf.get("jwk") if isinstance(cnf, Mapping) else None
     if not isinstance(jwk, Mapping):
         raise InvalidToken("WIT has no 'cnf.jwk' confirmation key")
+    alg = jwk.get("alg")
+    if alg is None:
+        raise UnsupportedAlgorithm("WIT 'cnf.jwk' has no 'alg'")
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
+        shown = alg if isinstance(alg, str) and len(alg) <= 16 else "?"
+        raise UnsupportedAlgorithm(
+            f"WIT 'cnf.jwk' alg {shown!r} is not allowed (RS/ES/PS 256/384/512 only)"
+        )
     try:
         key = public_key_from_jwk(jwk, None)
     except InvalidBundle as exc:
         raise InvalidToken("WIT 'cnf.jwk' is not a valid public key") from exc
     if key is None:
         raise InvalidToken("WIT 'cnf.jwk' key type is not supported (RSA or EC only)")
+    if key.alg_problem() is not None:
+        raise UnsupportedAlgorithm(f"WIT 'cnf.jwk' alg {alg!r} does not fit its key")
     return key
 
 
@@ -144,7 +184,7 @@ class WimseVerifier:
         bundle = bundle_for(self.bundles, spiffe_id, WIT_SVID_USE)
         kid = parsed.kid
         candidates = [k for k in bundle.wit_keys if kid is None or k.kid == kid]
-        verify_signature(parsed, candidates, what)
+        verify_signature(parsed, candidates, what, pinned=kid is not None)
         exp = check_times(parsed.claims, now, self.leeway, what)
         if "aud" in parsed.claims:
             # A WIT is presented to everyone; an audience would suggest bearer use.
@@ -167,14 +207,21 @@ class WimseVerifier:
         now = self.clock()
         what = "WPT"
         parsed = parse_jws(wpt, typs=(WPT_TYP,), max_bytes=self.max_token_bytes, what=what)
-        verify_signature(parsed, (verified_wit.confirmation_key,), what)
+        key = verified_wit.confirmation_key
+        if parsed.alg != key.alg:
+            # wpt-01 section 2: the WPT alg "string-equal matches the alg attribute of the
+            # jwk in the cnf claim of the WIT".
+            raise UnsupportedAlgorithm(f"WPT alg {parsed.alg} is not the WIT's cnf.jwk alg")
+        verify_signature(parsed, (key,), what, pinned=True)
         claims = parsed.claims
         exp = check_times(claims, now, self.leeway, what)
         iat = claims.get("iat")
         start = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else now
         if exp - start > self.max_proof_lifetime:
             raise InvalidToken(f"WPT lifetime exceeds {self.max_proof_lifetime:g} seconds")
-        check_audience(claims, frozenset({target_uri}), what)
+        check_audience(
+            claims, frozenset({proof_audience(target_uri)}), what, normalize=proof_audience
+        )
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidToken("WPT has no 'jti'")
@@ -192,10 +239,10 @@ class WimseVerifier:
         value = claims.get(name)
         if value is None:
             if required:
-                raise InvalidToken(f"WPT has no '{name}'")
+                raise InvalidBinding(f"WPT has no '{name}'")
             return
         if token is None:
             # Bound to a token the request did not present: cannot be checked, refuse.
-            raise InvalidToken(f"WPT has '{name}' but no matching token was presented")
+            raise InvalidBinding(f"WPT has '{name}' but no matching token was presented")
         if not isinstance(value, str) or not hmac.compare_digest(value, token_hash(token)):
-            raise InvalidToken(f"WPT '{name}' does not match the presented token")
+            raise InvalidBinding(f"WPT '{name}' does not match the presented token")

@@ -12,8 +12,6 @@ widens scope, changes the transaction, subject or audience, or lives longer.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import math
 import secrets
@@ -25,6 +23,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from tether.identity._jose import jwk_thumbprint
 from tether.leases.broker import (
     InvalidTaskToken,
     IssuedCredential,
@@ -49,15 +48,6 @@ def actor_chain(actors: Iterable[str]) -> dict[str, Any] | None:
     for actor in actors:
         act = {"sub": actor} if act is None else {"sub": actor, "act": act}
     return act
-
-
-def _thumbprint(public_jwk: Mapping[str, Any]) -> str:
-    # RFC 7638: members required for EC keys, lexicographic order, no whitespace.
-    canonical = json.dumps(
-        {k: public_jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":")
-    )
-    digest = hashlib.sha256(canonical.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class TaskTokenProvider:
@@ -90,7 +80,7 @@ class TaskTokenProvider:
         self._key = key
         self._clock = clock
         public_jwk: dict[str, Any] = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
-        self.kid = kid or _thumbprint(public_jwk)
+        self.kid = kid or jwk_thumbprint(public_jwk)
         self._public_jwk = {**public_jwk, "kid": self.kid, "alg": _ALG, "use": "sig"}
         self._denied: dict[str, float] = {}
 

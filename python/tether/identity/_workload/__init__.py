@@ -1,0 +1,4 @@
+"""The SPIFFE Workload API protobuf (vendored ``workload.proto``) and its generated modules.
+
+Generated with grpcio-tools by ``regenerate.sh``; do not edit the ``*_pb2*`` files by hand.
+"""

@@ -1,0 +1,165 @@
+"""Spending a budget shared by many processes, in two modes.
+
+**Strict** (:class:`StrictBudget`): every spend is one atomic check-and-reserve on the
+store, one round trip per budgeted decision, zero overspend, no budget stranded anywhere.
+
+**Sliced** (:class:`BudgetSlice`): the process reserves a slice of the shared budget ahead
+of time and spends from it synchronously, with no I/O on the decision path; a background
+task tops the slice up when it runs low and gives the unused part back on release. Since
+every slice is reserved before it is spent, slices alone never overspend. What they cost
+is early denials: up to ``slice_size`` per process can sit reserved but unused while
+another process is refused (and a process that crashes strands its slice).
+
+``overdraft`` lets a process keep spending while a refill is in flight (or the store is
+down) by running a debt, settled unconditionally at the next refill. A process stops
+overdrafting for good once it has seen the shared budget at or past its limit, so each
+slice holder can overspend at most ``overdraft`` and the worst case for a budget is
+``processes x overdraft``. The default overdraft is 0: sliced mode then never overspends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from tether.store.shared_state import Charge, SharedStore, check_amount, check_charges
+
+__all__ = ["BudgetSlice", "StrictBudget"]
+
+log = logging.getLogger("tether.store")
+
+
+class StrictBudget:
+    """One round trip per spend; never overspends."""
+
+    def __init__(self, store: SharedStore, charges: Sequence[Charge]) -> None:
+        check_charges(charges)
+        self.store = store
+        self.charges = tuple(charges)
+
+    async def spend(self, amount: int) -> bool:
+        """Reserve ``amount`` on every charge, or nothing (raises ``StoreUnavailable``)."""
+        grant = await self.store.reserve(self.charges, amount)
+        return grant.granted == amount
+
+
+class BudgetSlice:
+    """A per-process slice of a shared budget, spent without I/O."""
+
+    def __init__(
+        self,
+        store: SharedStore,
+        charges: Sequence[Charge],
+        *,
+        slice_size: int,
+        low_water: int | None = None,
+        overdraft: int = 0,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        check_charges(charges)
+        check_amount("slice_size", slice_size)
+        check_amount("overdraft", overdraft)
+        if slice_size == 0:
+            raise ValueError("slice_size must be positive")
+        self.store = store
+        self.charges = tuple(charges)
+        self.slice_size = slice_size
+        self.low_water = slice_size // 2 if low_water is None else low_water
+        self.overdraft = overdraft
+        self.available = 0  # reserved on the store, not yet spent
+        self.debt = 0  # spent beyond the reservation, not yet settled
+        self.closed = False
+        self.last_error: Exception | None = None
+        self._overdraft_ok = overdraft > 0
+        self._exhausted = False
+        self._lock = anyio.Lock()
+        self._wake = anyio.Event()
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+
+    def try_spend(self, amount: int) -> bool:
+        """Spend from the slice (or the overdraft) without I/O; False means deny."""
+        check_amount("amount", amount)
+        if self.closed:
+            return False
+        if amount <= self.available:
+            self.available -= amount
+        elif self._overdraft_ok and self.debt + amount - self.available <= self.overdraft:
+            self.debt += amount - self.available
+            self.available = 0
+        else:
+            self._wake.set()
+            return False
+        if self.available < self.low_water:
+            self._wake.set()
+        return True
+
+    async def refill(self) -> int:
+        """Settle the debt and top the slice up to ``slice_size``; returns what was granted.
+
+        Raises ``StoreUnavailable``; the slice keeps what it holds, which stays safe to spend.
+        """
+        async with self._lock:
+            if self.closed:
+                return 0
+            debt = self.debt
+            want = max(0, self.slice_size - self.available)
+            grant = await self.store.reserve(self.charges, want, settle=debt, partial=True)
+            self.debt -= debt
+            self.available += grant.granted
+            if grant.remaining <= 0:
+                # The shared budget is spent: from now on a debt could only be overspend.
+                self._overdraft_ok = False
+                self._exhausted = True
+            return grant.granted
+
+    @property
+    def exhausted(self) -> bool:
+        """The store has reported the shared budget used up (as of the last refill)."""
+        return self._exhausted
+
+    async def release(self) -> None:
+        """Settle the debt and give the unused slice back; later spends deny."""
+        async with self._lock:
+            self.closed = True
+            keys = [c.key for c in self.charges]
+            if self.debt:
+                await self.store.reserve(self.charges, 0, settle=self.debt)
+                self.debt = 0
+            if self.available:
+                await self.store.release(keys, self.available)
+                self.available = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Refill whenever the slice runs low. Started after the first try; returns once
+        released or once the store reports the budget used up (refill() still works)."""
+        started = False
+        delay = self._backoff
+        while not self.closed:
+            failed = False
+            try:
+                await self.refill()
+                self.last_error = None
+                delay = self._backoff
+            except Exception as exc:
+                # Keep refilling in the background whatever failed; spends meanwhile use
+                # what the slice holds, then deny (the overdraft still bounds any debt).
+                self.last_error = exc
+                failed = True
+                log.warning("budget slice refill on %s failed: %s", self.store.name, exc)
+            if not started:
+                started = True
+                task_status.started()
+            if failed:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            if self.available >= self.low_water and not self._exhausted:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            elif self._exhausted:
+                return

@@ -1,0 +1,428 @@
+//! Python objects into core requests: entity arguments, context values, texts.
+
+use std::sync::Arc;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
+
+use crate::engine::{ResolvedRequest, Snapshot};
+use crate::error::TetherError as CoreError;
+use crate::eval::{self, Locals};
+use crate::request;
+use crate::value::{Euid, Record, Value};
+
+/// A handle to an entity uid, resolved once; the fastest way to name an entity.
+#[pyclass(frozen, module = "tether._core")]
+pub(crate) struct Entity {
+    pub(crate) uid: Euid,
+    #[pyo3(get, name = "type")]
+    pub(crate) ty: String,
+    #[pyo3(get)]
+    pub(crate) id: String,
+    pub(crate) engine_id: usize,
+}
+
+#[pymethods]
+impl Entity {
+    pub(crate) fn __repr__(&self) -> String {
+        format!("{}::{:?}", self.ty, self.id)
+    }
+    fn __str__(&self) -> String {
+        self.__repr__()
+    }
+}
+const MAX_DEPTH: usize = 256;
+
+/// A context conversion error and the path (`.a.b[2]`) to the offending value.
+struct PathErr {
+    path: String,
+    msg: String,
+}
+
+impl PathErr {
+    fn new(msg: impl Into<String>) -> Self {
+        PathErr {
+            path: String::new(),
+            msg: msg.into(),
+        }
+    }
+
+    fn under(mut self, step: &str) -> Self {
+        self.path.insert_str(0, step);
+        self
+    }
+}
+
+pub(crate) struct Converter<'s> {
+    snap: &'s Snapshot,
+    pub(crate) locals: Locals,
+    engine_id: usize,
+}
+
+impl<'s> Converter<'s> {
+    pub(crate) fn new(snap: &'s Snapshot, engine_id: usize) -> Self {
+        Converter {
+            snap,
+            locals: Locals::new(&snap.interner),
+            engine_id,
+        }
+    }
+
+    fn sym(&mut self, s: &str) -> u32 {
+        self.locals.sym(&self.snap.interner, s)
+    }
+
+    fn uid_parts(&mut self, ty: &str, id: &str) -> Result<Euid, CoreError> {
+        if !request::valid_type(ty) {
+            return Err(CoreError::Request(format!(
+                "{ty:?} is not a valid Cedar entity type name"
+            )));
+        }
+        Ok(Euid {
+            ty: self.sym(ty),
+            id: self.sym(id),
+        })
+    }
+
+    pub(crate) fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
+        if let Ok(s) = obj.downcast::<PyString>() {
+            let s = s
+                .to_str()
+                .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
+            if let Some(uid) = self.snap.store.uid_by_text(s) {
+                return Ok(uid);
+            }
+            // `parse_uid` has validated the type name already.
+            let (ty, id) =
+                request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
+            return Ok(Euid {
+                ty: self.sym(ty),
+                id: self.sym(&id),
+            });
+        }
+        if let Ok(h) = obj.downcast::<Entity>() {
+            let h = h.get();
+            if h.engine_id != self.engine_id {
+                return Err(CoreError::Request(format!(
+                    "{role}: entity handle {} belongs to another engine",
+                    h.__repr__()
+                )));
+            }
+            return Ok(h.uid);
+        }
+        if let Ok(t) = obj.downcast::<PyTuple>() {
+            if t.len() == 2 {
+                if let (Ok(ty), Ok(id)) = (
+                    t.get_item(0).and_then(|x| x.extract::<String>()),
+                    t.get_item(1).and_then(|x| x.extract::<String>()),
+                ) {
+                    return self.uid_parts(&ty, &id);
+                }
+            }
+        }
+        if let Ok(d) = obj.downcast::<PyDict>() {
+            let inner = match d.get_item(intern!(d.py(), "__entity")).ok().flatten() {
+                Some(i) => i,
+                None => d.clone().into_any(),
+            };
+            if let Ok(d) = inner.downcast::<PyDict>() {
+                let ty = d
+                    .get_item(intern!(d.py(), "type"))
+                    .ok()
+                    .flatten()
+                    .and_then(|x| x.extract::<String>().ok());
+                let id = d
+                    .get_item(intern!(d.py(), "id"))
+                    .ok()
+                    .flatten()
+                    .and_then(|x| x.extract::<String>().ok());
+                if let (Some(ty), Some(id)) = (ty, id) {
+                    return self.uid_parts(&ty, &id);
+                }
+            }
+        }
+        Err(CoreError::Request(format!(
+            "{role}: expected 'Type::\"id\"', a (type, id) tuple, an engine.entity() handle or \
+             {{\"type\": .., \"id\": ..}}, got {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        )))
+    }
+
+    /// Convert one context value. Errors carry the path to the bad value, built
+    /// only while unwinding so the success path formats nothing.
+    fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
+        if depth > MAX_DEPTH {
+            return Err(PathErr::new(format!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        if obj.is_instance_of::<PyBool>() {
+            return Ok(Value::Bool(obj.is_truthy().unwrap_or(false)));
+        }
+        if obj.is_instance_of::<PyInt>() {
+            return obj
+                .extract::<i64>()
+                .map(Value::Long)
+                .map_err(|_| PathErr::new("integer does not fit in 64 bits"));
+        }
+        if let Ok(s) = obj.downcast::<PyString>() {
+            let s = s
+                .to_str()
+                .map_err(|_| PathErr::new("string is not valid UTF-8"))?;
+            return Ok(Value::Str(self.sym(s)));
+        }
+        if let Ok(d) = obj.downcast::<PyDict>() {
+            if d.len() == 1 {
+                if let Some(e) = d.get_item(intern!(d.py(), "__entity")).ok().flatten() {
+                    return self
+                        .entity(&e, "entity")
+                        .map(Value::Entity)
+                        .map_err(|e| PathErr::new(e.to_string()));
+                }
+                if let Some(x) = d.get_item(intern!(d.py(), "__extn")).ok().flatten() {
+                    return self.extension(&x, depth);
+                }
+            }
+            let mut fields = Vec::with_capacity(d.len());
+            for (k, v) in d.iter() {
+                let key = k
+                    .downcast::<PyString>()
+                    .map_err(|_| PathErr::new("record keys must be strings"))?
+                    .to_str()
+                    .map_err(|_| PathErr::new("key is not valid UTF-8"))?;
+                let val = self
+                    .value(&v, depth + 1)
+                    .map_err(|e| e.under(&format!(".{key}")))?;
+                fields.push((self.sym(key), val));
+            }
+            return Ok(Value::Record(Arc::new(Record::from_unsorted(fields))));
+        }
+        if obj.is_instance_of::<PyList>()
+            || obj.is_instance_of::<PyTuple>()
+            || obj.is_instance_of::<PySet>()
+            || obj.is_instance_of::<PyFrozenSet>()
+        {
+            let mut items = Vec::new();
+            let iter = obj.try_iter().map_err(|_| PathErr::new("not iterable"))?;
+            for (i, it) in iter.enumerate() {
+                let it = it.map_err(|_| PathErr::new("iteration failed"))?;
+                items.push(
+                    self.value(&it, depth + 1)
+                        .map_err(|e| e.under(&format!("[{i}]")))?,
+                );
+            }
+            return Ok(Value::set_from(items));
+        }
+        if obj.downcast::<Entity>().is_ok() {
+            return self
+                .entity(obj, "entity")
+                .map(Value::Entity)
+                .map_err(|e| PathErr::new(e.to_string()));
+        }
+        let tn = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        Err(PathErr::new(format!(
+            "a {tn} is not a Cedar value (use bool, int, str, list/set, dict, an entity or \
+             {{\"__extn\": ..}}; floats must be written as decimal)"
+        )))
+    }
+
+    fn extension(&mut self, x: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
+        let bad = PathErr::new;
+        let d = x
+            .downcast::<PyDict>()
+            .map_err(|_| bad("`__extn` must be a dict".into()))?;
+        let fname: String = d
+            .get_item(intern!(d.py(), "fn"))
+            .ok()
+            .flatten()
+            .and_then(|f| f.extract().ok())
+            .ok_or_else(|| bad("`__extn` needs a string `fn`".into()))?;
+        let args: Vec<Bound<'_, PyAny>> = match (
+            d.get_item(intern!(d.py(), "arg")).ok().flatten(),
+            d.get_item(intern!(d.py(), "args")).ok().flatten(),
+        ) {
+            (Some(a), None) => vec![a],
+            (None, Some(a)) => a
+                .try_iter()
+                .map_err(|_| bad("`args` must be a list".into()))?
+                .filter_map(Result::ok)
+                .collect(),
+            _ => return Err(bad("`__extn` needs `arg` or `args`".into())),
+        };
+        let mut core_args = Vec::new();
+        for a in &args {
+            let v = self.value(a, depth + 1)?;
+            let c = eval::ext::value_to_core(&v, |s| {
+                self.locals
+                    .resolve(&self.snap.interner, s)
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| bad(format!("bad argument to `{fname}`")))?;
+            core_args.push(c);
+        }
+        let name: cedar_policy_core::ast::Name = fname
+            .parse()
+            .map_err(|_| bad(format!("unknown extension function `{fname}`")))?;
+        let f = cedar_policy_core::extensions::Extensions::all_available()
+            .func(&name)
+            .map_err(|_| bad(format!("unknown extension function `{fname}`")))?;
+        match f.call(&core_args) {
+            Ok(cedar_policy_core::ast::PartialValue::Value(v)) => {
+                eval::ext::core_result_to_value(v)
+                    .ok_or_else(|| bad(format!("`{fname}` gave no value")))
+            }
+            Ok(_) => Err(bad(format!("`{fname}` gave no value"))),
+            Err(e) => Err(bad(format!("{fname}: {e}"))),
+        }
+    }
+
+    pub(crate) fn context(
+        &mut self,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Result<Option<Value>, CoreError> {
+        match context {
+            None => Ok(None),
+            Some(c) if c.is_none() => Ok(None),
+            Some(c) => {
+                if !c.is_instance_of::<PyDict>() {
+                    return Err(CoreError::Request(format!(
+                        "context must be a dict, got {}",
+                        c.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    )));
+                }
+                Ok(Some(self.value(c, 0).map_err(|e| {
+                    CoreError::Request(format!("context{}: {}", e.path, e.msg))
+                })?))
+            }
+        }
+    }
+
+    pub(crate) fn request(
+        mut self,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Result<ResolvedRequest, CoreError> {
+        let principal = self.entity(principal, "principal")?;
+        let action = self.entity(action, "action")?;
+        let resource = self.entity(resource, "resource")?;
+        let context = self.context(context)?;
+        Ok(ResolvedRequest {
+            principal,
+            action,
+            resource,
+            context,
+            locals: self.locals,
+        })
+    }
+}
+/// The (type, id) strings of an entity argument, for interning.
+pub(crate) fn uid_strings(
+    obj: &Bound<'_, PyAny>,
+    role: &str,
+) -> Result<(String, String), CoreError> {
+    if let Ok(h) = obj.downcast::<Entity>() {
+        let h = h.get();
+        return Ok((h.ty.clone(), h.id.clone()));
+    }
+    if let Ok(s) = obj.downcast::<PyString>() {
+        let s = s
+            .to_str()
+            .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
+        let (t, i) =
+            request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
+        return Ok((t.to_owned(), i.into_owned()));
+    }
+    obj.extract::<(String, String)>().map_err(|_| {
+        CoreError::Request(format!(
+            "{role}: expected 'Type::\"id\"', (type, id) or a handle"
+        ))
+    })
+}
+pub(crate) fn text_arg(obj: &Bound<'_, PyAny>, what: &str) -> Result<String, CoreError> {
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return s
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| CoreError::policy(format!("{what} text is not valid UTF-8")));
+    }
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return std::str::from_utf8(b.as_bytes())
+            .map(str::to_owned)
+            .map_err(|e| {
+                CoreError::policy(format!(
+                    "{what} bytes are not valid UTF-8 (first bad byte at offset {})",
+                    e.valid_up_to()
+                ))
+            });
+    }
+    Err(CoreError::policy(format!("{what} must be str or bytes")))
+}
+pub(crate) fn entities_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<String, CoreError> {
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return s
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| CoreError::Entity("entities text is not valid UTF-8".into()));
+    }
+    // Lists and dicts go through Python's json module: exact, and handles any nesting
+    // of plain Python data that a JSON document could hold.
+    let json = py
+        .import("json")
+        .and_then(|m| m.call_method1("dumps", (obj,)))
+        .map_err(|e| CoreError::Entity(format!("entities are not JSON-serialisable: {e}")))?;
+    json.extract()
+        .map_err(|_| CoreError::Entity("entities are not JSON-serialisable".into()))
+}
+
+/// Policy text as given: one string, or named sources (`[(name, text), ...]`, e.g.
+/// one per file) whose errors are then located per source.
+pub(crate) enum PolicyText {
+    Plain(String),
+    Sources(Vec<(String, String)>),
+}
+
+impl PolicyText {
+    pub(crate) fn from_py(obj: &Bound<'_, PyAny>) -> Result<Self, CoreError> {
+        if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+            return text_arg(obj, "policy").map(PolicyText::Plain);
+        }
+        let bad = || {
+            CoreError::policy(
+                "policies must be str, bytes, or a list of (name, text) pairs".to_owned(),
+            )
+        };
+        let mut out = Vec::new();
+        for item in obj.try_iter().map_err(|_| bad())? {
+            let item = item.map_err(|_| bad())?;
+            let t = item.downcast::<PyTuple>().map_err(|_| bad())?;
+            if t.len() != 2 {
+                return Err(bad());
+            }
+            let name: String = t.get_item(0).and_then(|n| n.extract()).map_err(|_| bad())?;
+            let text = text_arg(&t.get_item(1).map_err(|_| bad())?, "policy")?;
+            out.push((name, text));
+        }
+        Ok(PolicyText::Sources(out))
+    }
+
+    /// Run `f` on the whole text, with error locations per source.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        match self {
+            PolicyText::Plain(t) => f(t),
+            PolicyText::Sources(s) => crate::error::with_sources(s, f),
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The Python `Engine`: loading, deciding, entities and reloads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+use super::convert::{entities_json, text_arg, Converter, Entity, PolicyText};
+use super::decision::Decision;
+use super::task::TaskHandle;
+use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
+use crate::error::TetherError as CoreError;
+use crate::request;
+use crate::task_decide::TaskOutcome;
+
+/// A compiled Cedar policy set with its entities: the authorization engine.
+#[pyclass(frozen, subclass, module = "tether._core")]
+pub(crate) struct Engine {
+    pub(crate) core: Core,
+    allow: Py<Decision>,
+    deny: Py<Decision>,
+    pub(crate) next_task: AtomicU64,
+    /// Identifies this engine to its handles. A counter, not the address: a freed
+    /// engine's address can be reused, and a stale handle must never match.
+    serial: usize,
+}
+
+static ENGINE_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+/// Run `f` on a thread with a large stack: Cedar's parser recurses on nesting,
+/// and a deep policy must give an error, never overflow the caller's stack.
+pub(crate) fn with_big_stack<T: Send>(
+    f: impl FnOnce() -> Result<T, CoreError> + Send,
+) -> Result<T, CoreError> {
+    std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .stack_size(512 << 20)
+            .spawn_scoped(s, f)
+            .map_err(|e| CoreError::policy(format!("cannot start the compiler thread: {e}")))?;
+        h.join()
+            .unwrap_or_else(|_| Err(CoreError::policy("internal error while compiling policies")))
+    })
+}
+fn action_count(snap: &Snapshot) -> usize {
+    snap.store.count_where(|u| {
+        snap.interner
+            .get(u.ty)
+            .is_some_and(|t| t == "Action" || t.ends_with("::Action"))
+    })
+}
+
+fn on_error_arg(s: &str) -> PyResult<OnError> {
+    match s {
+        "skip" => Ok(OnError::Skip),
+        "deny" => Ok(OnError::Deny),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "on_error must be \"skip\" or \"deny\", not {other:?}"
+        ))),
+    }
+}
+impl Engine {
+    pub(crate) fn id(&self) -> usize {
+        self.serial
+    }
+
+    /// The Python `Decision` for an outcome; the shared allow/deny objects when
+    /// there is nothing else to report (no allocation on the common path).
+    pub(crate) fn decision(
+        &self,
+        py: Python<'_>,
+        snap: &Snapshot,
+        req: &ResolvedRequest,
+        t: TaskOutcome,
+    ) -> PyResult<Py<Decision>> {
+        let out = t.outcome;
+        if t.message.is_none()
+            && t.obligations.is_empty()
+            && t.revoked_now.is_none()
+            && out.reasons.is_empty()
+            && out.errors.is_empty()
+        {
+            return Ok(if out.allowed {
+                self.allow.clone_ref(py)
+            } else {
+                self.deny.clone_ref(py)
+            });
+        }
+        let id = |i: u32| snap.set.policies[i as usize].id.clone();
+        let d = Decision {
+            allowed: out.allowed,
+            reasons: out.reasons.iter().map(|i| id(*i)).collect(),
+            errors: out.errors.iter().map(|(i, _)| id(*i)).collect(),
+            error_messages: out
+                .errors
+                .iter()
+                .map(|(i, e)| format!("{}: {}", id(*i), e.render(&snap.interner, &req.locals)))
+                .collect(),
+            message: t.message,
+            obligations: t.obligations,
+            revoked: t.revoked_now,
+        };
+        Py::new(py, d)
+    }
+}
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (policies, schema=None, entities=None, *, state=None, on_error="skip", validate=true, validate_requests=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        policies: &Bound<'_, PyAny>,
+        schema: Option<&Bound<'_, PyAny>>,
+        entities: Option<&Bound<'_, PyAny>>,
+        state: Option<&str>,
+        on_error: &str,
+        validate: bool,
+        validate_requests: bool,
+    ) -> PyResult<Self> {
+        let on_error = on_error_arg(on_error)?;
+        let text = PolicyText::from_py(policies)?;
+        let schema = schema
+            .filter(|s| !s.is_none())
+            .map(|s| text_arg(s, "schema"))
+            .transpose()
+            .map_err(PyErr::from)?;
+        let ents = entities
+            .filter(|e| !e.is_none())
+            .map(|e| entities_json(py, e))
+            .transpose()
+            .map_err(PyErr::from)?;
+        let core = py
+            .allow_threads(|| {
+                with_big_stack(|| {
+                    text.with(|text| {
+                        Core::new(
+                            text,
+                            schema.as_deref(),
+                            ents.as_deref(),
+                            state,
+                            validate,
+                            on_error,
+                            validate_requests,
+                        )
+                    })
+                })
+            })
+            .map_err(PyErr::from)?;
+        let mk = |allowed| {
+            Py::new(
+                py,
+                Decision {
+                    allowed,
+                    reasons: Vec::new(),
+                    errors: Vec::new(),
+                    error_messages: Vec::new(),
+                    message: None,
+                    obligations: Vec::new(),
+                    revoked: None,
+                },
+            )
+        };
+        Ok(Engine {
+            core,
+            allow: mk(true)?,
+            deny: mk(false)?,
+            next_task: AtomicU64::new(1),
+            serial: ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Decide one request. `reasons=True` evaluates every candidate policy and
+    /// reports Cedar's full diagnostics; otherwise evaluation stops at the first
+    /// decisive policy and `errors` lists only the errors met on the way.
+    #[pyo3(signature = (principal, action, resource, context=None, *, reasons=false))]
+    fn authorize(
+        &self,
+        py: Python<'_>,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        reasons: bool,
+    ) -> PyResult<Py<Decision>> {
+        let snap = self.core.current.load();
+        let req = Converter::new(&snap, self.id())
+            .request(principal, action, resource, context)
+            .map_err(PyErr::from)?;
+        snap.check_request(&req, false)?;
+        let mode = if reasons { Mode::Full } else { Mode::Fast };
+        let outcome = snap.evaluate(&req, mode, self.core.on_error);
+        self.decision(
+            py,
+            &snap,
+            &req,
+            TaskOutcome {
+                outcome,
+                ..TaskOutcome::default()
+            },
+        )
+    }
+
+    /// The decision alone: the fastest call.
+    #[pyo3(signature = (principal, action, resource, context=None))]
+    fn is_allowed(
+        &self,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let snap = self.core.current.load();
+        let req = Converter::new(&snap, self.id())
+            .request(principal, action, resource, context)
+            .map_err(PyErr::from)?;
+        // A request the schema rejects has no decision in Cedar: deny it.
+        if snap.check_request(&req, false).is_err() {
+            return Ok(false);
+        }
+        Ok(snap.evaluate(&req, Mode::Fast, self.core.on_error).allowed)
+    }
+
+    /// Decide many `(principal, action, resource[, context])` requests; the
+    /// evaluation runs with the GIL released. Returns one bool per request.
+    /// `context`, when given, is shared by every 3-tuple request and converted once.
+    #[pyo3(signature = (requests, context=None))]
+    fn authorize_batch(
+        &self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<bool>> {
+        let snap = self.core.current.load_full();
+        let shared = {
+            let mut conv = Converter::new(&snap, self.id());
+            let v = conv.context(context).map_err(PyErr::from)?;
+            v.map(|v| (v, conv.locals))
+        };
+        // Convert and evaluate in chunks: the buffer stays cache-sized and is
+        // reused, instead of one allocation the size of the whole batch.
+        const CHUNK: usize = 512;
+        let on_error = self.core.on_error;
+        let mut reqs: Vec<ResolvedRequest> = Vec::with_capacity(CHUNK);
+        let mut out: Vec<bool> = Vec::new();
+        let flush = |reqs: &mut Vec<ResolvedRequest>, out: &mut Vec<bool>| {
+            let snap = &snap;
+            py.allow_threads(|| {
+                out.extend(reqs.iter().map(|r| {
+                    snap.check_request(r, false).is_ok()
+                        && snap.evaluate(r, Mode::Fast, on_error).allowed
+                }))
+            });
+            reqs.clear();
+        };
+        for (i, r) in requests.try_iter()?.enumerate() {
+            let r = r?;
+            let bad = |m: &str| PyErr::from(CoreError::Request(format!("request #{i}: {m}")));
+            let t = r
+                .downcast::<PyTuple>()
+                .map_err(|_| bad("expected a tuple"))?;
+            let n = t.len();
+            if !(3..=4).contains(&n) || (n == 4 && shared.is_some()) {
+                return Err(bad(if shared.is_some() {
+                    "expected (principal, action, resource) with a shared context"
+                } else {
+                    "expected (principal, action, resource[, context])"
+                }));
+            }
+            let mut conv = Converter::new(&snap, self.id());
+            if let Some((_, locals)) = &shared {
+                // Request-local symbols continue after the shared context's.
+                conv.locals = locals.clone();
+            }
+            let ctx = if n == 4 { Some(t.get_item(3)?) } else { None };
+            let mut req = conv
+                .request(
+                    &t.get_item(0)?,
+                    &t.get_item(1)?,
+                    &t.get_item(2)?,
+                    ctx.as_ref(),
+                )
+                .map_err(|e| bad(&e.to_string()))?;
+            if let Some((v, _)) = &shared {
+                req.context = Some(v.clone());
+            }
+            reqs.push(req);
+            if reqs.len() == CHUNK {
+                flush(&mut reqs, &mut out);
+            }
+        }
+        flush(&mut reqs, &mut out);
+        Ok(out)
+    }
+
+    /// A handle for an entity uid; the fastest way to pass an entity.
+    #[pyo3(name = "entity")]
+    fn entity_handle(&self, r#type: &str, id: &str) -> PyResult<Entity> {
+        let euid = self.core.intern_uid(r#type, id).map_err(PyErr::from)?;
+        Ok(Entity {
+            uid: euid,
+            ty: r#type.to_owned(),
+            id: id.to_owned(),
+            engine_id: self.id(),
+        })
+    }
+
+    /// Add or replace entities (Cedar JSON: text or a list of dicts). Atomic.
+    fn upsert_entities(&self, py: Python<'_>, entities: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let json = entities_json(py, entities).map_err(PyErr::from)?;
+        py.allow_threads(|| with_big_stack(|| self.core.upsert_entities(&json)))
+            .map_err(PyErr::from)
+    }
+
+    /// Remove entities by uid (strings, tuples or handles). Returns how many existed.
+    fn remove_entities(&self, uids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut parts = Vec::new();
+        for u in uids.try_iter()? {
+            let u = u?;
+            if let Ok(h) = u.downcast::<Entity>() {
+                let h = h.get();
+                parts.push((h.ty.clone(), h.id.clone()));
+            } else if let Ok(s) = u.downcast::<PyString>() {
+                let (t, i) = request::parse_uid(s.to_str()?).map_err(PyErr::from)?;
+                parts.push((t.to_owned(), i.into_owned()));
+            } else {
+                let (t, i): (String, String) = u.extract().map_err(|_| {
+                    PyErr::from(CoreError::Request(
+                        "entity uids must be 'Type::\"id\"', (type, id) or handles".into(),
+                    ))
+                })?;
+                parts.push((t, i));
+            }
+        }
+        self.core.remove_entities(&parts).map_err(PyErr::from)
+    }
+
+    /// Replace the policy set (and optionally the schema) atomically; entities stay.
+    #[pyo3(signature = (policies, schema=None, *, validate=true))]
+    fn reload(
+        &self,
+        py: Python<'_>,
+        policies: &Bound<'_, PyAny>,
+        schema: Option<&Bound<'_, PyAny>>,
+        validate: bool,
+    ) -> PyResult<()> {
+        let text = PolicyText::from_py(policies)?;
+        let schema = schema
+            .filter(|s| !s.is_none())
+            .map(|s| text_arg(s, "schema"))
+            .transpose()
+            .map_err(PyErr::from)?;
+        py.allow_threads(|| {
+            with_big_stack(|| text.with(|text| self.core.reload(text, schema.as_deref(), validate)))
+        })
+        .map_err(PyErr::from)
+    }
+
+    /// Check a Cedar JSON context against the schema's context type for `action`
+    /// and return it in canonical form (explicit `__entity`/`__extn` escapes), as a
+    /// JSON string. Without a schema (or with `validate=False`) it is only
+    /// parsed and canonicalised.
+    #[pyo3(signature = (action, context_json, *, validate=true))]
+    fn normalize_context(
+        &self,
+        action: &Bound<'_, PyAny>,
+        context_json: &str,
+        validate: bool,
+    ) -> PyResult<String> {
+        let (ty, id): (String, String) = if let Ok(s) = action.downcast::<PyString>() {
+            let (t, i) = request::parse_uid(s.to_str()?).map_err(PyErr::from)?;
+            (t.to_owned(), i.into_owned())
+        } else {
+            action.extract()?
+        };
+        self.core
+            .normalize_context(&ty, &id, context_json, validate)
+            .map_err(PyErr::from)
+    }
+
+    /// Open a task for `agent`. `scope`: the actions it may take (None: any);
+    /// `deadline`: epoch seconds; `parent`: the delegating task (labels are
+    /// inherited, the actor chain extended, and every decision must also be
+    /// permitted for each ancestor and within each ancestor's scope).
+    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, max_deny_streak=0, max_rate=0, rate_window=1.0, revoke_on_budget_exhausted=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_task(
+        &self,
+        agent: &Bound<'_, PyAny>,
+        scope: Option<&Bound<'_, PyAny>>,
+        deadline: Option<f64>,
+        parent: Option<&TaskHandle>,
+        max_deny_streak: u32,
+        max_rate: u32,
+        rate_window: f64,
+        revoke_on_budget_exhausted: bool,
+    ) -> PyResult<TaskHandle> {
+        self.open_task_impl(
+            agent,
+            scope,
+            deadline,
+            parent,
+            max_deny_streak,
+            max_rate,
+            rate_window,
+            revoke_on_budget_exhausted,
+        )
+    }
+
+    /// Decide an action inside a task; a permit commits the task's state
+    /// effects atomically. `now` (epoch seconds) is for tests and replays.
+    #[pyo3(signature = (task, action, resource, context=None, *, reasons=false, now=None, approved=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn authorize_task(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        reasons: bool,
+        now: Option<f64>,
+        approved: Vec<String>,
+    ) -> PyResult<Py<Decision>> {
+        self.authorize_task_impl(py, task, action, resource, context, reasons, now, approved)
+    }
+
+    /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
+    #[pyo3(signature = (task, *, now=None))]
+    fn task_context(&self, task: &TaskHandle, now: Option<f64>) -> String {
+        self.task_context_impl(task, now)
+    }
+
+    /// Ids of the policies, in file order.
+    fn policy_ids(&self) -> Vec<String> {
+        self.core
+            .current
+            .load()
+            .set
+            .policies
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Annotations of one policy as a list of (key, value) pairs, in source order,
+    /// e.g. `[("id", "deny-egress"), ("obligation", "human")]`.
+    fn annotations(&self, policy_id: &str) -> PyResult<Vec<(String, String)>> {
+        let snap = self.core.current.load();
+        snap.set
+            .policies
+            .iter()
+            .find(|p| p.id == policy_id)
+            .map(|p| p.annotations.clone())
+            .ok_or_else(|| PyErr::from(CoreError::Request(format!("no policy `{policy_id}`"))))
+    }
+
+    /// Cedar validator warnings for the current set (e.g. a policy that can never apply).
+    fn warnings(&self) -> Vec<String> {
+        self.core.current.load().set.warnings.clone()
+    }
+
+    /// Policy text of the current set.
+    fn policy_text(&self) -> String {
+        self.core.current.load().set.text.clone()
+    }
+
+    #[getter]
+    fn version(&self) -> u64 {
+        self.core.current.load().version
+    }
+
+    /// Entities you registered (Cedar JSON, upserts); the schema's action entities
+    /// are counted apart, in `action_count`.
+    #[getter]
+    fn entity_count(&self) -> usize {
+        let snap = self.core.current.load();
+        snap.store.len() - action_count(&snap)
+    }
+
+    /// Action entities (declared by the schema, or given as entities).
+    #[getter]
+    fn action_count(&self) -> usize {
+        action_count(&self.core.current.load())
+    }
+
+    #[getter]
+    fn policy_count(&self) -> usize {
+        self.core.current.load().set.policies.len()
+    }
+}

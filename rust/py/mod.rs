@@ -1,0 +1,31 @@
+//! `tether._core`: the Python bindings. Conversion of Python objects into requests
+//! lives here; all decision logic lives in the core modules, which know nothing of Python.
+
+mod convert;
+mod decision;
+mod engine;
+mod errors;
+mod task;
+
+use pyo3::prelude::*;
+
+use convert::Entity;
+use decision::Decision;
+use engine::Engine;
+use errors::{EntityError, PolicyError, RequestError, SchemaError, TetherError};
+use task::TaskHandle;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Engine>()?;
+    m.add_class::<Decision>()?;
+    m.add_class::<Entity>()?;
+    m.add_class::<TaskHandle>()?;
+    m.add("TetherError", py.get_type::<TetherError>())?;
+    m.add("PolicyError", py.get_type::<PolicyError>())?;
+    m.add("SchemaError", py.get_type::<SchemaError>())?;
+    m.add("EntityError", py.get_type::<EntityError>())?;
+    m.add("RequestError", py.get_type::<RequestError>())?;
+    Ok(())
+}
