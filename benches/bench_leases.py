@@ -5,7 +5,8 @@
 
 Measures the per-lease cost of issue and revoke while the broker already tracks 100k live
 leases (so index/heap costs at scale are included), plus bulk issue and revoke_task of 100k.
-The provider is an in-memory no-op so the numbers are the broker's own overhead.
+The provider is an in-memory no-op so the numbers are the broker's own overhead, including
+the deadline scope that bounds every provider call (one per batch for revoke_task).
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
+    IssueRequest,
     Lease,
-    MemoryLeaseStore,
     Secret,
     TaskRef,
 )
+from tether.store import MemoryLeaseStore
 
 LIVE = 100_000
 BATCH = 1_000
 
 
-async def _issue(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+async def _issue(request: IssueRequest) -> IssuedCredential:
     return IssuedCredential(secret=Secret("k"), provider_ref="r")
 
 

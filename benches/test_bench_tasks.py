@@ -78,7 +78,9 @@ def _args(engine: Engine, handles: bool) -> list[tuple[Any, Any]]:
 @pytest.mark.parametrize("handles", [False, True], ids=["strings", "handles"])
 def test_task_authorize(benchmark: Any, handles: bool) -> None:
     engine = build()
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     task = guard._open(ORCH, "bench", None, 3600.0, parent=None)
     reqs = itertools.cycle(_args(engine, handles))
 
@@ -114,3 +116,26 @@ def test_engine_authorize_task_generated_agent(benchmark: Any) -> None:
     ctx = {"intent": "bench"}
     assert engine.authorize_task(handle, action, wiki, ctx).allowed
     benchmark(lambda: engine.authorize_task(handle, action, wiki, ctx).allowed)
+
+
+@pytest.mark.parametrize("handles", [False, True], ids=["strings", "handles"])
+def test_task_authorize_three_deep(benchmark: Any, handles: bool) -> None:
+    """A grandchild's decision: evaluated for it and both ancestors, and its state
+    effects reserved on all three (budgets, counters, labels) under the chain's locks."""
+    engine = build()
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
+    root = guard._open(ORCH, "bench", None, 3600.0, parent=None)
+    child = guard._open(ORCH, "bench", None, 3600.0, parent=root)
+    task = guard._open(ORCH, "bench", None, 3600.0, parent=child)
+    assert task.depth == 2
+    reqs = itertools.cycle(_args(engine, handles))
+
+    def one() -> bool:
+        a, r = next(reqs)
+        return task.authorize(a, r).allowed
+
+    benchmark(one)
+    assert task.revoked is None
+    assert root.state()["budgets"]["risk"]["spent"] == task.state()["budgets"]["risk"]["spent"] > 0

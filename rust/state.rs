@@ -3,11 +3,13 @@
 //!
 //! Each task lives in a `TaskSlot` shared by `Arc` with its Python handle and
 //! its children, so a decision reaches its state with no lookup. A slot's
-//! mutable part sits behind one uncontended mutex: a decision holds it from
-//! reading the state through evaluation to committing the effects, which is
-//! what makes check-and-reserve atomic (two concurrent actions can never both
+//! mutable part sits behind one mutex: a decision holds the mutexes of the task
+//! and all its ancestors (taken leaf to root, see `task_decide::Chain`) from
+//! reading the state through evaluation to committing the effects on every one
+//! of them, which is what makes check-and-reserve atomic for the whole tree (two
+//! concurrent actions, in the same task or in sibling sub-tasks, can never both
 //! spend the last of a budget). Atomics per field could not give that across
-//! several budgets and counters at once.
+//! several budgets, counters and tasks at once.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -35,6 +37,21 @@ pub struct StateSpec {
 #[serde(deny_unknown_fields)]
 pub struct LabelSpec {
     pub set_when: String,
+    /// `"task"` (default): the label lives as long as the task. `"agent"`: it
+    /// sticks to the agent across tasks (for `ttl_ms`, or for the engine's life),
+    /// so taint cannot be laundered by opening a new task.
+    #[serde(default)]
+    pub scope: LabelScope,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelScope {
+    #[default]
+    Task,
+    Agent,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -65,6 +82,9 @@ pub struct CompiledState {
     pub label_names: Vec<String>,
     pub counter_names: Vec<String>,
     pub budget_names: Vec<String>,
+    /// Bits of the agent-scoped labels, and each label's ttl (`None`: no expiry).
+    pub agent_labels: u64,
+    pub label_ttls: Vec<Option<u64>>,
     pub keys: Keys,
 }
 
@@ -80,6 +100,11 @@ pub struct Keys {
     pub spent: Sym,
     pub limit: Sym,
     pub remaining: Sym,
+    pub intent: Sym,
+    pub id: Sym,
+    pub agent: Sym,
+    pub escalated: Sym,
+    pub escalated_until: Sym,
 }
 
 fn compile_expr(
@@ -127,7 +152,16 @@ impl CompiledState {
             )));
         }
         let mut st = CompiledState::default();
-        for (name, l) in &spec.labels {
+        for (i, (name, l)) in spec.labels.iter().enumerate() {
+            if l.scope == LabelScope::Agent {
+                st.agent_labels |= 1u64 << i;
+            }
+            if l.ttl_ms == Some(0) {
+                return Err(TetherError::policy(format!(
+                    "state file, labels.{name}: ttl must be positive"
+                )));
+            }
+            st.label_ttls.push(l.ttl_ms);
             let n = compile_expr(
                 &format!("labels.{name}.set_when"),
                 &l.set_when,
@@ -182,6 +216,11 @@ impl CompiledState {
             spent: interner.intern("spent"),
             limit: interner.intern("limit"),
             remaining: interner.intern("remaining"),
+            intent: interner.intern("intent"),
+            id: interner.intern("id"),
+            agent: interner.intern("agent"),
+            escalated: interner.intern("escalated"),
+            escalated_until: interner.intern("escalated_until"),
         };
         Ok(st)
     }
@@ -231,6 +270,46 @@ pub struct Limits {
     pub max_rate: u32,
     pub rate_window_ms: u64,
     pub revoke_on_budget_exhausted: bool,
+    /// Revoke when more than this share of decisions is denied (0: off), once
+    /// at least `min_denials` were: interleaving probes with benign calls resets
+    /// a deny streak but not the ratio.
+    pub max_deny_ratio: f64,
+    pub min_denials: u32,
+}
+
+/// Agent-scoped labels, per agent: when each one expires (`u64::MAX`: never).
+/// Shared by every task of one engine; locked only after a task chain's locks.
+#[derive(Debug, Default)]
+pub struct AgentMemory {
+    labels: Mutex<rustc_hash::FxHashMap<Euid, Vec<(u32, u64)>>>,
+}
+
+impl AgentMemory {
+    /// Record that `agent` now holds the agent-scoped labels among `bits`.
+    pub fn remember(&self, st: &CompiledState, agent: Euid, bits: u64, now_ms: u64) {
+        let mut map = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.entry(agent).or_default();
+        for (i, ttl) in st.label_ttls.iter().enumerate() {
+            if bits & st.agent_labels & (1u64 << i) == 0 {
+                continue;
+            }
+            let until = ttl.map_or(u64::MAX, |t| now_ms.saturating_add(t));
+            match held.iter_mut().find(|(b, _)| *b as usize == i) {
+                Some(e) => e.1 = e.1.max(until),
+                None => held.push((i as u32, until)),
+            }
+        }
+    }
+
+    /// The agent-scoped labels `agent` still holds at `now_ms`, as label bits.
+    pub fn recall(&self, agent: &Euid, now_ms: u64) -> u64 {
+        let mut map = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = map.get_mut(agent) else {
+            return 0;
+        };
+        held.retain(|(_, until)| *until > now_ms);
+        held.iter().fold(0, |acc, (b, _)| acc | (1u64 << b))
+    }
 }
 
 #[derive(Debug)]
@@ -240,8 +319,26 @@ pub struct TaskInner {
     pub counters: Vec<Window>,
     pub spent: Vec<i64>,
     pub deny_streak: u32,
+    /// Decisions over the task's life (its own and its descendants'), for the deny ratio.
+    pub allowed_total: u32,
+    pub denied_total: u32,
     pub rate: Window,
     pub ctx_cache: Option<CtxCache>,
+    /// Actions granted by an escalation, each until a time (ms on the task clock).
+    /// Only this task's own scope widens; ancestors' scopes and children are unchanged.
+    pub escalated: Vec<(Euid, u64)>,
+}
+
+impl TaskInner {
+    /// Drop expired escalations; whether any is still in force.
+    pub fn prune_escalations(&mut self, now_ms: u64) -> bool {
+        self.escalated.retain(|(_, until)| *until > now_ms);
+        !self.escalated.is_empty()
+    }
+
+    fn escalated_until(&self) -> u64 {
+        self.escalated.iter().map(|(_, u)| *u).max().unwrap_or(0)
+    }
 }
 
 #[derive(Debug)]
@@ -258,18 +355,34 @@ pub struct TaskSlot {
     pub actors_value: Value,
     pub deadline_ms: Option<u64>,
     pub limits: Limits,
+    /// Overrides the engine's `on_error` for this task's decisions.
+    pub on_error: Option<crate::engine::OnError>,
+    /// The intent the task declared (interned), readable as `context.task.intent`.
+    pub intent: Sym,
+    /// Where agent-scoped labels are remembered.
+    pub memory: Option<Arc<AgentMemory>>,
     pub inner: Mutex<TaskInner>,
 }
 
+/// What a task is opened with besides its parent (all fixed for its life).
+#[derive(Debug)]
+pub struct TaskInit {
+    pub id: u64,
+    pub agent: Euid,
+    pub scope: Option<FxHashSet<Euid>>,
+    pub deadline_ms: Option<u64>,
+    pub limits: Limits,
+    pub on_error: Option<crate::engine::OnError>,
+    pub intent: Sym,
+    pub memory: Option<Arc<AgentMemory>>,
+    /// Labels the task starts with besides its parent's (recalled agent labels).
+    pub labels: u64,
+}
+
 impl TaskSlot {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: u64,
-        agent: Euid,
+        init: TaskInit,
         parent: Option<Arc<TaskSlot>>,
-        scope: Option<FxHashSet<Euid>>,
-        deadline_ms: Option<u64>,
-        limits: Limits,
         counter_windows: &[u64],
         n_budgets: usize,
     ) -> Result<Self, String> {
@@ -283,26 +396,33 @@ impl TaskSlot {
             }
             None => (0, 0, Vec::new()),
         };
-        actors.push(agent);
+        actors.push(init.agent);
         let actors_value = Value::set_from(actors.iter().map(|a| Value::Str(a.id)).collect());
+        let limits = init.limits;
         Ok(TaskSlot {
             actors_value,
-            id,
-            agent,
+            id: init.id,
+            agent: init.agent,
             parent,
-            scope,
+            scope: init.scope,
             depth,
             actors,
-            deadline_ms,
+            deadline_ms: init.deadline_ms,
             limits,
+            on_error: init.on_error,
+            intent: init.intent,
+            memory: init.memory,
             inner: Mutex::new(TaskInner {
                 revoked: None,
-                labels,
+                labels: labels | init.labels,
                 counters: counter_windows.iter().map(|w| Window::new(*w)).collect(),
                 spent: vec![0; n_budgets],
                 deny_streak: 0,
+                allowed_total: 0,
+                denied_total: 0,
                 rate: Window::new(limits.rate_window_ms.max(1)),
                 ctx_cache: None,
+                escalated: Vec::new(),
             }),
         })
     }
@@ -343,12 +463,15 @@ impl TaskSlot {
         None
     }
 
-    /// The first task on the chain (self, then ancestors) whose scope excludes `action`.
-    pub fn scope_violation(&self, action: &Euid) -> Option<u64> {
+    /// The first task on the chain (self, then ancestors) whose scope excludes
+    /// `action`; `escalated`: this task's own escalations in force (ancestors'
+    /// escalations never widen what a descendant may do).
+    pub fn scope_violation(&self, action: &Euid, escalated: &[(Euid, u64)]) -> Option<u64> {
         let mut cur: Option<&TaskSlot> = Some(self);
         while let Some(t) = cur {
             if let Some(s) = &t.scope {
-                if !s.contains(action) {
+                let widened = t.id == self.id && escalated.iter().any(|(a, _)| a == action);
+                if !s.contains(action) && !widened {
                     return Some(t.id);
                 }
             }
@@ -402,6 +525,10 @@ pub fn task_value_cached(
     inner: &mut TaskInner,
     now_ms: u64,
 ) -> Value {
+    if inner.prune_escalations(now_ms) {
+        // Rare: rebuilt each time rather than kept in step with a changing set.
+        return task_value(st, slot, inner, inner.labels, now_ms);
+    }
     if let Some(mut c) = inner.ctx_cache.take() {
         if c.labels == inner.labels && refresh(st, inner, &mut c.value, now_ms).is_some() {
             let v = c.value.clone();
@@ -464,6 +591,24 @@ pub fn task_value(
         ),
         (k.depth, Value::Long(i64::from(slot.depth))),
         (k.actors, slot.actors_value.clone()),
+        (k.intent, Value::Str(slot.intent)),
+        (k.id, Value::Long(slot.id as i64)),
+        (k.agent, Value::Entity(slot.agent)),
+        (
+            k.escalated,
+            Value::set_from(
+                inner
+                    .escalated
+                    .iter()
+                    .filter(|(_, u)| *u > now_ms)
+                    .map(|(a, _)| Value::Str(a.id))
+                    .collect(),
+            ),
+        ),
+        (
+            k.escalated_until,
+            Value::Long(i64::try_from(inner.escalated_until()).unwrap_or(i64::MAX)),
+        ),
     ])))
 }
 
@@ -505,12 +650,23 @@ pub fn task_json(
         .iter()
         .map(|a| interner.get(a.id).unwrap_or(""))
         .collect();
+    let name = |s: crate::value::Sym| interner.get(s).unwrap_or("");
     json!({
         "labels": labels,
         "counters": counters,
         "budgets": budgets,
         "depth": slot.depth,
         "actors": actors,
+        "intent": name(slot.intent),
+        "id": slot.id,
+        "agent": {"__entity": {"type": name(slot.agent.ty), "id": name(slot.agent.id)}},
+        "escalated": inner
+            .escalated
+            .iter()
+            .filter(|(_, u)| *u > now_ms)
+            .map(|(a, _)| name(a.id))
+            .collect::<Vec<_>>(),
+        "escalated_until": inner.escalated_until(),
     })
 }
 

@@ -21,13 +21,24 @@ def test_demo_runs_the_whole_story() -> None:
     p = run("demo")
     assert p.returncode == 0, p.stderr
     out = p.stdout
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
     assert "authenticated spiffe://example.org/agents/orchestrator" in out
-    assert "no-exfiltration" in out  # restricted read, then external egress refused
-    assert "approval-for-deploy, approved" in out
+    # The restricted read taints the task, and the later refusal says which step did it.
+    assert ' 4 allow orchestrator read      Dataset::"payroll"' in out
+    assert "the task now carries label 'restricted'" in out
+    deny = lines.index(' 5 deny  orchestrator egress    Domain::"api.github.com"')
+    assert lines[deny + 1].strip() == "forbidden by no-exfiltration"
+    assert lines[deny + 2].strip() == "label 'restricted' was set at step 4"
+    assert "approval asked for call_tool" in out and "permitted by approval-for-deploy" in out
     assert "delegated to" in out and "depth 1" in out
-    assert "monitor: 3 denials in a row" in out
-    assert "ancestor task" in out  # the revocation cascaded to the sub-agent
-    assert "live leases: 0" in out
+    # Events print in the order they happen: the revocation right under the decision that
+    # tripped the monitor, and the sub-agent denied after it.
+    revoked = next(i for i, line in enumerate(lines) if "task revoked now" in line)
+    assert "monitor: 3 denials in a row" in lines[revoked]
+    assert "deny  orchestrator egress" in lines[revoked - 1]
+    assert any("ancestor task" in line for line in lines[revoked:])
+    assert lines[-1].endswith("live leases: 0")
 
 
 def test_check_accepts_the_examples() -> None:

@@ -11,17 +11,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tether._core import (
         Decision,
+        DenialKind,
         Entity,
         EntityError,
         PolicyError,
         RequestError,
         SchemaError,
-        TetherError,
     )
     from tether.engine import Engine
 
+from tether.errors import TetherError
+
 __all__ = [
     "Decision",
+    "DenialKind",
     "Engine",
     "Entity",
     "EntityError",
@@ -33,12 +36,12 @@ __all__ = [
 
 _CORE_NAMES = {
     "Decision",
+    "DenialKind",
     "Entity",
     "EntityError",
     "PolicyError",
     "RequestError",
     "SchemaError",
-    "TetherError",
 }
 
 

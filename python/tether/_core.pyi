@@ -1,12 +1,13 @@
 """Typed stub of the native module `tether._core` (built from `rust/` by maturin)."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Self, final
+from typing import Any, ClassVar, Self, final
 
 from typing_extensions import disjoint_base
 
 __all__ = [
     "Decision",
+    "DenialKind",
     "Engine",
     "Entity",
     "EntityError",
@@ -17,7 +18,7 @@ __all__ = [
     "TetherError",
 ]
 
-class TetherError(Exception): ...
+from tether.errors import TetherError as TetherError
 
 class PolicyError(TetherError):
     policy_id: str | None
@@ -40,6 +41,19 @@ class Entity:
 EntityArg = str | tuple[str, str] | Entity | Mapping[str, Any]
 
 @final
+class DenialKind:
+    """Why a decision denied (a PyO3 enum: compare with `==`, no value lookups)."""
+
+    POLICY: ClassVar[DenialKind]
+    SCOPE: ClassVar[DenialKind]
+    DEADLINE: ClassVar[DenialKind]
+    REVOKED: ClassVar[DenialKind]
+    BUDGET: ClassVar[DenialKind]
+    MONITOR: ClassVar[DenialKind]
+    OBLIGATION: ClassVar[DenialKind]
+    ERROR: ClassVar[DenialKind]
+
+@final
 class Decision:
     @property
     def allowed(self) -> bool: ...
@@ -55,6 +69,8 @@ class Decision:
     def obligations(self) -> list[str]: ...
     @property
     def revoked(self) -> str | None: ...
+    @property
+    def kind(self) -> DenialKind | None: ...
     def __bool__(self) -> bool: ...
 
 @final
@@ -66,6 +82,7 @@ class TaskHandle:
     @property
     def revoked(self) -> str | None: ...
     def revoke(self, reason: str) -> bool: ...
+    def record_denial(self) -> str | None: ...
 
 # One policy text, or named sources (one per file) whose errors are located per source.
 PolicySource = str | bytes | list[tuple[str, str]]
@@ -103,6 +120,7 @@ class Engine:
         self, requests: Iterable[tuple[Any, ...]], context: Mapping[str, Any] | None = None
     ) -> list[bool]: ...
     def entity(self, type: str, id: str) -> Entity: ...
+    def has_entity(self, type: str, id: str) -> bool: ...
     def upsert_entities(self, entities: str | list[dict[str, Any]]) -> int: ...
     def remove_entities(self, uids: Iterable[EntityArg]) -> int: ...
     def reload(
@@ -130,9 +148,14 @@ class Engine:
         scope: Iterable[EntityArg] | None = None,
         deadline: float | None = None,
         parent: TaskHandle | None = None,
+        intent: str = "",
+        on_error: str | None = None,
+        now: float | None = None,
         max_deny_streak: int = 0,
         max_rate: int = 0,
         rate_window: float = 1.0,
+        max_deny_ratio: float = 0.0,
+        min_denials: int = 0,
         revoke_on_budget_exhausted: bool = True,
     ) -> TaskHandle: ...
     def authorize_task(
@@ -141,9 +164,12 @@ class Engine:
         action: EntityArg,
         resource: EntityArg,
         context: Mapping[str, Any] | None = None,
+        now: float | None = None,
         *,
         reasons: bool = False,
-        now: float | None = None,
         approved: list[str] = ...,
     ) -> Decision: ...
+    def escalate_task(
+        self, task: TaskHandle, actions: Iterable[EntityArg], until: float
+    ) -> None: ...
     def task_context(self, task: TaskHandle, *, now: float | None = None) -> str: ...

@@ -9,7 +9,11 @@ With the hierarchy registered, an egress allow-list is plain Cedar:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from tether._core import Engine
 
 _MAX_HOST = 253
 
@@ -48,3 +52,31 @@ def domain_entities(hosts: Iterable[str], entity_type: str = "Domain") -> list[d
         }
         for name, parent in sorted(parents.items())
     ]
+
+
+def egress_host(url: str) -> str:
+    """The host a URL (or a bare `host[:port]`) sends to, in one spelling: lowercase,
+    IDNA (punycode), no trailing dot, no port or user info. `PASTEBIN.COM`,
+    `pastebin.com.` and `https://user@pastebin.com:443/x` are all `pastebin.com`."""
+    text = url.strip()
+    try:
+        host = urlsplit(text if "://" in text else f"//{text}").hostname
+    except ValueError as e:
+        raise ValueError(f"not a URL or host: {url!r} ({e})") from None
+    if not host:
+        raise ValueError(f"not a URL or host: {url!r}")
+    host = host.removesuffix(".")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise ValueError(f"not a host name: {url!r} ({e})") from None
+    return normalize_host(host)
+
+
+def resolve_domain(engine: Engine, url: str, entity_type: str = "Domain") -> str:
+    """The entity uid an egress to `url` is decided as: the host's own entity when it is
+    registered, else its closest registered parent (`www.pastebin.com` is decided as
+    `pastebin.com`), else the unregistered host itself (which no `in` rule matches)."""
+    chain = domain_chain(egress_host(url))
+    name = next((n for n in chain if engine.has_entity(entity_type, n)), chain[0])
+    return f'{entity_type}::"{name}"'

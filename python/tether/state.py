@@ -3,6 +3,8 @@
 ```toml
 [labels.restricted]            # taint: set once, never cleared within the task
 set_when = 'action == Action::"read" && resource.sensitivity >= 3'
+scope = "agent"                # optional: stick to the agent across tasks ("task" default)
+ttl = "24h"                    # optional, with scope = "agent": forget after this long
 [counters.egress_60s]          # sliding-window count of permitted actions
 window = "60s"
 count_when = 'action == Action::"egress"'
@@ -13,7 +15,10 @@ when = 'action == Action::"call_tool"'   # optional
 ```
 
 Rules see it as `context.task`: `labels` (set of names), `counters.<name>` (long),
-`budgets.<name>.{spent,limit,remaining}`, `depth` and `actors` (the delegation chain).
+`budgets.<name>.{spent,limit,remaining}`, `depth` and `actors` (the delegation chain),
+and what the task declared: `intent`, `id` and `agent` (a caller's context cannot
+shadow any of it). Counters and budgets count over the whole delegation tree: what a
+child counts or spends, its ancestors count and spend too.
 """
 
 from __future__ import annotations
@@ -25,23 +30,25 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from tether.errors import TetherError
+
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 
 
-class StateFileError(ValueError):
+class StateFileError(TetherError, ValueError):
     """The state file is malformed; the message names the table and key."""
 
 
-def _window_ms(where: str, value: Any) -> int:
+def _window_ms(where: str, value: Any, key: str = "window") -> int:
     if isinstance(value, int | float) and not isinstance(value, bool):
         ms = float(value) * 1000
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         ms = float(m.group(1)) * _UNITS[m.group(2)]
     else:
-        raise StateFileError(f"{where}.window: expected seconds or a duration like '60s'")
-    if ms <= 0:
-        raise StateFileError(f"{where}.window must be positive")
+        raise StateFileError(f"{where}.{key}: expected seconds or a duration like '60s'")
+    if ms < 1:
+        raise StateFileError(f"{where}.{key} must be positive")
     return int(ms)
 
 
@@ -68,7 +75,20 @@ def state_spec(doc: dict[str, Any]) -> str:
         raise StateFileError(f"unknown sections: {', '.join(sorted(unknown))}")
     spec: dict[str, dict[str, Any]] = {"labels": {}, "counters": {}, "budgets": {}}
     for name, t in _tables(doc, "labels").items():
-        spec["labels"][name] = {"set_when": _str(f"labels.{name}", t, "set_when")}
+        where = f"labels.{name}"
+        unknown_keys = set(t) - {"set_when", "scope", "ttl"}
+        if unknown_keys:
+            raise StateFileError(f"{where}: unknown keys: {', '.join(sorted(unknown_keys))}")
+        label: dict[str, Any] = {"set_when": _str(where, t, "set_when")}
+        scope = t.get("scope", "task")
+        if scope not in ("task", "agent"):
+            raise StateFileError(f'{where}.scope: expected "task" or "agent", got {scope!r}')
+        label["scope"] = scope
+        if "ttl" in t:
+            if scope != "agent":
+                raise StateFileError(f'{where}.ttl: only labels with scope = "agent" expire')
+            label["ttl_ms"] = _window_ms(where, t["ttl"], "ttl")
+        spec["labels"][name] = label
     for name, t in _tables(doc, "counters").items():
         where = f"counters.{name}"
         spec["counters"][name] = {

@@ -2,6 +2,8 @@
 
 use pyo3::prelude::*;
 
+use crate::task_decide::DenyKind;
+
 /// The answer to one request.
 #[pyclass(frozen, module = "tether._core")]
 pub(crate) struct Decision {
@@ -24,6 +26,46 @@ pub(crate) struct Decision {
     /// Set when this very decision revoked the task (monitor, scope, deadline).
     #[pyo3(get)]
     pub(crate) revoked: Option<String>,
+    /// Why it was denied, as a kind (`None` when allowed).
+    #[pyo3(get)]
+    pub(crate) kind: Option<DenialKind>,
+}
+
+/// The kind of a denial: match on this, never on message text.
+#[pyclass(eq, eq_int, hash, frozen, module = "tether._core")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum DenialKind {
+    #[pyo3(name = "POLICY")]
+    Policy,
+    #[pyo3(name = "SCOPE")]
+    Scope,
+    #[pyo3(name = "DEADLINE")]
+    Deadline,
+    #[pyo3(name = "REVOKED")]
+    Revoked,
+    #[pyo3(name = "BUDGET")]
+    Budget,
+    #[pyo3(name = "MONITOR")]
+    Monitor,
+    #[pyo3(name = "OBLIGATION")]
+    Obligation,
+    #[pyo3(name = "ERROR")]
+    Error,
+}
+
+impl From<DenyKind> for DenialKind {
+    fn from(k: DenyKind) -> Self {
+        match k {
+            DenyKind::Policy => DenialKind::Policy,
+            DenyKind::Scope => DenialKind::Scope,
+            DenyKind::Deadline => DenialKind::Deadline,
+            DenyKind::Revoked => DenialKind::Revoked,
+            DenyKind::Budget => DenialKind::Budget,
+            DenyKind::Monitor => DenialKind::Monitor,
+            DenyKind::Obligation => DenialKind::Obligation,
+            DenyKind::Error => DenialKind::Error,
+        }
+    }
 }
 
 #[pymethods]

@@ -6,8 +6,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
 use super::convert::{entities_json, text_arg, Converter, Entity, PolicyText};
-use super::decision::Decision;
-use super::task::TaskHandle;
+use super::decision::{Decision, DenialKind};
+use super::task::{TaskHandle, TaskOptions};
 use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
 use crate::error::TetherError as CoreError;
 use crate::request;
@@ -20,6 +20,8 @@ pub(crate) struct Engine {
     allow: Py<Decision>,
     deny: Py<Decision>,
     pub(crate) next_task: AtomicU64,
+    /// Agent-scoped labels, remembered across this engine's tasks.
+    pub(crate) memory: std::sync::Arc<crate::state::AgentMemory>,
     /// Identifies this engine to its handles. A counter, not the address: a freed
     /// engine's address can be reused, and a stale handle must never match.
     serial: usize,
@@ -48,7 +50,7 @@ fn action_count(snap: &Snapshot) -> usize {
     })
 }
 
-fn on_error_arg(s: &str) -> PyResult<OnError> {
+pub(crate) fn on_error_arg(s: &str) -> PyResult<OnError> {
     match s {
         "skip" => Ok(OnError::Skip),
         "deny" => Ok(OnError::Deny),
@@ -72,11 +74,20 @@ impl Engine {
         t: TaskOutcome,
     ) -> PyResult<Py<Decision>> {
         let out = t.outcome;
+        let kind = match t.kind {
+            _ if out.allowed => None,
+            Some(k) => Some(k.into()),
+            None if self.core.on_error == OnError::Deny && !out.errors.is_empty() => {
+                Some(DenialKind::Error)
+            }
+            None => Some(DenialKind::Policy),
+        };
         if t.message.is_none()
             && t.obligations.is_empty()
             && t.revoked_now.is_none()
             && out.reasons.is_empty()
             && out.errors.is_empty()
+            && (out.allowed || kind == Some(DenialKind::Policy))
         {
             return Ok(if out.allowed {
                 self.allow.clone_ref(py)
@@ -97,6 +108,7 @@ impl Engine {
             message: t.message,
             obligations: t.obligations,
             revoked: t.revoked_now,
+            kind,
         };
         Py::new(py, d)
     }
@@ -156,6 +168,7 @@ impl Engine {
                     message: None,
                     obligations: Vec::new(),
                     revoked: None,
+                    kind: (!allowed).then_some(DenialKind::Policy),
                 },
             )
         };
@@ -164,6 +177,7 @@ impl Engine {
             allow: mk(true)?,
             deny: mk(false)?,
             next_task: AtomicU64::new(1),
+            memory: Default::default(),
             serial: ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -376,38 +390,47 @@ impl Engine {
             .map_err(PyErr::from)
     }
 
-    /// Open a task for `agent`. `scope`: the actions it may take (None: any);
-    /// `deadline`: epoch seconds; `parent`: the delegating task (labels are
-    /// inherited, the actor chain extended, and every decision must also be
-    /// permitted for each ancestor and within each ancestor's scope).
-    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, max_deny_streak=0, max_rate=0, rate_window=1.0, revoke_on_budget_exhausted=true))]
+    /// Open a task for `agent` (see `open_task_impl`).
+    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, intent="", on_error=None, now=None, max_deny_streak=0, max_rate=0, rate_window=1.0, max_deny_ratio=0.0, min_denials=0, revoke_on_budget_exhausted=true))]
     #[allow(clippy::too_many_arguments)]
     fn open_task(
         &self,
+        py: Python<'_>,
         agent: &Bound<'_, PyAny>,
         scope: Option<&Bound<'_, PyAny>>,
         deadline: Option<f64>,
         parent: Option<&TaskHandle>,
+        intent: &str,
+        on_error: Option<&str>,
+        now: Option<f64>,
         max_deny_streak: u32,
         max_rate: u32,
         rate_window: f64,
+        max_deny_ratio: f64,
+        min_denials: u32,
         revoke_on_budget_exhausted: bool,
     ) -> PyResult<TaskHandle> {
-        self.open_task_impl(
-            agent,
+        let opts = TaskOptions {
             scope,
             deadline,
             parent,
-            max_deny_streak,
-            max_rate,
-            rate_window,
-            revoke_on_budget_exhausted,
-        )
+            intent,
+            on_error: on_error.map(on_error_arg).transpose()?,
+            now,
+            limits: crate::state::Limits {
+                max_deny_streak,
+                max_rate,
+                rate_window_ms: (rate_window.max(0.001) * 1000.0) as u64,
+                revoke_on_budget_exhausted,
+                max_deny_ratio,
+                min_denials,
+            },
+        };
+        self.open_task_impl(py, agent, opts)
     }
 
-    /// Decide an action inside a task; a permit commits the task's state
-    /// effects atomically. `now` (epoch seconds) is for tests and replays.
-    #[pyo3(signature = (task, action, resource, context=None, *, reasons=false, now=None, approved=Vec::new()))]
+    /// Decide an action inside a task (see `authorize_task_impl`).
+    #[pyo3(signature = (task, action, resource, context=None, now=None, *, reasons=false, approved=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn authorize_task(
         &self,
@@ -416,17 +439,32 @@ impl Engine {
         action: &Bound<'_, PyAny>,
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
-        reasons: bool,
         now: Option<f64>,
+        reasons: bool,
         approved: Vec<String>,
     ) -> PyResult<Py<Decision>> {
         self.authorize_task_impl(py, task, action, resource, context, reasons, now, approved)
     }
 
+    /// Widen a task's own scope by `actions` until `until` (task-clock seconds).
+    fn escalate_task(
+        &self,
+        task: &TaskHandle,
+        actions: &Bound<'_, PyAny>,
+        until: f64,
+    ) -> PyResult<()> {
+        self.escalate_task_impl(task, actions, until)
+    }
+
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
     #[pyo3(signature = (task, *, now=None))]
-    fn task_context(&self, task: &TaskHandle, now: Option<f64>) -> String {
-        self.task_context_impl(task, now)
+    fn task_context(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        now: Option<f64>,
+    ) -> PyResult<String> {
+        self.task_context_impl(py, task, now)
     }
 
     /// Ids of the policies, in file order.
@@ -466,6 +504,16 @@ impl Engine {
     #[getter]
     fn version(&self) -> u64 {
         self.core.current.load().version
+    }
+
+    /// Whether an entity with this uid is registered (e.g. to resolve a host to
+    /// its closest registered domain).
+    fn has_entity(&self, r#type: &str, id: &str) -> bool {
+        let snap = self.core.current.load();
+        match (snap.interner.lookup(r#type), snap.interner.lookup(id)) {
+            (Some(ty), Some(id)) => snap.store.get(&crate::value::Euid { ty, id }).is_some(),
+            _ => false,
+        }
     }
 
     /// Entities you registered (Cedar JSON, upserts); the schema's action entities

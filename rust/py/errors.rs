@@ -1,17 +1,13 @@
 //! The Python exception types and the one conversion from core errors into them.
 
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::{create_exception, import_exception};
 
 use crate::error::TetherError as CoreError;
 
-create_exception!(
-    _core,
-    TetherError,
-    PyException,
-    "Base of every tether error."
-);
+// The root of the one exception tree is pure Python (`tether.errors`), so code
+// that never loads the native module can still catch every tether error.
+import_exception!(tether.errors, TetherError);
 create_exception!(
     _core,
     PolicyError,

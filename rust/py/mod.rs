@@ -10,7 +10,7 @@ mod task;
 use pyo3::prelude::*;
 
 use convert::Entity;
-use decision::Decision;
+use decision::{Decision, DenialKind};
 use engine::Engine;
 use errors::{EntityError, PolicyError, RequestError, SchemaError, TetherError};
 use task::TaskHandle;
@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decision>()?;
     m.add_class::<Entity>()?;
     m.add_class::<TaskHandle>()?;
+    m.add_class::<DenialKind>()?;
     m.add("TetherError", py.get_type::<TetherError>())?;
     m.add("PolicyError", py.get_type::<PolicyError>())?;
     m.add("SchemaError", py.get_type::<SchemaError>())?;

@@ -4,14 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 
 use super::convert::{uid_strings, Converter};
 use super::decision::Decision;
 use super::engine::Engine;
-use crate::engine::ResolvedRequest;
+use crate::engine::{OnError, ResolvedRequest};
 use crate::error::TetherError as CoreError;
 use crate::state;
-use crate::value::Euid;
 
 /// A task's state handle: labels, counters, budgets and its revocation flag, in Rust.
 #[pyclass(frozen, module = "tether._core")]
@@ -44,68 +44,103 @@ impl TaskHandle {
         self.slot.revoke(reason)
     }
 
+    /// Count a denial made outside a decision (a refused approval) on this task's
+    /// and its ancestors' monitors. Returns the reason if a monitor revoked a task.
+    fn record_denial(&self) -> Option<String> {
+        crate::task_decide::record_denial(&self.slot)
+    }
+
     fn __repr__(&self) -> String {
         format!("TaskHandle(id={}, depth={})", self.slot.id, self.slot.depth)
     }
 }
-pub(crate) fn now_ms(now: Option<f64>) -> u64 {
-    let secs = now.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
-    });
-    (secs.max(0.0) * 1000.0) as u64
+fn ms_of(secs: f64) -> Result<u64, CoreError> {
+    if !secs.is_finite() {
+        return Err(CoreError::Request(
+            "times must be finite numbers of seconds".into(),
+        ));
+    }
+    Ok((secs.max(0.0) * 1000.0) as u64)
+}
+
+/// Task time in ms on the caller's clock. Deadlines and windows never read the
+/// wall clock: without `now`, Python's `time.monotonic()` (a wall-clock step must
+/// not freeze a window or move a deadline).
+pub(crate) fn now_ms(py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
+    static MONOTONIC: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    let secs = match now {
+        Some(s) => s,
+        None => MONOTONIC
+            .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                Ok(py.import("time")?.getattr("monotonic")?.unbind())
+            })?
+            .call0(py)?
+            .extract::<f64>(py)?,
+    };
+    Ok(ms_of(secs)?)
+}
+
+/// How a task is opened, besides its agent.
+pub(crate) struct TaskOptions<'a, 'py> {
+    pub(crate) scope: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) deadline: Option<f64>,
+    pub(crate) parent: Option<&'a TaskHandle>,
+    pub(crate) intent: &'a str,
+    pub(crate) on_error: Option<OnError>,
+    pub(crate) now: Option<f64>,
+    pub(crate) limits: state::Limits,
 }
 
 impl Engine {
     /// Open a task for `agent`. `scope`: the actions it may take (None: any);
-    /// `deadline`: epoch seconds; `parent`: the delegating task (labels are
-    /// inherited, the actor chain extended, and every decision must also be
-    /// permitted for each ancestor and within each ancestor's scope).
-    #[allow(clippy::too_many_arguments)]
+    /// `deadline` and `now`: seconds on the caller's monotonic clock (the one
+    /// every `authorize_task(now=...)` of this task uses; default
+    /// `time.monotonic()`); `parent`: the delegating task (labels are inherited,
+    /// the actor chain extended, and every decision must also be permitted for
+    /// each ancestor, within each ancestor's scope, budgets and counters).
+    /// `intent` is what rules read as `context.task.intent`; `on_error`
+    /// overrides the engine's for this task's decisions.
     pub(crate) fn open_task_impl(
         &self,
+        py: Python<'_>,
         agent: &Bound<'_, PyAny>,
-        scope: Option<&Bound<'_, PyAny>>,
-        deadline: Option<f64>,
-        parent: Option<&TaskHandle>,
-        max_deny_streak: u32,
-        max_rate: u32,
-        rate_window: f64,
-        revoke_on_budget_exhausted: bool,
+        opts: TaskOptions<'_, '_>,
     ) -> PyResult<TaskHandle> {
-        let perr = |e: CoreError| PyErr::from(e);
-        let stable = |obj: &Bound<'_, PyAny>, role: &str| -> Result<Euid, CoreError> {
-            let (t, i) = uid_strings(obj, role)?;
-            self.core.intern_uid(&t, &i)
-        };
-        let agent = stable(agent, "agent").map_err(perr)?;
-        let scope = match scope.filter(|s| !s.is_none()) {
+        let (agent_ty, agent_id) = uid_strings(agent, "agent")?;
+        let agent = self.core.intern_uid(&agent_ty, &agent_id)?;
+        // Interned for good, like the agent uid (`intern_uid` is the core's only
+        // stable interning entry; the type is already known, so only the intent is new).
+        let intent = self.core.intern_uid(&agent_ty, opts.intent)?.id;
+        let scope = match opts.scope.filter(|s| !s.is_none()) {
             None => None,
             Some(s) => {
                 let mut set = rustc_hash::FxHashSet::default();
                 for a in s.try_iter()? {
-                    set.insert(stable(&a?, "scope action").map_err(perr)?);
+                    let (t, i) = uid_strings(&a?, "scope action")?;
+                    set.insert(self.core.intern_uid(&t, &i)?);
                 }
                 Some(set)
             }
         };
-        if let Some(p) = parent {
+        if let Some(p) = opts.parent {
             if p.engine_id != self.id() {
-                return Err(perr(CoreError::Request(
-                    "parent task belongs to another engine".into(),
-                )));
+                return Err(
+                    CoreError::Request("parent task belongs to another engine".into()).into(),
+                );
             }
         }
+        if !(0.0..=1.0).contains(&opts.limits.max_deny_ratio) {
+            return Err(CoreError::Request("max_deny_ratio must be between 0 and 1".into()).into());
+        }
+        let now_ms = now_ms(py, opts.now)?;
         let snap = self.core.current.load();
         let st = snap.set.state.as_ref();
         let windows: Vec<u64> = st
             .map(|s| s.counters.iter().map(|c| c.1).collect())
             .unwrap_or_default();
         let n_budgets = st.map_or(0, |s| s.budgets.len());
-        let parent_slot = parent.map(|p| p.slot.clone());
-        let mut deadline_ms = deadline.map(|d| now_ms(Some(d)));
+        let parent_slot = opts.parent.map(|p| p.slot.clone());
+        let mut deadline_ms = opts.deadline.map(ms_of).transpose()?;
         if let Some(p) = &parent_slot {
             // A child never outlives its parent.
             deadline_ms = match (deadline_ms, p.deadline_ms) {
@@ -113,30 +148,27 @@ impl Engine {
                 (a, b) => a.or(b),
             };
         }
-        let slot = state::TaskSlot::new(
-            self.next_task.fetch_add(1, Ordering::Relaxed),
+        let init = state::TaskInit {
+            id: self.next_task.fetch_add(1, Ordering::Relaxed),
             agent,
-            parent_slot,
             scope,
             deadline_ms,
-            state::Limits {
-                max_deny_streak,
-                max_rate,
-                rate_window_ms: (rate_window.max(0.001) * 1000.0) as u64,
-                revoke_on_budget_exhausted,
-            },
-            &windows,
-            n_budgets,
-        )
-        .map_err(|m| perr(CoreError::Request(m)))?;
+            limits: opts.limits,
+            on_error: opts.on_error,
+            intent,
+            memory: Some(self.memory.clone()),
+            labels: self.memory.recall(&agent, now_ms),
+        };
+        let slot = state::TaskSlot::new(init, parent_slot, &windows, n_budgets)
+            .map_err(CoreError::Request)?;
         Ok(TaskHandle {
             slot: Arc::new(slot),
             engine_id: self.id(),
         })
     }
 
-    /// Decide an action inside a task; a permit commits the task's state
-    /// effects atomically. `now` (epoch seconds) is for tests and replays.
+    /// Decide an action inside a task; a permit commits the state effects on
+    /// the task and every ancestor atomically. `now`: the task clock's seconds.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn authorize_task_impl(
         &self,
@@ -154,6 +186,7 @@ impl Engine {
                 "task belongs to another engine".into(),
             )));
         }
+        let now_ms = now_ms(py, now)?;
         let snap = self.core.current.load();
         let mut conv = Converter::new(&snap, self.id());
         let action = conv.entity(action, "action").map_err(PyErr::from)?;
@@ -172,21 +205,55 @@ impl Engine {
             &mut req,
             reasons,
             self.core.on_error,
-            now_ms(now),
+            now_ms,
             &approved,
         );
         self.decision(py, &snap, &req, t)
     }
 
+    /// Widen the task's own scope by `actions` until `until` (task-clock seconds).
+    /// The escalation's authorization and approval happen before this call.
+    pub(crate) fn escalate_task_impl(
+        &self,
+        task: &TaskHandle,
+        actions: &Bound<'_, PyAny>,
+        until: f64,
+    ) -> PyResult<()> {
+        if task.engine_id != self.id() {
+            return Err(CoreError::Request("task belongs to another engine".into()).into());
+        }
+        let until = ms_of(until)?;
+        let mut granted = Vec::new();
+        for a in actions.try_iter()? {
+            let (t, i) = uid_strings(&a?, "escalated action")?;
+            granted.push(self.core.intern_uid(&t, &i)?);
+        }
+        let mut inner = task.slot.lock();
+        if let Some(r) = &inner.revoked {
+            return Err(CoreError::Request(format!("task revoked: {r}")).into());
+        }
+        for a in granted {
+            match inner.escalated.iter_mut().find(|(x, _)| *x == a) {
+                Some(e) => e.1 = e.1.max(until),
+                None => inner.escalated.push((a, until)),
+            }
+        }
+        Ok(())
+    }
+
     /// The task's `context.task` value now, as JSON (to replay a decision elsewhere).
-    pub(crate) fn task_context_impl(&self, task: &TaskHandle, now: Option<f64>) -> String {
+    pub(crate) fn task_context_impl(
+        &self,
+        py: Python<'_>,
+        task: &TaskHandle,
+        now: Option<f64>,
+    ) -> PyResult<String> {
+        let now = now_ms(py, now)?;
         let snap = self.core.current.load();
         let inner = task.slot.lock();
-        match snap.set.state.as_ref() {
-            Some(st) => {
-                state::task_json(st, &task.slot, &inner, now_ms(now), &snap.interner).to_string()
-            }
+        Ok(match snap.set.state.as_ref() {
+            Some(st) => state::task_json(st, &task.slot, &inner, now, &snap.interner).to_string(),
             None => "{}".to_owned(),
-        }
+        })
     }
 }

@@ -25,6 +25,7 @@ except Exception as exc:  # the native module is not built: fail loudly, never s
     _TETHER_IMPORT_ERROR = exc
 
 
+ID_RE = re.compile(r'^@id\("([^"]*)"\)', re.M)
 ERR_RE = re.compile(r"^error while evaluating policy `([^`]+)`")
 
 
@@ -52,6 +53,15 @@ class Expected:
     bodies: dict[str, str] = field(default_factory=dict)
 
 
+def policy_names(world: World) -> dict[str, str]:
+    """Cedar's `policyN` -> the name tether reports: the `@id` annotation, if any."""
+    out = {}
+    for i, text in enumerate(world.policies):
+        m = ID_RE.search(text)
+        out[f"policy{i}"] = m.group(1) if m else f"policy{i}"
+    return out
+
+
 def cedar_oracle(
     world: World, schema: str | None = None, requests: list[Request] | None = None
 ) -> list[Expected]:
@@ -69,6 +79,8 @@ def cedar_oracle(
     results = cedarpy.is_authorized_batch(
         [r.cedarpy() for r in requests], policies, entities, schema=schema
     )
+    # Cedar names policies `policyN`; tether names one by its `@id` when it has one.
+    name = policy_names(world)
     out = []
     for req, res in zip(requests, results, strict=True):
         errs = list(res.diagnostics.errors)
@@ -79,11 +91,11 @@ def cedar_oracle(
         for msg in errs:
             m = ERR_RE.match(msg)
             assert m, f"unexpected cedarpy error format: {msg!r}"
-            bodies[m.group(1)] = msg[m.end() :].removeprefix(": ")
+            bodies[name[m.group(1)]] = msg[m.end() :].removeprefix(": ")
         out.append(
             Expected(
                 allowed=res.decision == cedarpy.Decision.Allow,
-                reasons=sorted(res.diagnostics.reasons),
+                reasons=sorted(name[r] for r in res.diagnostics.reasons),
                 errors=sorted(bodies),
                 messages=errs,
                 bodies=bodies,
@@ -182,7 +194,8 @@ def tether_args(req: Request, i: int, engine: Any) -> tuple[Any, Any, Any, dict[
 
 
 def policies_named(world: World, ids: set[str]) -> str:
-    by_id = {f"policy{i}": text for i, text in enumerate(world.policies)}
+    names = policy_names(world)
+    by_id = {names[f"policy{i}"]: text for i, text in enumerate(world.policies)}
     return "\n".join(f"  {pid}: {by_id.get(pid, '<no such policy>')}" for pid in sorted(ids))
 
 

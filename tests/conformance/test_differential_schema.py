@@ -11,14 +11,13 @@ Scale with TETHER_DIFF_SCHEMA_WORLDS (default 60).
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import Counter
 
 import cedarpy
 
 from tests.conformance.cedar_gen import random_world
-from tests.conformance.cedar_oracle import Tally, compare_world, require_engine
+from tests.conformance.cedar_oracle import ID_RE, Tally, compare_world, require_engine
 from tests.conformance.differential_count import record
 from tests.conformance.schema_world import SCHEMA, conform_world
 from tether import PolicyError
@@ -38,9 +37,14 @@ def validation_agrees(policy: str, verdicts: Counter[str]) -> bool:
         real = [m for m in cedar_errors if IMPOSSIBLE not in m]
         assert real, f"tether rejects a policy Cedar only finds impossible: {e}\n{policy}"
         for message in real:
-            # "for policy `policy0`, <what>": tether names the policy its own way, with a place.
-            what = re.sub(r"^for policy `[^`]*`, ", "", message)
-            assert what in str(e), f"Cedar's {message!r} missing from {e}\n{policy}"
+            # tether names the policy (and its position) ahead of Cedar's own text.
+            named = ID_RE.search(policy)
+            body = message
+            if message.startswith("for policy `"):
+                pid, _, body = message.removeprefix("for policy `").partition("`, ")
+                pid = named.group(1) if named else pid
+                assert f"policy `{pid}` at " in str(e), f"{pid} not named in {e}\n{policy}"
+            assert body in str(e), f"Cedar's {body!r} missing from {e}\n{policy}"
         assert f"({len(real)} error" in str(e), f"{e} vs Cedar's {real}\n{policy}"
         verdicts["invalid"] += 1
         verdicts["validation messages"] += len(real)

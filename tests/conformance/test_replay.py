@@ -82,6 +82,7 @@ class TaskModel:
     )
     spent: int = 0
     revoked: bool = False  # a budget that cannot cover a permitted action revokes the task
+    task_id: int = 1  # the engine's number for the task (an identifier, not state)
 
     def count(self, name: str, now_ms: int) -> int:
         cur = now_ms // BUCKET_MS
@@ -101,6 +102,11 @@ class TaskModel:
             },
             "depth": 0,
             "actors": [self.agent_id],
+            "intent": "replay",
+            "id": self.task_id,
+            "agent": {"__entity": {"type": "Agent", "id": self.agent_id}},
+            "escalated": [],
+            "escalated_until": 0,
         }
 
     def cost(self, action: str, resource: dict[str, Any]) -> int:
@@ -128,13 +134,19 @@ def replay(
     engine = world.engine(policies=policies, risk_limit=risk_limit)
     cedar_id = {tid: f"policy{i}" for i, tid in enumerate(engine.policy_ids())}
     now = [world.T0]
-    guard = Guard(engine, clock=lambda: now[0], monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        clock=lambda: now[0],
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     entities = json.dumps(world.ENTITIES)
     model = TaskModel(json.loads(principal.partition("::")[2]), risk_limit)
     seen: Counter[str] = Counter()
 
     async def run() -> None:
         async with guard.task(principal, intent="replay", ttl=10_000) as task:
+            model.task_id = task.handle.id
             for (action, resource), delta in zip(steps, dt, strict=True):
                 now[0] += delta
                 context = {"intent": "replay", "task": model.context_task(now[0])}

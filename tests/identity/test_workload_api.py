@@ -45,7 +45,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):  # type: ignore[misc]
+class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
     """Serves what the test queues; rejects calls without the security header, as SPIRE does."""
 
     def __init__(self, forge: Callable[..., str], key: ec.EllipticCurvePrivateKey) -> None:
@@ -96,7 +96,7 @@ class AgentServer:
 
     async def start(self) -> None:
         self._server = grpc.aio.server()
-        pb_grpc.add_SpiffeWorkloadAPIServicer_to_server(self.agent, self._server)
+        pb_grpc.add_SpiffeWorkloadAPIServicer_to_server(self.agent, self._server)  # type: ignore[no-untyped-call]
         self._server.add_insecure_port(f"unix:{self.path}")
         await self._server.start()
 

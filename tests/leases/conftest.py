@@ -12,11 +12,12 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
+    IssueRequest,
     Lease,
-    MemoryLeaseStore,
     Secret,
     TaskRef,
 )
+from tether.store import MemoryLeaseStore
 
 T0 = 1_700_000_000.0
 
@@ -60,7 +61,7 @@ class FakeSource:
     def secret_for(self, n: int) -> str:
         return f"s3cr3t-value-{n:06d}"
 
-    async def issue(self, task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def issue(self, request: IssueRequest) -> IssuedCredential:
         self.counter += 1
         ref = f"ref-{self.counter}"
         self.issued.append(ref)

@@ -11,16 +11,17 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
+    IssueRequest,
     LeaseError,
     LeaseExpired,
     LeaseNotFound,
     LeaseRevoked,
     LeaseScopeError,
-    MemoryLeaseStore,
     NotRenewable,
+    ProviderError,
     Secret,
-    TaskRef,
 )
+from tether.store import MemoryLeaseStore
 
 pytestmark = pytest.mark.anyio
 
@@ -217,7 +218,7 @@ async def test_revoke_task_while_issuing_does_not_leak(make_task: Any, clock: An
     gate = anyio.Event()
     entered = anyio.Event()
 
-    async def slow_issue(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def slow_issue(request: IssueRequest) -> IssuedCredential:
         entered.set()
         await gate.wait()
         return IssuedCredential(secret="x", provider_ref="slow")
@@ -249,23 +250,24 @@ async def test_revoke_task_while_issuing_does_not_leak(make_task: Any, clock: An
 async def test_failed_issue_records_nothing_live(make_task: Any, clock: Any) -> None:
     store = MemoryLeaseStore()
 
-    async def broken(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def broken(request: IssueRequest) -> IssuedCredential:
         raise RuntimeError("quota exceeded")
 
     async def revoke(lease: Any) -> None:
         raise AssertionError("nothing to revoke")
 
     broker = CredentialBroker(store, {"db": CallbackProvider(broken, revoke)}, clock=clock)
-    with pytest.raises(RuntimeError, match="quota"):
+    with pytest.raises(ProviderError, match="quota") as caught:
         await broker.issue(make_task(), "db")
-    assert await store.unrevoked() == []
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert (await store.scan("default", 0.0)).records == []
     assert broker.active() == []
 
 
 async def test_cancelled_issue_is_revoked_by_lease_id(make_task: Any, clock: Any) -> None:
     seen: list[tuple[str, str | None]] = []
 
-    async def hang(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def hang(request: IssueRequest) -> IssuedCredential:
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -281,7 +283,7 @@ async def test_cancelled_issue_is_revoked_by_lease_id(make_task: Any, clock: Any
     assert len(seen) == 1
     assert seen[0][0].startswith("tasks/txn-1/db/") and seen[0][1] is None
     assert broker.unconfirmed() == []
-    assert await store.unrevoked() == []
+    assert (await store.scan("default", 0.0)).records == []
 
 
 async def test_unknown_provider_and_bad_segments(make_broker: Any, make_task: Any) -> None:
@@ -312,7 +314,7 @@ async def test_background_reaper_revokes_expired(
 async def test_hundred_thousand_leases_then_revoke_task(make_task: Any, clock: Any) -> None:
     revoked = 0
 
-    async def issue(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def issue(request: IssueRequest) -> IssuedCredential:
         return IssuedCredential(secret=Secret("k"), provider_ref="r")
 
     async def revoke(lease: Any) -> None:
@@ -330,4 +332,4 @@ async def test_hundred_thousand_leases_then_revoke_task(make_task: Any, clock: A
     assert revoked == n
     assert broker.active() == []
     assert broker.unconfirmed() == []
-    assert await store.unrevoked() == []
+    assert (await store.scan("default", 0.0)).records == []

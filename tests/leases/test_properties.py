@@ -10,17 +10,18 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
+    IssueRequest,
     Lease,
     LeaseExpired,
-    MemoryLeaseStore,
     TaskRef,
 )
+from tether.store import MemoryLeaseStore
 
 T0 = 1_000_000.0
 durations = st.floats(min_value=0.5, max_value=10_000, allow_nan=False, allow_infinity=False)
 
 
-async def _issue(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+async def _issue(request: IssueRequest) -> IssuedCredential:
     return IssuedCredential(secret="k", provider_ref="r")
 
 

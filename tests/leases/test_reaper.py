@@ -11,11 +11,10 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
-    LeaseRecord,
+    IssueRequest,
     LeaseRevoked,
-    MemoryLeaseStore,
-    TaskRef,
 )
+from tether.store import LeaseRecord, MemoryLeaseStore
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +111,7 @@ async def test_recovered_lease_of_unknown_provider_becomes_zombie(clock: Any) ->
         )
     )
 
-    async def issue(task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def issue(request: IssueRequest) -> IssuedCredential:
         raise AssertionError
 
     async def revoke(lease: Any) -> None:
@@ -121,7 +120,9 @@ async def test_recovered_lease_of_unknown_provider_becomes_zombie(clock: Any) ->
     broker = CredentialBroker(
         store, {"db": CallbackProvider(issue, revoke)}, clock=clock, max_revoke_attempts=1
     )
-    assert await broker.recover() == []
+    report = await broker.recover()
+    assert report.revoked == []
+    assert [z.lease_id for z in report.zombies] == ["tasks/t/gone/1"]
     assert [z.lease_id for z in broker.zombies()] == ["tasks/t/gone/1"]
     record = await store.get("tasks/t/gone/1")
     assert record is not None and record.status == "revoke_failed"

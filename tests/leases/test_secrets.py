@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from tether.leases import IssuedCredential, LeaseRecord, Secret, SqliteLeaseStore
+from tether.leases import IssuedCredential, Secret
+from tether.store import LeaseRecord, SqliteLeaseStore
 
 pytestmark = pytest.mark.anyio
 

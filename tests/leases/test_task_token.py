@@ -15,12 +15,12 @@ from tether.leases import (
     CredentialBroker,
     InvalidTaskToken,
     LeaseRevoked,
-    MemoryLeaseStore,
     TaskTokenProvider,
     TaskTokenVerifier,
     TokenNarrowingError,
     actor_chain,
 )
+from tether.store import MemoryLeaseStore
 
 AUD = "https://api.example.org"
 ACTORS = ("spiffe://example.org/user/alice", "spiffe://example.org/agent/planner")

@@ -20,12 +20,12 @@ from tether.leases import (
     CallbackProvider,
     CredentialBroker,
     IssuedCredential,
+    IssueRequest,
     Lease,
-    MemoryLeaseStore,
     Secret,
-    TaskRef,
 )
 from tether.state import state_spec
+from tether.store import MemoryLeaseStore
 
 EXAMPLES = Path(tether.__file__).parent / "examples"
 POLICIES = (EXAMPLES / "agents.cedar").read_text(encoding="utf-8")
@@ -135,7 +135,7 @@ class RecordingSource:
     issued: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
 
-    async def issue(self, task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
+    async def issue(self, request: IssueRequest) -> IssuedCredential:
         ref = f"ref-{len(self.issued)}"
         self.issued.append(ref)
         return IssuedCredential(secret=Secret(f"secret-{ref}"), provider_ref=ref)

@@ -28,7 +28,7 @@ GITHUB = 'Domain::"github.com"'
 
 @pytest.mark.anyio
 async def test_delegate_verifies_child_token(engine: Any, authenticator: Any, mint: Any) -> None:
-    guard = Guard(engine, authenticator)
+    guard = Guard(engine, authenticator, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="research") as parent:
         child = await parent.delegate(mint(RES_ID))
         assert child.agent_uid == RESEARCHER
@@ -48,7 +48,7 @@ async def test_delegate_verifies_child_token(engine: Any, authenticator: Any, mi
 async def test_delegate_wrong_audience_refused(
     engine: Any, authenticator: Any, issuer: Any
 ) -> None:
-    guard = Guard(engine, authenticator)
+    guard = Guard(engine, authenticator, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x") as parent:
         with pytest.raises(AuthenticationError):
             await parent.delegate(issuer.mint_svid(RES_ID, "someone-else"))
@@ -58,7 +58,7 @@ async def test_delegate_wrong_audience_refused(
 async def test_delegate_requires_delegate_permission(
     engine: Any, authenticator: Any, mint: Any
 ) -> None:
-    guard = Guard(engine, authenticator)
+    guard = Guard(engine, authenticator, allow_unauthenticated=True)
     async with guard.task(RESEARCHER, intent="x") as worker:  # role worker: may not delegate
         with pytest.raises(Denied, match="no policy permits it"):
             await worker.delegate(mint(ORCH_ID))
@@ -67,7 +67,7 @@ async def test_delegate_requires_delegate_permission(
 
 @pytest.mark.anyio
 async def test_depth_and_actors_visible(engine: Any, authenticator: Any, mint: Any) -> None:
-    guard = Guard(engine, authenticator)
+    guard = Guard(engine, authenticator, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="research") as parent:
         child = await parent.delegate(mint(RES_ID), intent="subtask")
         assert parent.state()["depth"] == 0 and child.depth == 1
@@ -81,7 +81,12 @@ async def test_depth_and_actors_visible(engine: Any, authenticator: Any, mint: A
 
 @pytest.mark.anyio
 async def test_scope_can_only_narrow(engine: Any, authenticator: Any, mint: Any) -> None:
-    guard = Guard(engine, authenticator, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        authenticator,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     scope = ["delegate", "call_tool", "read"]
     async with guard.task(ORCH, intent="x", scope=scope) as parent:
         with pytest.raises(Denied, match="widen scope with: egress"):
@@ -101,7 +106,9 @@ async def test_scope_can_only_narrow(engine: Any, authenticator: Any, mint: Any)
 async def test_ancestor_scope_enforced_in_core(engine: Any) -> None:
     """Even a child opened with no scope (bypassing the Python narrowing) is held to
     its ancestors' scope by the core."""
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     async with guard.task(ORCH, intent="x", scope=["read", "call_tool"]) as parent:
         child = guard._open(RESEARCHER, "x", None, 60.0, parent=parent)
         assert child.authorize("call_tool", SEARCH).allowed
@@ -114,7 +121,12 @@ async def test_ancestor_scope_enforced_in_core(engine: Any) -> None:
 @pytest.mark.anyio
 async def test_child_limited_by_parent_clearance(world: Any, authenticator: Any, mint: Any) -> None:
     engine = world.engine(entities=world.entities_with(orchestrator=1, researcher=3))
-    guard = Guard(engine, authenticator, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        authenticator,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     async with guard.task(RESEARCHER, intent="alone") as alone:
         assert alone.authorize("read", PAYROLL).allowed  # the researcher itself may
     async with guard.task(ORCH, intent="x") as parent:
@@ -129,7 +141,12 @@ async def test_child_limited_by_parent_clearance(world: Any, authenticator: Any,
 
 @pytest.mark.anyio
 async def test_child_inherits_parent_taint(engine: Any, authenticator: Any, mint: Any) -> None:
-    guard = Guard(engine, authenticator, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        authenticator,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     async with guard.task(ORCH, intent="x") as parent:
         assert parent.authorize("read", PAYROLL).allowed
         child = await parent.delegate(mint(RES_ID))
@@ -139,7 +156,7 @@ async def test_child_inherits_parent_taint(engine: Any, authenticator: Any, mint
 
 @pytest.mark.anyio
 async def test_child_ttl_and_revoked_parent(engine: Any, authenticator: Any, mint: Any) -> None:
-    guard = Guard(engine, authenticator)
+    guard = Guard(engine, authenticator, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x", ttl=100) as parent:
         child = await parent.delegate(mint(RES_ID), ttl=5)
         assert child.deadline <= parent.deadline
@@ -284,7 +301,9 @@ def test_child_allowed_subset_of_parent(
     )
     spec = state_spec({"counters": {"n": {"window": "60s", "count_when": "true"}}})
     engine = Engine(text, None, json.dumps(_entities(levels, groups, rlevels)), state=spec)
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     parent_agent, child_agent = _as_agent(parent_i), _as_agent(child_i)
     pscope = None if parent_scope is None else [*parent_scope, "delegate"]
     cscope = None if pscope is None else sorted(child_narrow & set(pscope))

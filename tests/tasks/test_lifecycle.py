@@ -8,7 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
-from tether.leases import CredentialBroker, MemoryLeaseStore
+from tether.leases import CredentialBroker
+from tether.store import MemoryLeaseStore
 from tether.tasks import Guard, Monitors, TaskRevoked
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +28,7 @@ async def wait_until(pred: Any, limit: float = 5.0) -> None:
 
 
 async def test_normal_exit_revokes_and_later_decisions_deny(engine: Any) -> None:
-    guard = Guard(engine)
+    guard = Guard(engine, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="summarize", ttl=60) as task:
         assert task.revoked is None
         assert task.authorize("read", WIKI).allowed
@@ -44,7 +45,7 @@ async def test_normal_exit_revokes_and_later_decisions_deny(engine: Any) -> None
 
 
 async def test_exception_exit_revokes_with_exception_name(engine: Any) -> None:
-    guard = Guard(engine)
+    guard = Guard(engine, allow_unauthenticated=True)
     with pytest.raises(KeyError):
         async with guard.task(ORCH, intent="summarize") as task:
             assert task.authorize("read", WIKI).allowed
@@ -56,7 +57,7 @@ async def test_exception_exit_revokes_with_exception_name(engine: Any) -> None:
 
 
 async def test_cancelled_task_still_closes(engine: Any) -> None:
-    guard = Guard(engine)
+    guard = Guard(engine, allow_unauthenticated=True)
     holder: list[Any] = []
     with anyio.CancelScope() as scope:
         async with guard.task(ORCH, intent="x") as task:
@@ -68,7 +69,7 @@ async def test_cancelled_task_still_closes(engine: Any) -> None:
 
 
 async def test_leases_revoked_at_normal_exit(engine: Any, broker: Any, source: Any) -> None:
-    async with Guard(engine, broker=broker) as guard:
+    async with Guard(engine, broker=broker, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x") as task:
             a = await task.lease("db")
             b = await task.lease("db")
@@ -78,7 +79,7 @@ async def test_leases_revoked_at_normal_exit(engine: Any, broker: Any, source: A
 
 
 async def test_leases_revoked_at_exception_exit(engine: Any, broker: Any, source: Any) -> None:
-    async with Guard(engine, broker=broker) as guard:
+    async with Guard(engine, broker=broker, allow_unauthenticated=True) as guard:
         with pytest.raises(RuntimeError):
             async with guard.task(ORCH, intent="x") as task:
                 lease = await task.lease("db")
@@ -89,7 +90,7 @@ async def test_leases_revoked_at_exception_exit(engine: Any, broker: Any, source
 async def test_child_leases_revoked_when_parent_closes(
     engine: Any, broker: Any, source: Any, authenticator: Any, mint: Any
 ) -> None:
-    async with Guard(engine, authenticator, broker=broker) as guard:
+    async with Guard(engine, authenticator, broker=broker, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x") as parent:
             child = await parent.delegate(mint(RES_ID))
             c_lease = await child.lease("db")
@@ -101,7 +102,7 @@ async def test_child_leases_revoked_when_parent_closes(
 async def test_parent_revoke_revokes_child_leases(
     engine: Any, broker: Any, source: Any, authenticator: Any, mint: Any
 ) -> None:
-    async with Guard(engine, authenticator, broker=broker) as guard:
+    async with Guard(engine, authenticator, broker=broker, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x") as parent:
             child = await parent.delegate(mint(RES_ID))
             c_lease = await child.lease("db")
@@ -114,7 +115,7 @@ async def test_parent_revoke_revokes_child_leases(
 
 
 async def test_revoke_revokes_leases_in_background(engine: Any, broker: Any, source: Any) -> None:
-    async with Guard(engine, broker=broker) as guard:
+    async with Guard(engine, broker=broker, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x") as task:
             lease = await task.lease("db")
             task.revoke("operator said so")
@@ -126,7 +127,7 @@ async def test_revoke_revokes_leases_in_background(engine: Any, broker: Any, sou
 
 
 async def test_guard_exit_closes_live_tasks(engine: Any, broker: Any, source: Any) -> None:
-    async with Guard(engine, broker=broker) as guard:
+    async with Guard(engine, broker=broker, allow_unauthenticated=True) as guard:
         task = await guard.task(ORCH, intent="x").__aenter__()
         lease = await task.lease("db")
     assert task.revoked == "guard stopped"
@@ -136,7 +137,7 @@ async def test_guard_exit_closes_live_tasks(engine: Any, broker: Any, source: An
 
 @pytest.mark.parametrize("ttl", [0.0, -1.0, float("nan"), float("inf")])
 async def test_bad_ttl_refused(engine: Any, ttl: float) -> None:
-    guard = Guard(engine)
+    guard = Guard(engine, allow_unauthenticated=True)
     with pytest.raises(ValueError):
         async with guard.task(ORCH, intent="x", ttl=ttl):
             pass
@@ -146,7 +147,7 @@ async def test_bad_ttl_refused(engine: Any, ttl: float) -> None:
 
 
 async def test_deadline_on_decision_with_fake_clock(engine: Any, clock: Any) -> None:
-    guard = Guard(engine, clock=clock)
+    guard = Guard(engine, clock=clock, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x", ttl=10) as task:
         assert task.deadline == clock.now + 10
         clock.advance(9.9)
@@ -164,7 +165,7 @@ async def test_deadline_on_decision_with_fake_clock(engine: Any, clock: Any) -> 
 
 
 async def test_task_context_reflects_clock(engine: Any, clock: Any) -> None:
-    guard = Guard(engine, clock=clock)
+    guard = Guard(engine, clock=clock, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x", ttl=100) as task:
         assert task.authorize("call_tool", SEARCH).allowed
         assert task.state()["counters"]["tool_calls_60s"] == 1
@@ -183,7 +184,7 @@ async def watcher_pass(guard: Guard) -> None:
 
 async def test_watcher_revokes_idle_task(engine: Any, source: Any, clock: Any) -> None:
     broker = CredentialBroker(MemoryLeaseStore(), {"db": source.provider()}, clock=clock)
-    async with Guard(engine, broker=broker, clock=clock) as guard:
+    async with Guard(engine, broker=broker, clock=clock, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x", ttl=30) as task:
             lease = await task.lease("db")
             # No decisions at all: only the watcher can notice the deadline.
@@ -198,7 +199,7 @@ async def test_watcher_revokes_idle_task(engine: Any, source: Any, clock: Any) -
 
 
 async def test_watcher_with_fake_clock_and_wake(engine: Any, clock: Any) -> None:
-    async with Guard(engine, clock=clock) as guard:
+    async with Guard(engine, clock=clock, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x", ttl=30) as task:
             other_cm = guard.task(ORCH, intent="y", ttl=300)
             other = await other_cm.__aenter__()
@@ -215,7 +216,7 @@ async def test_watcher_with_fake_clock_and_wake(engine: Any, clock: Any) -> None
 async def test_watcher_revokes_at_the_deadline_exactly(engine: Any, clock: Any) -> None:
     """A deadline is the last instant a task lives: at it, the watcher revokes; a moment
     before, it does not."""
-    async with Guard(engine, clock=clock) as guard:
+    async with Guard(engine, clock=clock, allow_unauthenticated=True) as guard:
         async with guard.task(ORCH, intent="x", ttl=30) as task:
             clock.advance(30 - 0.001)
             await watcher_pass(guard)
@@ -230,7 +231,13 @@ async def test_watcher_revokes_at_the_deadline_exactly(engine: Any, clock: Any) 
 async def test_child_never_outlives_parent(
     engine: Any, clock: Any, authenticator: Any, mint: Any
 ) -> None:
-    guard = Guard(engine, authenticator, clock=clock, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        authenticator,
+        clock=clock,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     async with guard.task(ORCH, intent="x", ttl=10) as parent:
         child = await parent.delegate(await guard.authenticate(mint(RES_ID)), ttl=1000)
         assert child.deadline <= parent.deadline
@@ -245,7 +252,9 @@ async def test_authorize_from_worker_thread_revokes_leases(
 ) -> None:
     """A monitor tripping inside `authorize` called from a worker thread must return the
     decision (not raise for lack of an event loop) and still revoke the task's leases."""
-    async with Guard(engine, broker=broker, monitors=Monitors(max_deny_streak=2)) as guard:
+    async with Guard(
+        engine, broker=broker, monitors=Monitors(max_deny_streak=2), allow_unauthenticated=True
+    ) as guard:
         async with guard.task(ORCH, intent="x") as task:
             lease = await task.lease("db")
 

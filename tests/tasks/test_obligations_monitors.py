@@ -19,15 +19,15 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_obligation_makes_authorize_deny_until_approved(engine: Any) -> None:
-    guard = Guard(engine)
+    guard = Guard(engine, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="ship") as task:
         d = task.authorize("call_tool", DEPLOY)
         assert not d.allowed
         assert d.obligations == ["approval"]
         assert d.message == "requires approval"
         assert task.state()["budgets"]["risk"]["spent"] == 0  # nothing committed
-        d = task.authorize("call_tool", DEPLOY, approved=["something-else"])
-        assert not d.allowed and d.obligations == ["approval"]
+        with pytest.raises(TypeError):  # approvals come only from the approver path
+            task.authorize("call_tool", DEPLOY, approved=["approval"])  # type: ignore[call-arg]
 
 
 async def test_approver_approves(engine: Any) -> None:
@@ -38,7 +38,7 @@ async def test_approver_approves(engine: Any) -> None:
         await anyio.sleep(0)
         return True
 
-    guard = Guard(engine, approvers={"approval": approve})
+    guard = Guard(engine, approvers={"approval": approve}, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="ship") as task:
         # Only context attributes the schema declares for the action are accepted.
         d = await task.require("call_tool", DEPLOY, {"intent": "ship CHG-1"})
@@ -59,7 +59,7 @@ async def test_plain_permit_never_calls_approver(engine: Any) -> None:
         calls.append(req)
         return True
 
-    guard = Guard(engine, approvers={"approval": approve})
+    guard = Guard(engine, approvers={"approval": approve}, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x") as task:
         assert (await task.require("call_tool", SEARCH)).allowed
         with pytest.raises(Denied):  # no permit at all: nothing to approve
@@ -92,7 +92,7 @@ async def _rejects(req: ApprovalRequest) -> bool:
     ids=["reject", "timeout", "raises", "none", "wrong-name"],
 )
 async def test_approval_fails_closed(engine: Any, approvers: Any, match: str) -> None:
-    guard = Guard(engine, approvers=approvers, approval_timeout=0.05)
+    guard = Guard(engine, approvers=approvers, approval_timeout=0.05, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="ship") as task:
         with pytest.raises(Denied, match=match) as ei:
             await task.require("call_tool", DEPLOY)
@@ -108,7 +108,7 @@ async def test_obligation_on_revoked_task_does_not_ask(engine: Any) -> None:
         calls.append(req)
         return True
 
-    guard = Guard(engine, approvers={"approval": approve})
+    guard = Guard(engine, approvers={"approval": approve}, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="ship") as task:
         task.revoke("halt")
         with pytest.raises(TaskRevoked, match="halt"):
@@ -121,7 +121,7 @@ async def test_approval_then_revoked_during_wait_denies(engine: Any) -> None:
         req.task.revoke("revoked while waiting")
         return True
 
-    guard = Guard(engine, approvers={"approval": approve})
+    guard = Guard(engine, approvers={"approval": approve}, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="ship") as task:
         with pytest.raises(TaskRevoked, match="revoked while waiting"):
             await task.require("call_tool", DEPLOY)
@@ -132,7 +132,7 @@ async def test_approval_then_revoked_during_wait_denies(engine: Any) -> None:
 
 
 async def test_deny_streak_revokes(engine: Any) -> None:
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=3))
+    guard = Guard(engine, monitors=Monitors(max_deny_streak=3), allow_unauthenticated=True)
     async with guard.task(RESEARCHER, intent="x") as task:
         assert task.authorize("read", PAYROLL).revoked is None
         assert task.authorize("read", PAYROLL).revoked is None
@@ -146,12 +146,12 @@ async def test_deny_streak_revokes(engine: Any) -> None:
 
 
 async def test_deny_streak_resets_on_permit_and_ignores_obligations(engine: Any) -> None:
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=3))
+    guard = Guard(engine, monitors=Monitors(max_deny_streak=3), allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x") as task:
         for _ in range(4):
             assert not task.authorize("call_tool", 'Tool::"shell"').allowed
             assert not task.authorize("call_tool", 'Tool::"shell"').allowed
-            assert task.authorize("call_tool", 'Tool::"search"', approved=()).allowed
+            assert task.authorize("call_tool", 'Tool::"search"').allowed
             # obligation denials are not misbehaviour
             assert task.authorize("call_tool", DEPLOY).obligations == ["approval"]
             assert task.authorize("call_tool", DEPLOY).obligations == ["approval"]
@@ -159,7 +159,9 @@ async def test_deny_streak_resets_on_permit_and_ignores_obligations(engine: Any)
 
 
 async def test_deny_streak_disabled(engine: Any) -> None:
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     async with guard.task(RESEARCHER, intent="x") as task:
         for _ in range(50):
             assert task.authorize("read", PAYROLL).revoked is None
@@ -169,7 +171,10 @@ async def test_deny_streak_disabled(engine: Any) -> None:
 
 async def test_rate_spike_revokes(engine: Any, clock: Any) -> None:
     guard = Guard(
-        engine, clock=clock, monitors=Monitors(max_deny_streak=0, max_rate=5, rate_window=10)
+        engine,
+        clock=clock,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0, max_rate=5, rate_window=10),
+        allow_unauthenticated=True,
     )
     async with guard.task(ORCH, intent="x", ttl=1000) as task:
         for _ in range(5):
@@ -184,7 +189,10 @@ async def test_rate_spike_revokes(engine: Any, clock: Any) -> None:
 
 async def test_rate_below_limit_in_sliding_window(engine: Any, clock: Any) -> None:
     guard = Guard(
-        engine, clock=clock, monitors=Monitors(max_deny_streak=0, max_rate=5, rate_window=10)
+        engine,
+        clock=clock,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0, max_rate=5, rate_window=10),
+        allow_unauthenticated=True,
     )
     async with guard.task(ORCH, intent="x", ttl=1000) as task:
         for _ in range(30):
@@ -195,7 +203,11 @@ async def test_rate_below_limit_in_sliding_window(engine: Any, clock: Any) -> No
 
 @pytest.mark.parametrize("revoke", [True, False])
 async def test_budget_exhaustion_monitor(engine: Any, revoke: bool) -> None:
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0, revoke_on_budget_exhausted=revoke))
+    guard = Guard(
+        engine,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0, revoke_on_budget_exhausted=revoke),
+        allow_unauthenticated=True,
+    )
     async with guard.task(ORCH, intent="x") as task:
         for _ in range(6):
             assert task.authorize("call_tool", 'Tool::"summarize"').allowed
@@ -213,7 +225,11 @@ async def test_budget_exhaustion_monitor(engine: Any, revoke: bool) -> None:
 
 async def test_on_decision_sees_every_decision(engine: Any) -> None:
     log: list[tuple[str, str, bool]] = []
-    guard = Guard(engine, on_decision=lambda t, a, r, d: log.append((a, r, d.allowed)))
+    guard = Guard(
+        engine,
+        on_decision=lambda t, a, r, d: log.append((a, r, d.allowed)),
+        allow_unauthenticated=True,
+    )
     async with guard.task(ORCH, intent="x") as task:
         task.authorize("call_tool", SEARCH)
         task.authorize("call_tool", 'Tool::"shell"')

@@ -51,7 +51,12 @@ def assert_denies_revoked(task: Any, reason: str) -> None:
 @pytest.fixture
 def chain_guard(world: Any, authenticator: Any) -> Guard:
     eng = world.engine(entities=orchestrator_entities(world))
-    return Guard(eng, authenticator, monitors=Monitors(max_deny_streak=0))
+    return Guard(
+        eng,
+        authenticator,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
 
 
 @pytest.mark.parametrize("how", ["task.revoke", "guard.revoke(task)", "guard.revoke(txn)"])
@@ -102,7 +107,12 @@ async def test_parent_close_closes_children(chain_guard: Guard, mint: Any) -> No
 async def test_revoke_agent_revokes_all_its_tasks_and_refuses_new(
     engine: Any, authenticator: Any, mint: Any
 ) -> None:
-    guard = Guard(engine, authenticator, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        authenticator,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     cms = [guard.task(ORCH, intent=f"t{i}") for i in range(5)]
     tasks = [await cm.__aenter__() for cm in cms]
     children = [await t.delegate(mint(RES_ID)) for t in tasks[:2]]
@@ -124,7 +134,7 @@ async def test_revoke_agent_revokes_all_its_tasks_and_refuses_new(
 async def test_revoke_agent_object_refuses_token_and_delegation(
     engine: Any, authenticator: Any, mint: Any
 ) -> None:
-    guard = Guard(engine, authenticator)
+    guard = Guard(engine, authenticator, allow_unauthenticated=True)
     researcher = await guard.authenticate(mint(RES_ID))
     async with guard.task(researcher, intent="x") as task:
         assert task.authorize("call_tool", SEARCH).allowed
@@ -143,7 +153,12 @@ async def test_revoke_agent_object_refuses_token_and_delegation(
 
 
 async def test_revoke_trust_domain(engine: Any, authenticator: Any, mint: Any) -> None:
-    guard = Guard(engine, authenticator, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine,
+        authenticator,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0),
+        allow_unauthenticated=True,
+    )
     a = await guard.task(ORCH, intent="string uid").__aenter__()
     b = await guard.task(await guard.authenticate(mint(RES_ID)), intent="agent").__aenter__()
     c = await guard.task('Agent::"spiffe://other.org/agents/x"', intent="elsewhere").__aenter__()
@@ -166,7 +181,7 @@ async def test_revoke_trust_domain(engine: Any, authenticator: Any, mint: Any) -
 async def test_every_later_decision_denies_with_reason(world: Any, clock: Any, cause: str) -> None:
     engine = world.engine()
     monitors = Monitors(max_deny_streak=2 if cause == "deny-streak" else 0)
-    guard = Guard(engine, clock=clock, monitors=monitors)
+    guard = Guard(engine, clock=clock, monitors=monitors, allow_unauthenticated=True)
     expected = {
         "closed": "task ended",
         "exception": "task ended by ValueError",
@@ -208,7 +223,7 @@ async def test_every_later_decision_denies_with_reason(world: Any, clock: Any, c
 
 
 async def test_require_raises_denied_not_revoked_for_plain_deny(engine: Any) -> None:
-    guard = Guard(engine)
+    guard = Guard(engine, allow_unauthenticated=True)
     async with guard.task(RESEARCHER, intent="x") as task:
         with pytest.raises(Denied) as ei:
             await task.require("read", 'Dataset::"payroll"')
@@ -222,7 +237,9 @@ N_TASKS = 10_000
 
 
 async def test_revoke_trust_domain_with_10k_live_tasks(engine: Any) -> None:
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     agents = [ORCH, RESEARCHER]
     revoked = anyio.Event()
     half_open = anyio.Event()

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tether import DenialKind
 from tether.tasks import Guard, Monitors
 
 ORCH = 'Agent::"spiffe://example.org/agents/orchestrator"'
@@ -19,12 +20,12 @@ WIKI = 'Dataset::"wiki"'
 GITHUB = 'Domain::"api.github.com"'
 CORP = 'Domain::"wiki.corp.internal"'
 COST = {'Tool::"search"': 1, 'Tool::"summarize"': 2}
-QUIET = Monitors(max_deny_streak=0, revoke_on_budget_exhausted=False)
+QUIET = Monitors(max_deny_streak=0, max_deny_ratio=0, revoke_on_budget_exhausted=False)
 
 
 @pytest.mark.anyio
 async def test_taint_set_by_permitted_read_blocks_external_egress(engine: Any) -> None:
-    guard = Guard(engine, monitors=QUIET)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="report") as task:
         assert task.authorize("egress", GITHUB).allowed
         assert task.authorize("read", WIKI).allowed
@@ -50,7 +51,7 @@ async def test_taint_set_by_permitted_read_blocks_external_egress(engine: Any) -
 
 @pytest.mark.anyio
 async def test_denied_read_does_not_taint(engine: Any) -> None:
-    guard = Guard(engine, monitors=QUIET)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
     async with guard.task(RESEARCHER, intent="x") as task:
         assert not task.authorize("read", PAYROLL).allowed  # clearance 1 < 3
         assert task.state()["labels"] == []
@@ -59,7 +60,7 @@ async def test_denied_read_does_not_taint(engine: Any) -> None:
 
 @pytest.mark.anyio
 async def test_taint_is_per_task(engine: Any) -> None:
-    guard = Guard(engine, monitors=QUIET)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="a") as a, guard.task(ORCH, intent="b") as b:
         assert a.authorize("read", PAYROLL).allowed
         assert not a.authorize("egress", GITHUB).allowed
@@ -68,7 +69,7 @@ async def test_taint_is_per_task(engine: Any) -> None:
 
 @pytest.mark.anyio
 async def test_caller_cannot_spoof_task_state(engine: Any) -> None:
-    guard = Guard(engine, monitors=QUIET)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x") as task:
         assert task.authorize("read", PAYROLL).allowed
         fake = {
@@ -77,13 +78,18 @@ async def test_caller_cannot_spoof_task_state(engine: Any) -> None:
             "budgets": {"risk": {"spent": 0, "limit": 12, "remaining": 12}},
             "depth": 0,
             "actors": [],
+            "intent": "x",
+            "id": task.handle.id,
+            "agent": {"__entity": {"type": "Agent", "id": ORCH.split('"')[1]}},
+            "escalated": [],
+            "escalated_until": 0,
         }
         assert not task.authorize("egress", GITHUB, {"task": fake}).allowed
 
 
 @pytest.mark.anyio
 async def test_counters_count_only_permitted_matching_actions(engine: Any, clock: Any) -> None:
-    guard = Guard(engine, clock=clock, monitors=QUIET)
+    guard = Guard(engine, clock=clock, monitors=QUIET, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x", ttl=1000) as task:
         for _ in range(3):
             assert task.authorize("call_tool", 'Tool::"search"').allowed
@@ -100,12 +106,21 @@ async def test_counters_count_only_permitted_matching_actions(engine: Any, clock
 
 @pytest.mark.anyio
 async def test_budget_spend_and_reserve(engine: Any) -> None:
-    guard = Guard(engine, monitors=QUIET)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
     async with guard.task(ORCH, intent="x") as task:
         for _ in range(5):
             assert task.authorize("call_tool", 'Tool::"summarize"').allowed
         assert task.state()["budgets"]["risk"] == {"spent": 10, "limit": 12, "remaining": 2}
-        assert not task.authorize("call_tool", 'Tool::"deploy"', approved=["approval"]).allowed
+        # a discharged obligation still cannot overspend (deploy costs 8)
+        d = engine.authorize_task(
+            task.handle,
+            'Action::"call_tool"',
+            'Tool::"deploy"',
+            None,
+            guard.clock(),
+            approved=["approval"],
+        )
+        assert not d.allowed and d.kind == DenialKind.BUDGET
         d = task.authorize("call_tool", 'Tool::"summarize"')
         assert d.allowed  # exactly reaches the limit
         d = task.authorize("call_tool", 'Tool::"search"')
@@ -121,7 +136,7 @@ async def test_budget_spend_and_reserve(engine: Any) -> None:
 async def test_budget_contention_coroutines(world: Any) -> None:
     limit = 301
     engine = world.engine(state=world.with_risk_limit(limit))
-    guard = Guard(engine, monitors=QUIET)
+    guard = Guard(engine, monitors=QUIET, allow_unauthenticated=True)
     permitted: list[int] = []
 
     async with guard.task(ORCH, intent="x") as task:
@@ -168,7 +183,10 @@ def test_budget_contention_threads_task_authorize(world: Any, revoke_on_exhausti
     engine = world.engine(state=world.with_risk_limit(limit))
     guard = Guard(
         engine,
-        monitors=Monitors(max_deny_streak=0, revoke_on_budget_exhausted=revoke_on_exhaustion),
+        monitors=Monitors(
+            max_deny_streak=0, max_deny_ratio=0, revoke_on_budget_exhausted=revoke_on_exhaustion
+        ),
+        allow_unauthenticated=True,
     )
     task = guard._open(ORCH, "threads", None, 300.0, parent=None)
     permitted: list[int] = []
@@ -222,7 +240,9 @@ def test_budget_contention_threads_raw_engine(world: Any) -> None:
 def revocation_round(engine: Any, deciders: int) -> tuple[list[int], Any]:
     """Deciding threads, each permitted once, then (after a barrier) revoked mid-decisions.
     Returns the threads that got a permit after `revoke` returned, and the task."""
-    guard = Guard(engine, monitors=Monitors(max_deny_streak=0))
+    guard = Guard(
+        engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
+    )
     task = guard._open(ORCH, "threads", None, 300.0, parent=None)
     all_permitted = threading.Barrier(deciders + 1)
     revoked_at = threading.Event()

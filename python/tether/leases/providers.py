@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from tether.leases.broker import IssuedCredential, Lease, NotRenewable, TaskRef
+from tether.leases.errors import NotRenewable
+from tether.leases.types import IssuedCredential, IssueRequest, Lease
 
 __all__ = ["CallbackProvider", "IssueFn", "RenewFn", "RevokeFn"]
 
-IssueFn = Callable[[TaskRef, frozenset[str], float], Awaitable[IssuedCredential]]
+IssueFn = Callable[[IssueRequest], Awaitable[IssuedCredential]]
 RenewFn = Callable[[Lease, float], Awaitable[None]]
 RevokeFn = Callable[[Lease], Awaitable[None]]
 
@@ -16,10 +17,11 @@ RevokeFn = Callable[[Lease], Awaitable[None]]
 class CallbackProvider:
     """A provider built from async callables (a vault client, a cloud STS call, a test fake).
 
+    ``issue`` gets an :class:`IssueRequest`: tag what it creates with ``request.lease_id``.
     ``revoke`` receives a :class:`Lease` that, after a crash, is rebuilt from the store and has
-    no secret: revoke by ``lease.provider_ref`` (or ``lease.lease_id`` when the ref is None
-    because the broker died before recording it). It must succeed if the credential is
-    already gone.
+    no secret: revoke by ``lease.provider_ref``, or by ``lease.lease_id`` when the ref is None
+    (the broker died before recording the answer, or the record was damaged). It must succeed
+    if the credential is already gone or was never created.
     """
 
     def __init__(
@@ -34,8 +36,8 @@ class CallbackProvider:
         # Leases from a source that cannot extend credentials must say so up front.
         self.renewable = renew is not None
 
-    async def issue(self, task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
-        return await self._issue(task, scope, ttl)
+    async def issue(self, request: IssueRequest) -> IssuedCredential:
+        return await self._issue(request)
 
     async def renew(self, lease: Lease, ttl: float) -> None:
         if self._renew is None:

@@ -24,15 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from tether.identity._jose import jwk_thumbprint
-from tether.leases.broker import (
-    InvalidTaskToken,
-    IssuedCredential,
-    Lease,
-    NotRenewable,
-    Secret,
-    TaskRef,
-    TokenNarrowingError,
-)
+from tether.leases.errors import InvalidTaskToken, NotRenewable, TokenNarrowingError
+from tether.leases.types import IssuedCredential, IssueRequest, Lease, Secret, TaskRef
 
 __all__ = ["TXN_TOKEN_TYP", "TaskTokenProvider", "TaskTokenVerifier", "actor_chain"]
 
@@ -83,6 +76,7 @@ class TaskTokenProvider:
         self.kid = kid or jwk_thumbprint(public_jwk)
         self._public_jwk = {**public_jwk, "kid": self.kid, "alg": _ALG, "use": "sig"}
         self._denied: dict[str, float] = {}
+        self._by_lease: dict[str, tuple[str, float]] = {}
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The public key set downstream verifiers should trust."""
@@ -147,21 +141,29 @@ class TaskTokenProvider:
 
     # Provider protocol ---------------------------------------------------------------
 
-    async def issue(self, task: TaskRef, scope: frozenset[str], ttl: float) -> IssuedCredential:
-        token = self.mint(task, scope, ttl)
-        jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
-        return IssuedCredential(secret=Secret(token), provider_ref=jti)
+    async def issue(self, request: IssueRequest) -> IssuedCredential:
+        token = self.mint(request.task, request.scope, request.ttl)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        # Remembered by lease id too, so a lease whose jti was never recorded (cancelled or
+        # timed-out issue) can still be revoked.
+        self._by_lease[request.lease_id] = (claims["jti"], float(claims["exp"]))
+        return IssuedCredential(secret=Secret(token), provider_ref=claims["jti"])
 
     async def renew(self, lease: Lease, ttl: float) -> None:
         raise NotRenewable("task tokens cannot be extended; issue a new lease")
 
     async def revoke(self, lease: Lease) -> None:
-        if lease.provider_ref is not None:
-            # Remember until the token would have expired anyway, then forget.
-            self._denied[lease.provider_ref] = lease.expires_at
+        known = self._by_lease.pop(lease.lease_id, None)
+        jti = lease.provider_ref or (known[0] if known is not None else None)
+        if jti is not None:
+            # Remember until the token would have expired anyway (its exp is wall time),
+            # then forget.
+            self._denied[jti] = known[1] if known is not None else self._clock() + self.ttl
         now = self._clock()
-        for jti in [j for j, exp in self._denied.items() if exp < now]:
-            del self._denied[jti]
+        for j in [j for j, exp in self._denied.items() if exp < now]:
+            del self._denied[j]
+        for lease_id in [k for k, (_, exp) in self._by_lease.items() if exp < now]:
+            del self._by_lease[lease_id]
 
     def is_revoked(self, jti: str) -> bool:
         return jti in self._denied

@@ -1,0 +1,378 @@
+"""The Guard: engine, authenticator and credential broker together; opens tasks,
+revokes them, asks approvers, and runs the background work while entered."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from tether._core import Decision, DenialKind
+from tether.engine import Engine
+from tether.identity import Agent, Authenticator, SpiffeId
+from tether.leases import CredentialBroker
+from tether.tasks.agents import agent_uid, check_proof, spiffe_of, target_uid
+from tether.tasks.approvals import (
+    ApprovalRequest,
+    Approver,
+    Grant,
+    Grants,
+    PolicyDigest,
+    context_digest,
+)
+from tether.tasks.errors import ApprovalRefused, TaskRevoked
+from tether.tasks.monitors import Monitors
+from tether.tasks.task import Task, action_uid
+
+log = logging.getLogger("tether.tasks")
+
+
+class _TaskOpener:
+    """`async with guard.task(...) as task:` opens on enter and closes on exit."""
+
+    def __init__(self, guard: Guard, open_: Callable[[], Task]) -> None:
+        self._open = open_
+        self._task: Task | None = None
+
+    async def __aenter__(self) -> Task:
+        self._task = self._open()
+        return self._task
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            await self._task.__aexit__(exc_type, exc, tb)
+
+
+class Guard:
+    """Holds the engine, the authenticator and the credential broker; runs the
+    background work (deadline watcher, lease reaper) while entered.
+
+    `clock` is monotonic seconds: deadlines, counter windows, rate monitors and grant
+    expiry run on it, so a wall-clock step changes none of them. `wall_clock` is for
+    credential expiry (token times are wall time). Task decisions fail closed on
+    policy errors unless `on_error="skip"`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        authenticator: Authenticator | None = None,
+        *,
+        broker: CredentialBroker | None = None,
+        approvers: Mapping[str, Approver] | None = None,
+        approval_timeout: float = 30.0,
+        grant_ttl: float = 60.0,
+        monitors: Monitors | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        credential_leeway: float = 5.0,
+        allow_unauthenticated: bool = False,
+        on_error: Literal["deny", "skip"] = "deny",
+        on_decision: Callable[[Task, Any, Any, Decision], None] | None = None,
+    ) -> None:
+        if on_error not in ("deny", "skip"):
+            raise ValueError("on_error must be 'deny' or 'skip'")
+        self.engine = engine
+        self.authenticator = authenticator
+        self.broker = broker
+        self.approvers = dict(approvers or {})
+        self.approval_timeout = approval_timeout
+        self.grant_ttl = grant_ttl
+        self.monitors = monitors or Monitors()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.credential_leeway = credential_leeway
+        self.allow_unauthenticated = allow_unauthenticated
+        self.on_error = on_error
+        self.on_decision = on_decision
+        self.tasks: dict[str, Task] = {}
+        self.revoked_agents: dict[str, str] = {}
+        self.revoked_domains: dict[str, str] = {}
+        self._task_grants: dict[str, Grants] = {}
+        self._policy_digest = PolicyDigest()
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        self._wake = anyio.Event()
+        # Lease revocations requested from other threads (sync `authorize` in a worker
+        # thread); the watcher schedules them, as start_soon only works on the loop thread.
+        self._loop_thread: int | None = None
+        self._foreign_revokes: deque[str] = deque()
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            # The broker first so the task groups nest (anyio requires LIFO exit).
+            if self.broker is not None:
+                await stack.enter_async_context(self.broker)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._close_tasks)
+            self._loop_thread = threading.get_ident()
+            self._tg.start_soon(self._watch_deadlines)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+        self._tg = None
+
+    async def _close_tasks(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for t in list(self.tasks.values()):
+                if t.parent is None:
+                    await t.close("guard stopped")
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def authenticate(self, token: str) -> Agent:
+        if self.authenticator is None:
+            raise RuntimeError("this Guard has no Authenticator")
+        agent = await self.authenticator.authenticate(token)
+        self._check_not_revoked(agent)
+        return agent
+
+    def task(
+        self,
+        agent: Agent | str,
+        *,
+        intent: str,
+        scope: Iterable[str] | None = None,
+        ttl: float = 300.0,
+        outlive_credential: bool = False,
+    ) -> _TaskOpener:
+        """Open a task for an authenticated `Agent` (a bare uid string only with
+        `allow_unauthenticated=True`). Its deadline is capped by the credential's
+        expiry unless `outlive_credential=True`."""
+        frozen = None if scope is None else frozenset(scope)
+        return _TaskOpener(
+            self,
+            lambda: self._open(
+                agent, intent, frozen, ttl, parent=None, outlive_credential=outlive_credential
+            ),
+        )
+
+    def revoke(
+        self,
+        *,
+        task: Task | str | None = None,
+        agent: Agent | SpiffeId | str | None = None,
+        trust_domain: str | None = None,
+        reason: str = "revoked by operator",
+    ) -> int:
+        """Revoke a task, every task of an agent (an `Agent`, `SpiffeId`, SPIFFE ID or
+        entity uid), or a whole trust domain, effective before this returns (later
+        decisions deny). New tasks for a revoked agent or domain are refused. Returns
+        how many live tasks were revoked; a target that names nothing is a ValueError."""
+        if task is not None and not isinstance(task, Task | str):
+            raise ValueError(f"task must be a Task or a txn id, not {task!r}")
+        uid = None if agent is None else target_uid(agent)
+        if uid is not None:
+            self.revoked_agents[uid] = reason
+        if trust_domain is not None:
+            self.revoked_domains[trust_domain] = reason
+        n = 0
+        for t in list(self.tasks.values()):
+            hit = (
+                (task is not None and (t is task or t.txn == task))
+                or (uid is not None and t.agent_uid == uid)
+                or (
+                    trust_domain is not None
+                    and (sid := spiffe_of(t.agent)) is not None
+                    and sid.trust_domain == trust_domain
+                )
+            )
+            if hit and t.handle.revoke(reason):
+                n += 1
+                self._after_revoke(t)
+        return n
+
+    # -- internals -------------------------------------------------------
+
+    def _check_not_revoked(self, agent: Agent | str) -> None:
+        uid = agent_uid(agent)
+        if uid in self.revoked_agents:
+            raise TaskRevoked(f"agent revoked: {self.revoked_agents[uid]}", kind=DenialKind.REVOKED)
+        sid = spiffe_of(agent)
+        if sid is not None and sid.trust_domain in self.revoked_domains:
+            raise TaskRevoked(
+                f"trust domain revoked: {self.revoked_domains[sid.trust_domain]}",
+                kind=DenialKind.REVOKED,
+            )
+
+    def _check_proof(self, agent: Agent | str, *, unauthenticated_ok: bool) -> None:
+        check_proof(
+            agent,
+            wall_now=self.wall_clock(),
+            leeway=self.credential_leeway,
+            unauthenticated_ok=unauthenticated_ok,
+        )
+
+    def _open(
+        self,
+        agent: Agent | str,
+        intent: str,
+        scope: frozenset[str] | None,
+        ttl: float,
+        *,
+        parent: Task | None,
+        outlive_credential: bool = False,
+    ) -> Task:
+        self._check_not_revoked(agent)
+        self._check_proof(agent, unauthenticated_ok=self.allow_unauthenticated)
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        if isinstance(agent, Agent) and not outlive_credential:
+            ttl = min(ttl, agent.expires_at + self.credential_leeway - self.wall_clock())
+        now = self.clock()
+        deadline = now + ttl
+        m = self.monitors
+        handle = self.engine.open_task(
+            agent_uid(agent),
+            scope=None if scope is None else [action_uid(a) for a in sorted(scope)],
+            deadline=deadline,
+            now=now,
+            parent=parent.handle if parent else None,
+            intent=intent,
+            on_error=self.on_error,
+            max_deny_streak=m.max_deny_streak,
+            max_rate=m.max_rate,
+            rate_window=m.rate_window,
+            max_deny_ratio=m.max_deny_ratio,
+            min_denials=m.min_denials,
+            revoke_on_budget_exhausted=m.revoke_on_budget_exhausted,
+        )
+        task = Task(self, agent, intent, scope, deadline, handle, parent=parent)
+        if parent is not None:
+            parent.children.append(task)
+        self.tasks[task.txn] = task
+        self._wake.set()
+        return task
+
+    def _grants(self, task: Task) -> Grants:
+        return self._task_grants.setdefault(task.txn, Grants())
+
+    def _revoked_by_decision(self, task: Task, reason: str) -> None:
+        # The decision may have revoked an ancestor (a tree monitor): leases go from
+        # the topmost task now revoked, which covers its descendants.
+        top = task
+        t = task.parent
+        while t is not None:
+            if t.handle.revoked is not None:
+                top = t
+            t = t.parent
+        log.warning("task %s revoked: %s", top.txn, reason)
+        self._after_revoke(top)
+
+    def _after_revoke(self, task: Task) -> None:
+        """Leases of the task and its descendants are unusable before this returns, from
+        any thread; the provider is told in the background (the Rust flag already denies
+        every decision)."""
+        if self.broker is None:
+            return
+        txns = [t.txn for t in task.subtree()]
+        for txn in txns:
+            self.broker.revoke_task_now(txn)
+        if self._tg is not None:
+            if threading.get_ident() == self._loop_thread:
+                self._tg.start_soon(self.broker.revoke_tasks, txns)
+            else:
+                self._foreign_revokes.extend(txns)
+
+    async def _forget(self, family: list[Task]) -> None:
+        """Drop closed tasks (a task first, then its descendants) and revoke their leases."""
+        for task in family:
+            self.tasks.pop(task.txn, None)
+            self._task_grants.pop(task.txn, None)
+        root = family[0]
+        if root.parent is not None and root in root.parent.children:
+            root.parent.children.remove(root)
+        if self.broker is not None:
+            await self.broker.revoke_tasks([t.txn for t in family])
+
+    async def _approve(
+        self,
+        task: Task,
+        obligation: str,
+        action: Any,
+        resource: Any,
+        context: Mapping[str, Any] | None,
+        *,
+        grant: bool = True,
+    ) -> None:
+        """Ask the approver; only `True` approves (and records a grant when `grant`).
+        A refusal (of any kind) is a denial for the task's monitors and raises
+        `ApprovalRefused`."""
+        grants = self._grants(task)
+        grants.requests += 1
+        # Bound to what the approver is shown, as it is now (not after the wait).
+        policies = self._policy_digest.of(self.engine)
+        limit = self.monitors.max_approval_requests
+        why: str | None = None
+        approver = self.approvers.get(obligation)
+        if limit and grants.requests > limit:
+            why = f"obligation `{obligation}`: too many approval requests ({limit} allowed)"
+        elif approver is None:
+            why = f"obligation `{obligation}` has no approver configured"
+        else:
+            req = ApprovalRequest(task, obligation, str(action), str(resource), context or {})
+            answer: object = False
+            with anyio.move_on_after(self.approval_timeout):
+                try:
+                    answer = await approver(req)
+                except Exception as e:  # an approver that fails must not approve
+                    log.warning("approver for %s failed: %s", obligation, e)
+            if answer is not True:
+                why = f"obligation `{obligation}` was not approved"
+        if why is not None:
+            revoked = task.handle.record_denial()
+            if revoked is not None:
+                self._revoked_by_decision(task, revoked)
+            raise ApprovalRefused(why, kind=DenialKind.OBLIGATION)
+        if not grant:
+            return
+        grants.record(
+            Grant(
+                obligation,
+                str(action),
+                str(resource),
+                context_digest(context),
+                policies,
+                self.clock() + self.grant_ttl,
+            )
+        )
+
+    async def _watch_deadlines(self) -> None:
+        """Revoke and close tasks whose deadline passed, even if they make no decision."""
+        while True:
+            while self._foreign_revokes and self.broker is not None and self._tg is not None:
+                self._tg.start_soon(self.broker.revoke_task, self._foreign_revokes.popleft())
+            now = self.clock()
+            nxt = math.inf
+            for t in list(self.tasks.values()):
+                if t.deadline <= now:
+                    if t.handle.revoke("deadline passed"):
+                        log.info("task %s reached its deadline", t.txn)
+                    await t.close("deadline passed")
+                else:
+                    nxt = min(nxt, t.deadline)
+            self._wake = anyio.Event()
+            with anyio.move_on_after(min(max(nxt - self.clock(), 0.01), 1.0)):
+                await self._wake.wait()

@@ -1,0 +1,320 @@
+"""One task of one agent: `authorize` is synchronous and fast; the rest is async."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+
+from tether._core import Decision, DenialKind, TaskHandle
+from tether.domains import resolve_domain
+from tether.identity import Agent
+from tether.leases import Lease, TaskRef
+from tether.tasks.agents import agent_uid, spiffe_of
+from tether.tasks.approvals import context_digest
+from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
+
+if TYPE_CHECKING:
+    from tether.tasks.guard import Guard
+
+EntityArg = Any
+
+# Short action names seen so far, mapped to their uid text (saves formatting per call).
+_ACTION_UIDS: dict[str, str] = {}
+
+
+def action_uid(action: EntityArg) -> EntityArg:
+    """`"read"` is shorthand for `Action::"read"`; full uids and handles pass through."""
+    if isinstance(action, str) and "::" not in action:
+        return f'Action::"{action}"'
+    return action
+
+
+def _action(action: EntityArg) -> EntityArg:
+    if not isinstance(action, str):
+        return action
+    uid = _ACTION_UIDS.get(action)
+    if uid is None:
+        uid = action_uid(action)
+        if len(_ACTION_UIDS) < 4096:
+            _ACTION_UIDS[action] = uid
+    return uid
+
+
+@dataclass(eq=False)
+class Task:
+    """One task of one agent. Rules read what it declared (intent, id, depth, agent)
+    under `context.task`, which a caller's context cannot shadow."""
+
+    guard: Guard
+    agent: Agent | str
+    intent: str
+    scope: frozenset[str] | None
+    deadline: float
+    handle: TaskHandle
+    parent: Task | None = None
+    txn: str = field(default_factory=lambda: secrets.token_hex(16))
+    children: list[Task] = field(default_factory=list)
+    closed: bool = False
+    _decide: Callable[..., Decision] = field(init=False, repr=False)
+    _clock: Callable[[], float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Bound once: `authorize` is the hot path and attribute chains cost real time.
+        self._decide = self.guard.engine.authorize_task
+        self._clock = self.guard.clock
+
+    @property
+    def agent_uid(self) -> str:
+        return agent_uid(self.agent)
+
+    @property
+    def depth(self) -> int:
+        return self.handle.depth
+
+    @property
+    def actors(self) -> tuple[str, ...]:
+        chain: list[str] = []
+        t: Task | None = self
+        while t is not None:
+            chain.append(t.agent_uid)
+            t = t.parent
+        return tuple(reversed(chain))
+
+    @property
+    def revoked(self) -> str | None:
+        return self.handle.revoked
+
+    def authorize(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None = None,
+        *,
+        reasons: bool = False,
+    ) -> Decision:
+        """Decide one action now; a permit commits the state effects on this task
+        and every ancestor. Obligations are discharged only through `require`."""
+        if reasons:
+            d = self._decide(
+                self.handle, _action(action), resource, context, self._clock(), reasons=True
+            )
+        else:
+            d = self._decide(self.handle, _action(action), resource, context, self._clock())
+        return self._after(action, resource, d)
+
+    def authorize_egress(
+        self,
+        url: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        action: EntityArg = "egress",
+        reasons: bool = False,
+    ) -> Decision:
+        """Decide sending to `url`: the host is normalised (case, trailing dot, IDNA,
+        port) and an unregistered subdomain is decided as its closest registered
+        parent, so a blocklist cannot be passed by spelling. A malformed URL is a
+        `ValueError` (nothing is sent)."""
+        resource = resolve_domain(self.guard.engine, url)
+        return self.authorize(action, resource, context, reasons=reasons)
+
+    def _after(self, action: EntityArg, resource: EntityArg, d: Decision) -> Decision:
+        guard = self.guard
+        if not d.allowed and d.revoked is not None:
+            guard._revoked_by_decision(self, d.revoked)
+        if guard.on_decision is not None:
+            guard.on_decision(self, action, resource, d)
+        return d
+
+    async def require(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Authorize or raise `Denied`; obligations (approvals) are awaited, fail closed:
+        each approval becomes a single-use grant bound to this exact request."""
+        # With reasons: a refusal names the policies behind it (require is not the hot path).
+        d = self.authorize(action, resource, context, reasons=True)
+        if d.allowed:
+            return d
+        if d.kind == DenialKind.OBLIGATION:
+            for obligation in d.obligations:
+                await self.guard._approve(self, obligation, action, resource, context)
+            d = self._with_grants(action, resource, context, d.obligations)
+            if d.allowed:
+                return d
+        raise self._denial(d)
+
+    def _with_grants(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None,
+        obligations: list[str],
+    ) -> Decision:
+        guard = self.guard
+        now = self._clock()
+        approved = guard._grants(self).take(
+            obligations,
+            str(action),
+            str(resource),
+            context_digest(context),
+            guard._policy_digest.of(guard.engine),
+            now,
+        )
+        d = self._decide(
+            self.handle, _action(action), resource, context, now, reasons=True, approved=approved
+        )
+        return self._after(action, resource, d)
+
+    def _denial(self, d: Decision) -> Denied:
+        why = d.message or (
+            f"denied by {', '.join(d.reasons)}" if d.reasons else "no policy permits it"
+        )
+        cls = TaskRevoked if d.kind in REVOKING_KINDS else Denied
+        return cls(why, d)
+
+    async def delegate(
+        self,
+        child: str | Agent,
+        *,
+        scope: Iterable[str] | None = None,
+        intent: str | None = None,
+        ttl: float | None = None,
+        outlive_credential: bool = False,
+    ) -> Task:
+        """Open a sub-task for another agent: its own identity proof (a token, or an
+        `Agent` whose credential is still valid), `delegate` authorized for this task,
+        a scope that can only narrow, the chain recorded. What the child spends and
+        counts is reserved against this task too."""
+        guard = self.guard
+        agent = await guard.authenticate(child) if isinstance(child, str) else child
+        guard._check_proof(agent, unauthenticated_ok=False)
+        d = self.authorize("delegate", agent_uid(agent))
+        if not d.allowed:
+            raise self._denial(d)
+        child_scope = None if scope is None else frozenset(scope)
+        if self.scope is not None:
+            if child_scope is None:
+                child_scope = self.scope
+            elif not child_scope <= self.scope:
+                wider = ", ".join(sorted(child_scope - self.scope))
+                raise Denied(f"delegation would widen scope with: {wider}", kind=DenialKind.SCOPE)
+        remaining = self.deadline - self._clock()
+        child_ttl = remaining if ttl is None else min(ttl, remaining)
+        return guard._open(
+            agent,
+            intent or self.intent,
+            child_scope,
+            child_ttl,
+            parent=self,
+            outlive_credential=outlive_credential,
+        )
+
+    async def escalate(self, actions: Iterable[str], *, reason: str, ttl: float) -> frozenset[str]:
+        """Ask to widen this task's scope by `actions` for `ttl` seconds: `escalate` must
+        be permitted for the agent (the requested actions, reason and ttl are in the
+        context), then the `escalate` approver must grant it (fail closed). The widening
+        reverts by itself; policies see it in `context.task.escalated`; children never
+        inherit it. A refusal is a denial for the monitors."""
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        wanted = frozenset(actions)
+        names = sorted(a.split('::"', 1)[1].rstrip('"') if "::" in a else a for a in wanted)
+        ctx = {"actions": names, "reason": reason, "ttl": math.ceil(ttl)}
+        d = self.authorize("escalate", self.agent_uid, ctx)
+        if not d.allowed:
+            raise self._denial(d)
+        await self.guard._approve(self, "escalate", "escalate", self.agent_uid, ctx, grant=False)
+        self.guard.engine.escalate_task(
+            self.handle, [action_uid(a) for a in sorted(wanted)], self._clock() + ttl
+        )
+        return wanted
+
+    async def lease(
+        self,
+        provider: str,
+        *,
+        scope: Iterable[str] | None = None,
+        ttl: float | None = None,
+    ) -> Lease:
+        """A short-lived credential bound to this task (revoked when the task ends)."""
+        broker = self.guard.broker
+        if broker is None:
+            raise RuntimeError("this Guard has no CredentialBroker")
+        if self.revoked is not None:
+            raise TaskRevoked(f"task revoked: {self.revoked}", kind=DenialKind.REVOKED)
+        return await broker.issue(
+            self.ref(), provider, scope=None if scope is None else frozenset(scope), ttl=ttl
+        )
+
+    def ref(self) -> TaskRef:
+        """The task as the broker sees it; the deadline is moved onto the broker's clock
+        (the time left is what both clocks agree on)."""
+        guard = self.guard
+        broker = guard.broker
+        deadline = self.deadline
+        if broker is not None:
+            deadline = broker.clock() + (self.deadline - guard.clock())
+        return TaskRef(
+            txn=self.txn,
+            agent=str(spiffe_of(self.agent) or self.agent_uid),
+            scope=self.scope if self.scope is not None else frozenset(),
+            intent=self.intent,
+            actors=self.actors,
+            deadline=deadline,
+            parent_txn=self.parent.txn if self.parent else None,
+        )
+
+    def subtree(self) -> list[Task]:
+        """This task and every open descendant, parents before children."""
+        out: list[Task] = [self]
+        for t in out:
+            out.extend(t.children)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """`context.task` as rules see it now (to replay a decision elsewhere)."""
+        out: dict[str, Any] = json.loads(
+            self.guard.engine.task_context(self.handle, now=self._clock())
+        )
+        return out
+
+    def revoke(self, reason: str) -> None:
+        """Revoke this task and its descendants now; leases follow in the background."""
+        self.handle.revoke(reason)
+        self.guard._after_revoke(self)
+
+    async def close(self, reason: str = "task ended") -> None:
+        """End the task: revoke it, its children and its leases. Every lease is unusable
+        before the first await; the provider is waited for at most the broker's
+        `provider_timeout`, once for the whole subtree."""
+        if self.closed:
+            return
+        family = [t for t in self.subtree() if not t.closed]
+        for t in family:
+            t.closed = True
+            t.handle.revoke(reason if t is self else f"parent task ended: {reason}")
+        await self.guard._forget(family)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reason = "task ended"
+        if exc is not None:
+            reason = f"task ended by {type(exc).__name__}"
+        with anyio.CancelScope(shield=True):
+            await self.close(reason)
