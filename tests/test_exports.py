@@ -19,7 +19,11 @@ def modules() -> list[ModuleType]:
     return found
 
 
-PACKAGES = [m for m in modules() if hasattr(m, "__path__")]
+def public(module: ModuleType) -> bool:
+    return not any(part.startswith("_") for part in module.__name__.split("."))
+
+
+PACKAGES = [m for m in modules() if hasattr(m, "__path__") and public(m)]
 WITH_ALL = [m for m in modules() if hasattr(m, "__all__")]
 
 

@@ -213,6 +213,10 @@ def mismatch(world: World, req: Request, what: str, exp: Expected, got: Any) -> 
     )
 
 
+def outcome(decision: Any) -> tuple[bool, list[str], list[str]]:
+    return decision.allowed, sorted(decision.reasons), sorted(decision.errors)
+
+
 def compare_messages(world: World, req: Request, exp: Expected, got: Any, tally: Tally) -> None:
     for line in got.error_messages:
         pid, _, body = line.partition(": ")
@@ -236,8 +240,7 @@ def compare_world(world: World, tally: Tally, schema: str | None = None) -> None
     for i, (req, exp) in enumerate(zip(world.requests, expected, strict=True)):
         p, a, r, ctx = tether_args(req, i, eng)
         full = eng.authorize(p, a, r, ctx, reasons=True)
-        got = (full.allowed, sorted(full.reasons), sorted(full.errors))
-        assert got == (exp.allowed, exp.reasons, exp.errors), mismatch(
+        assert outcome(full) == (exp.allowed, exp.reasons, exp.errors), mismatch(
             world, req, "authorize(reasons=True)", exp, full
         )
         compare_messages(world, req, exp, full, tally)

@@ -20,6 +20,9 @@ STATE_DOC: dict[str, Any] = tomllib.loads((EXAMPLES / "state.toml").read_text("u
 T0 = 1_700_000_000.0
 
 
-def engine(*, policies: str = POLICIES) -> Engine:
-    """The example engine, with other policies when given."""
-    return Engine(policies, SCHEMA, json.dumps(ENTITIES), state=state_spec(STATE_DOC))
+def engine(*, policies: str = POLICIES, risk_limit: int | None = None) -> Engine:
+    """The example engine, with other policies or another `risk` budget limit when given."""
+    doc = json.loads(json.dumps(STATE_DOC))
+    if risk_limit is not None:
+        doc["budgets"]["risk"]["limit"] = risk_limit
+    return Engine(policies, SCHEMA, json.dumps(ENTITIES), state=state_spec(doc))

@@ -4,11 +4,12 @@ to rules, and a child can never do what its parent could not (property-tested)."
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tether.engine import Engine
@@ -269,6 +270,7 @@ def _as_agent(i: int) -> Agent:
     child_i=_idx,
     parent_scope=_scope,
     child_narrow=st.sets(st.sampled_from(ACTIONS)),
+    graded=st.booleans(),
 )
 def test_child_allowed_subset_of_parent(
     policies: list[str],
@@ -279,8 +281,24 @@ def test_child_allowed_subset_of_parent(
     child_i: int,
     parent_scope: list[str] | None,
     child_narrow: set[str],
+    graded: bool,
 ) -> None:
-    text = "\n".join([*policies, 'permit(principal, action == Action::"delegate", resource);'])
+    if graded:
+        # Half the examples: a cleared parent delegating to a less cleared agent, with resources
+        # on both sides of the child's level, so the child is usually allowed a strict part.
+        child_i = (parent_i + 1) % len(AGENTS)
+        levels, rlevels = list(levels), list(rlevels)
+        levels[parent_i], levels[child_i] = 3, 1
+        rlevels[0], rlevels[-1] = 0, 3
+    # A permit graded by level keeps most parents allowed something and most children a part of
+    # it; the drawn policies carve into that.
+    text = "\n".join(
+        [
+            "permit(principal, action, resource) when { resource.level <= principal.level };",
+            *policies,
+            'permit(principal, action == Action::"delegate", resource);',
+        ]
+    )
     spec = state_spec({"counters": {"n": {"window": "60s", "count_when": "true"}}})
     engine = Engine(text, None, json.dumps(_entities(levels, groups, rlevels)), state=spec)
     guard = Guard(
@@ -307,6 +325,27 @@ def test_child_allowed_subset_of_parent(
     # and the child alone (no delegation) is an upper bound as well
     alone = _allowed_set(lambda: guard._open(child_agent, "c", None, 60.0, parent=None))
     assert child_allowed <= alone
+    kind = (
+        "child allowed nothing"
+        if not child_allowed
+        else "child strictly narrower"
+        if child_allowed < parent_allowed
+        else "child as broad as parent"
+    )
+    event(kind)
+    DELEGATION_COVERAGE[kind] += 1
+
+
+DELEGATION_COVERAGE: Counter[str] = Counter()
+
+
+def test_delegation_examples_were_not_trivial() -> None:
+    """Runs after the property test (file order): `child <= parent` holds trivially for an
+    empty child, so a fair share of examples must have a non-empty, strictly narrower child."""
+    total = sum(DELEGATION_COVERAGE.values())
+    if total == 0:
+        pytest.skip("the property test did not run in this session")
+    assert DELEGATION_COVERAGE["child strictly narrower"] >= total // 6, dict(DELEGATION_COVERAGE)
 
 
 CONTEXT_POLICIES = """

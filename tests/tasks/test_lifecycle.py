@@ -8,6 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
+from tether.leases import CredentialBroker
+from tether.store import MemoryLeaseStore
 from tether.tasks import Guard, Monitors, TaskRevoked
 
 pytestmark = pytest.mark.anyio
@@ -171,12 +173,23 @@ async def test_task_context_reflects_clock(engine: Any, clock: Any) -> None:
         assert task.state()["counters"]["tool_calls_60s"] == 0
 
 
-async def test_watcher_revokes_idle_task_real_time(engine: Any, broker: Any, source: Any) -> None:
-    async with Guard(engine, broker=broker, allow_unauthenticated=True) as guard:
-        async with guard.task(ORCH, intent="x", ttl=0.05) as task:
+async def watcher_pass(guard: Guard) -> None:
+    """Wake the deadline watcher and wait for two full passes (it replaces its wake event at
+    the end of each): the second began after this call, so it saw the clock as it is now."""
+    for _ in range(2):
+        before = guard._wake
+        before.set()
+        await wait_until(lambda: guard._wake is not before)  # noqa: B023 (waited on here)
+
+
+async def test_watcher_revokes_idle_task(engine: Any, source: Any, clock: Any) -> None:
+    broker = CredentialBroker(MemoryLeaseStore(), {"db": source.provider()}, clock=clock)
+    async with Guard(engine, broker=broker, clock=clock, allow_unauthenticated=True) as guard:
+        async with guard.task(ORCH, intent="x", ttl=30) as task:
             lease = await task.lease("db")
             # No decisions at all: only the watcher can notice the deadline.
-            await wait_until(lambda: task.revoked is not None)
+            clock.advance(31)
+            await watcher_pass(guard)
             assert task.revoked == "deadline passed"
             await wait_until(lambda: task.closed)
             assert lease.lease_id in source.revoked
@@ -190,15 +203,29 @@ async def test_watcher_with_fake_clock_and_wake(engine: Any, clock: Any) -> None
         async with guard.task(ORCH, intent="x", ttl=30) as task:
             other_cm = guard.task(ORCH, intent="y", ttl=300)
             other = await other_cm.__aenter__()
-            await anyio.sleep(0.02)
-            assert task.revoked is None
+            await watcher_pass(guard)
+            assert task.revoked is None  # the watcher looked and left it alone
             clock.advance(31)
-            guard._wake.set()
-            await wait_until(lambda: task.revoked is not None)
+            await watcher_pass(guard)
             assert task.revoked == "deadline passed"
             assert other.revoked is None  # the later deadline is untouched
             assert other.authorize("read", WIKI).allowed
             await other_cm.__aexit__(None, None, None)
+
+
+async def test_watcher_revokes_at_the_deadline_exactly(engine: Any, clock: Any) -> None:
+    """A deadline is the last instant a task lives: at it, the watcher revokes; a moment
+    before, it does not."""
+    async with Guard(engine, clock=clock, allow_unauthenticated=True) as guard:
+        async with guard.task(ORCH, intent="x", ttl=30) as task:
+            clock.advance(30 - 0.001)
+            await watcher_pass(guard)
+            assert task.revoked is None
+            assert task.authorize("read", WIKI).allowed
+            clock.advance(0.001)
+            assert clock() == task.deadline
+            await watcher_pass(guard)
+            assert task.revoked == "deadline passed"
 
 
 async def test_child_never_outlives_parent(

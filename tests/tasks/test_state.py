@@ -237,23 +237,25 @@ def test_budget_contention_threads_raw_engine(world: Any) -> None:
     assert ctx["budgets"]["risk"]["remaining"] == limit - sum(counts)
 
 
-def test_threads_vs_revocation_no_permit_after_revoke(world: Any) -> None:
-    """Once `revoke` returned, no thread gets a permit (the flag is checked under lock)."""
-    engine = world.engine(state=world.with_risk_limit(10**9))
+def revocation_round(engine: Any, deciders: int) -> tuple[list[int], Any]:
+    """Deciding threads, each permitted once, then (after a barrier) revoked mid-decisions.
+    Returns the threads that got a permit after `revoke` returned, and the task."""
     guard = Guard(
         engine, monitors=Monitors(max_deny_streak=0, max_deny_ratio=0), allow_unauthenticated=True
     )
     task = guard._open(ORCH, "threads", None, 300.0, parent=None)
+    all_permitted = threading.Barrier(deciders + 1)
     revoked_at = threading.Event()
     late_permits: list[int] = []
 
     def body(i: int) -> None:
         if i == 0:
-            for _ in range(50):
-                task.authorize("call_tool", 'Tool::"search"')
+            all_permitted.wait()
             guard.revoke(task=task, reason="stop")
             revoked_at.set()
             return
+        assert task.authorize("call_tool", 'Tool::"search"').allowed
+        all_permitted.wait()
         while True:
             after = revoked_at.is_set()
             d = task.authorize("call_tool", 'Tool::"search"')
@@ -262,6 +264,16 @@ def test_threads_vs_revocation_no_permit_after_revoke(world: Any) -> None:
                     late_permits.append(i)
                 return
 
-    _run_threads(8, body)
-    assert late_permits == []
-    assert task.revoked == "stop"
+    _run_threads(deciders + 1, body)
+    return late_permits, task
+
+
+def test_threads_vs_revocation_no_permit_after_revoke(world: Any) -> None:
+    """Once `revoke` returned, no thread gets a permit (the flag is checked under lock).
+    Each round the revocation lands while every deciding thread is mid-decisions (they were
+    all permitted once, then met at a barrier); 20 rounds give a broken check many chances."""
+    engine = world.engine(state=world.with_risk_limit(10**9))
+    for _ in range(20):
+        late_permits, task = revocation_round(engine, deciders=7)
+        assert late_permits == []
+        assert task.revoked == "stop"
