@@ -253,13 +253,20 @@ impl RequestShapes {
                 a.display
             ));
         }
-        let empty = Value::Record(Default::default());
-        let ctx = context.unwrap_or(&empty);
-        let res = match (&a.context, ctx) {
-            (Shape::Record { attrs, open }, Value::Record(r)) => {
+        // No context is the empty record; checked without building one (no allocation).
+        let empty = crate::value::Record::default();
+        let res = match (&a.context, context) {
+            (Shape::Record { attrs, open }, None) => {
+                check_record(attrs, *open, &empty, skip_key, name)
+            }
+            (Shape::Record { attrs, open }, Some(Value::Record(r))) => {
                 check_record(attrs, *open, r, skip_key, name)
             }
-            (shape, v) => check(shape, v, name),
+            (shape, Some(v)) => check(shape, v, name),
+            (shape, None) => Err(Mismatch {
+                path: String::new(),
+                msg: format!("expected {}, got no context", shape_name(shape)),
+            }),
         };
         res.map_err(|m| {
             format!(
