@@ -1,6 +1,7 @@
 """A worker process holding a Guard on a shared Redis store, driven over stdin/stdout.
 
-``python -m tests.store.guard_worker URL PREFIX MODE LIMIT SLICE OVERDRAFT STALENESS`` prints
+``python -m tests.store.guard_worker URL PREFIX MODE LIMIT SLICE OVERDRAFT STALENESS
+HOLD_TTL`` prints
 "ready" once its Guard has loaded the revocation set, then answers one JSON line per
 command line (JSON ``{"op": ..., "txn": ...}``) until stdin closes:
 
@@ -72,6 +73,13 @@ async def spend(task: Task, mode: Mode) -> dict[str, Any]:
             await anyio.sleep(0)
 
 
+def task_spends(task: Task) -> bool:
+    try:
+        return task.authorize("call_tool", SEARCH).allowed
+    except Denied:
+        return False
+
+
 async def serve(g: Guard, mode: Mode) -> None:
     tasks: dict[str, Task] = {}
     openers: list[Any] = []
@@ -91,6 +99,9 @@ async def serve(g: Guard, mode: Mode) -> None:
                 say(decide(tasks[txn]))
             elif op == "watch":
                 say(await watch(tasks[txn]))
+            elif op == "decide_spend":  # one unit, if the slice holds it
+                ok = task_spends(tasks[txn])
+                say({"spent": int(ok)})
             elif op == "spend":
                 say(await spend(tasks[txn], mode))
             elif op == "close":
@@ -104,7 +115,7 @@ async def serve(g: Guard, mode: Mode) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    url, prefix, mode, limit, size, overdraft, staleness = argv
+    url, prefix, mode, limit, size, overdraft, staleness, hold_ttl = argv
     store = RedisStore.from_url(url, prefix=prefix, timeout=0.5)
     g = guard(
         store,
@@ -113,6 +124,7 @@ async def main(argv: list[str]) -> None:
         slice_size=int(size),
         overdraft=int(overdraft),
         max_staleness=float(staleness),
+        hold_ttl=float(hold_ttl),
     )
     async with g:
         say("ready")

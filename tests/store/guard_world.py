@@ -43,11 +43,16 @@ def guard(
     max_staleness: float = 5.0,
     on_store_error: Literal["deny", "allow"] = "deny",
     max_deny_streak: int = 0,
+    hold_ttl: float | None = 30.0,
 ) -> Guard:
     budgets = None
     if mode != "none":
         budgets = SharedBudgets(
-            frozenset({"risk"}), mode=mode, slice_size=slice_size, overdraft=overdraft
+            frozenset({"risk"}),
+            mode=mode,
+            slice_size=slice_size,
+            overdraft=overdraft,
+            hold_ttl=hold_ttl,
         )
     return Guard(
         engine(risk_limit),

@@ -37,6 +37,7 @@ def workers(
     slice_size: int = 4,
     overdraft: int = 0,
     staleness: float = 5.0,
+    hold_ttl: float = 30.0,
 ) -> list[Worker]:
     procs = [
         start_worker(
@@ -47,6 +48,7 @@ def workers(
             str(slice_size),
             str(overdraft),
             str(staleness),
+            str(hold_ttl),
             module="tests.store.guard_worker",
         )
         for _ in range(n)
@@ -186,3 +188,28 @@ async def test_redis_killed_and_restarted_fails_closed_then_recovers(
 async def store_revoke(store: RedisStore, txn: str) -> None:
     async with guard(store) as g:
         await g.revoke(task=txn, reason="operator")  # durable when this returns
+
+
+async def test_a_crashed_processs_slice_returns_after_its_hold_ttl(
+    redis_server: RedisServer, prefix: str, pool: list[Worker]
+) -> None:
+    limit = size = 10
+    crashed, survivor = pool[:] = workers(
+        redis_server, prefix, 2, mode="sliced", limit=limit, slice_size=size, hold_ttl=1.0
+    )
+    assert ask(crashed, {"op": "open", "txn": "t"})["ok"]
+    assert ask(survivor, {"op": "open", "txn": "t"})["ok"]
+    spent_by_crashed = 0
+    for _ in range(10_000):  # it holds the whole budget; it spends 3 and dies
+        spent_by_crashed += ask(crashed, {"op": "decide_spend", "txn": "t"})["spent"]
+        if spent_by_crashed == 3:
+            break
+    assert spent_by_crashed == 3
+    crashed.kill()
+    crashed.wait()
+    # The survivor is refused until the dead slice lapses, then gets the budget back.
+    later = poll(survivor, {"op": "spend", "txn": "t"}, lambda a: a["spent"] > 0)
+    assert later["spent"] == limit
+    # Documented bound: what a lapsed slice had spent since its last renewal, <= slice_size.
+    assert spent_by_crashed + later["spent"] <= limit + size
+    stop_workers([survivor])

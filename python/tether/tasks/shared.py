@@ -43,9 +43,11 @@ class SharedBudgets:
     processes open the same tree); a budget's store key is ``tree/<txn>/<name>``.
 
     - ``mode="sliced"``: each process reserves ``slice_size`` ahead and spends it without
-      I/O; a background task refills below ``low_water``. Worst-case overspend per budget
-      is ``processes x overdraft`` (0 by default), plus what crashed processes had spent
-      of a slice still held (see the README).
+      I/O; a background task refills below ``low_water`` and renews the slice every
+      ``hold_ttl / 3`` seconds. A process that crashed (or lost the store) for ``hold_ttl``
+      loses its slice to the others. Worst-case overspend per budget: ``processes x
+      overdraft`` (0 by default) plus ``slice_size`` per slice that lapsed that way
+      (``hold_ttl=None``: slices never lapse, a crashed process's slice stays reserved).
     - ``mode="strict"``: one round trip per budgeted decision (``await task.require``),
       zero overspend. A synchronous ``task.authorize`` that would spend denies.
     """
@@ -55,6 +57,7 @@ class SharedBudgets:
     slice_size: int = 10
     low_water: int | None = None
     overdraft: int = 0
+    hold_ttl: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("sliced", "strict"):
@@ -121,6 +124,8 @@ class SharedTree:
                     slice_size=budgets.slice_size,
                     low_water=budgets.low_water,
                     overdraft=budgets.overdraft,
+                    hold_ttl=budgets.hold_ttl,
+                    clock=clock,
                 )
 
     def _read_budgets(self) -> dict[str, tuple[int, int]]:
