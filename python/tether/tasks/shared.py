@@ -12,7 +12,6 @@ of kind ``BUDGET``: the local Rust state keeps the amount, which only ever over-
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import anyio
+import msgspec
 
 from tether._core import Decision, DenialKind, TaskHandle
 from tether.store.budgets import BudgetSlice, StrictBudget
@@ -69,6 +69,19 @@ class SharedBudgets:
         check_amount("overdraft", self.overdraft)
         if self.slice_size == 0:
             raise ValueError("slice_size must be positive")
+
+
+class _Budget(msgspec.Struct):
+    spent: int
+    limit: int
+
+
+class _TaskBudgets(msgspec.Struct):
+    budgets: dict[str, _Budget]
+
+
+# Reads only the budgets out of `context.task` (a tenth of a full json.loads).
+_decode_budgets = msgspec.json.Decoder(_TaskBudgets).decode
 
 
 def budget_key(txn: str, name: str) -> str:
@@ -130,8 +143,8 @@ class SharedTree:
 
     def _read_budgets(self) -> dict[str, tuple[int, int]]:
         """(spent, limit) of every budget of the tree, from its root (local, no I/O)."""
-        state = json.loads(self._engine.task_context(self._root, now=self._clock()))
-        return {n: (b["spent"], b["limit"]) for n, b in state["budgets"].items()}
+        state = _decode_budgets(self._engine.task_context(self._root, now=self._clock()))
+        return {n: (b.spent, b.limit) for n, b in state.budgets.items()}
 
     def check_fresh(self) -> None:
         """Raise ``StoreUnavailable`` when the revocation view cannot be trusted."""
