@@ -184,7 +184,7 @@ return {n, denials, streak}
 """
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password, for error messages and logs."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -205,6 +205,28 @@ def _decode_revocation(value: bytes | str) -> Revocation:
     seq, _, body = raw.partition(b"\t")
     record = msgspec.json.decode(body, type=Revocation)
     return msgspec.structs.replace(record, seq=int(seq))
+
+
+def client_from_url(url: str, timeout: float, redis_options: dict[str, Any]) -> aioredis.Redis:
+    """A lazily connecting client for a ``redis://``, ``rediss://`` or ``unix://`` URL that
+    never waits longer than ``timeout`` and retries once on a fresh connection."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise StoreError(
+            f"unsupported Redis URL scheme {scheme!r} in {redacted(url)!r}: "
+            "use redis://, rediss:// or unix://"
+        )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # One quick retry on a fresh connection is the reconnect after a server restart;
+        # more would only delay the fail-closed answer.
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    options.update(redis_options)
+    options["protocol"] = 2  # RESP2: the reply shapes parsed here and in redis_leases
+    return aioredis.Redis.from_url(url, **options)
 
 
 class RedisStore:
@@ -264,26 +286,10 @@ class RedisStore:
         an idle tree's budget would start again from zero. Revocations and labels never
         expire. ``redis_options`` go to :meth:`redis.asyncio.Redis.from_url`.
         """
-        scheme = urlsplit(url).scheme
-        if scheme not in _SCHEMES:
-            raise StoreError(
-                f"unsupported Redis URL scheme {scheme!r} in {_redacted(url)!r}: "
-                "use redis://, rediss:// or unix://"
-            )
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            # One quick retry on a fresh connection is the reconnect after a server restart;
-            # more would only delay the fail-closed answer.
-            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-        }
-        options.update(redis_options)
-        options["protocol"] = 2  # RESP2: the reply shapes parsed below
-        client = aioredis.Redis.from_url(url, **options)
+        client = client_from_url(url, timeout, redis_options)
         return cls(
             client,
-            name=f"redis {_redacted(url)}",
+            name=f"redis {redacted(url)}",
             prefix=prefix,
             timeout=timeout,
             revocation_log=revocation_log,
