@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
+import anyio.to_thread
 import pytest
 from tests.store.guard_world import ORCH, RESEARCHER, SEARCH, SHELL, SUMMARIZE, guard
 from tests.store.redis_server import RedisServer
@@ -333,3 +334,20 @@ async def test_undeclared_shared_budget_is_refused() -> None:
 def test_shared_budgets_need_a_store() -> None:
     with pytest.raises(ValueError, match="need a store"):
         Guard(guard(MemoryStore()).engine, shared_budgets=SharedBudgets(frozenset({"risk"})))
+
+
+async def test_decisions_on_worker_threads_wake_the_refill(
+    pair: tuple[SharedStore, SharedStore],
+) -> None:
+    # hold_ttl=None: nothing but a spend wakes the refill, here from another thread.
+    async with guard(pair[0], mode="sliced", risk_limit=30, slice_size=3, hold_ttl=None) as g:
+        async with g.task(ORCH, intent="x") as task:
+            assert task.shared is not None
+            held = task.shared.slices["risk"]
+            spent = 0
+            for _ in range(100):
+                await until(lambda: held.available > 0 or held.exhausted)
+                if not held.available:
+                    break
+                spent += await anyio.to_thread.run_sync(spends, task)
+            assert spent == 30

@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from tether.store.shared_state import Charge, SharedStore, check_amount, check_charges
@@ -103,6 +106,19 @@ class BudgetSlice:
         self._wake = anyio.Event()
         self._backoff = backoff
         self._max_backoff = max_backoff
+        # Where run() waits: a spend on another thread wakes it through the loop.
+        self._loop_thread: int | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    def _poke(self) -> None:
+        """Wake the background refill, from the event loop's thread or any other."""
+        if self._loop_thread is None or threading.get_ident() == self._loop_thread:
+            self._wake.set()
+            return
+        try:
+            anyio.from_thread.run_sync(self._wake.set, token=self._token)
+        except RuntimeError:  # the loop has stopped: nothing left to wake
+            pass
 
     def try_spend(self, amount: int) -> bool:
         """Spend from the slice (or the overdraft) without I/O; False means deny."""
@@ -120,10 +136,10 @@ class BudgetSlice:
             self.available -= held
             self._used += held
         else:
-            self._wake.set()
+            self._poke()
             return False
         if self.available < self.low_water:
-            self._wake.set()
+            self._poke()
         return True
 
     async def refill(self) -> int:
@@ -196,6 +212,8 @@ class BudgetSlice:
         released or once the store reports the budget used up (refill() still works)."""
         started = False
         delay = self._backoff
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
         while not self.closed:
             failed = False
             try:
