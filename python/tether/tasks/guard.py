@@ -317,7 +317,12 @@ class Guard:
         if trust_domain is not None:
             self.revoked_domains[trust_domain] = reason
         n = 0
-        for t in list(self.tasks.values()):
+        # A task alone is found by its txn (a feed's full reload replays every revocation).
+        named = self.tasks.get(txn) if txn is not None else None
+        candidates = [named] if named is not None else []
+        if uid is not None or trust_domain is not None:
+            candidates = list(self.tasks.values())
+        for t in candidates:
             hit = (
                 (txn is not None and t.txn == txn)
                 or (uid is not None and t.agent_uid == uid)
@@ -354,6 +359,8 @@ class Guard:
         return b
 
     def _broadcast_task_revocation(self, task: Task, reason: str) -> None:
+        if self.store is None:
+            return
         revocation = Revocation(
             kind="task", subject=task.txn, reason=reason, revoked_at=self.wall_clock()
         )
