@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from tests.store.guard_world import guard
 from tests.store.redis_server import (
@@ -21,6 +23,7 @@ from tests.store.redis_server import (
 )
 
 from tether.store.redis_state import RedisStore
+from tether.store.shared_state import StoreUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -157,37 +160,51 @@ async def test_redis_killed_and_restarted_fails_closed_then_recovers(
     server.start()
     try:
         (w,) = pool[:] = workers(server, prefix, 1, staleness=1.0)
-        for txn in ("before", "after", "twin"):
+        for txn in ("before", "during", "after", "twin"):
             assert ask(w, {"op": "open", "txn": txn})["ok"]
         store = RedisStore.from_url(server.url, prefix=prefix, timeout=0.5)
-        await store_revoke(store, "before")
-        poll(w, {"op": "decide", "txn": "before"}, lambda a: not a["allowed"])
+        async with guard(store, max_staleness=1.0) as g:  # the operator's process
+            await g.revoke(task="before", reason="operator")  # durable when this returns
+            await apoll(w, {"op": "decide", "txn": "before"}, lambda a: not a["allowed"])
 
-        server.kill()
-        down = poll(w, {"op": "decide", "txn": "twin"}, lambda a: a["error"] is not None)
-        assert down["error"].startswith("StoreUnavailable: shared store redis redis://127.0.0.1")
+            server.kill()
+            down = await apoll(w, {"op": "decide", "txn": "twin"}, lambda a: a["error"] is not None)
+            assert down["error"].startswith(
+                "StoreUnavailable: shared store redis redis://127.0.0.1"
+            )
+            pending = g.revoke(task="during", reason="while down")  # not stored yet
+            with pytest.raises(StoreUnavailable):
+                await pending  # so never acknowledged...
 
-        server.start()  # same port, same data directory (fsynced AOF)
-        poll(w, {"op": "decide", "txn": "twin"}, lambda a: a["allowed"])
-        assert not ask(w, {"op": "decide", "txn": "before"})["allowed"]  # not lost
-        await store_revoke(store, "after")
-        poll(w, {"op": "decide", "txn": "after"}, lambda a: not a["allowed"])
-        assert ask(w, {"op": "decide", "txn": "twin"})["allowed"]
+            server.start()  # same port, same data directory (fsynced AOF)
+            await apoll(w, {"op": "decide", "txn": "twin"}, lambda a: a["allowed"])
+            assert not ask(w, {"op": "decide", "txn": "before"})["allowed"]  # not lost
+            # ...and delivered by the Guard's background sender once Redis is back.
+            await apoll(w, {"op": "decide", "txn": "during"}, lambda a: not a["allowed"])
+            await g.revoke(task="after", reason="operator")
+            await apoll(w, {"op": "decide", "txn": "after"}, lambda a: not a["allowed"])
+            assert ask(w, {"op": "decide", "txn": "twin"})["allowed"]
         await store.aclose()
 
-        (late,) = workers(server, prefix, 1)  # a process started now loads both
+        (late,) = workers(server, prefix, 1)  # a process started now loads all three
         pool.append(late)
-        refused = ask(late, {"op": "open", "txn": "before"})
-        assert not refused["ok"] and "TaskRevoked" in refused["error"]
+        for txn in ("before", "during", "after"):
+            refused = ask(late, {"op": "open", "txn": txn})
+            assert not refused["ok"] and "TaskRevoked" in refused["error"]
         assert ask(late, {"op": "open", "txn": "fresh"})["ok"]
         stop_workers(pool)
     finally:
         server.kill()
 
 
-async def store_revoke(store: RedisStore, txn: str) -> None:
-    async with guard(store) as g:
-        await g.revoke(task=txn, reason="operator")  # durable when this returns
+async def apoll(worker: Worker, command: dict[str, str], check: Callable[[Any], bool]) -> Any:
+    """`poll` that lets this process's own event loop run meanwhile."""
+    with anyio.fail_after(20):
+        while True:
+            answer_ = await anyio.to_thread.run_sync(ask, worker, command)
+            if check(answer_):
+                return answer_
+            await anyio.sleep(0.01)
 
 
 async def test_a_crashed_processs_slice_returns_after_its_hold_ttl(
