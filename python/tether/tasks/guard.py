@@ -227,12 +227,15 @@ class Guard:
             for t in list(self.tasks.values()):
                 if t.parent is None:
                     await t.close("guard stopped")
-            for b in list(self._broadcasts):  # a last try for revocations not yet stored
-                with anyio.move_on_after(5.0):
+            with anyio.move_on_after(5.0):  # a last try for revocations not yet stored
+                for b in list(self._broadcasts):
                     try:
                         await b.deliver()
+                        self._broadcasts.discard(b)
                     except Exception as exc:
                         log.error("revocation not stored in %s: %s", b.store.name, exc)
+            for b in self._broadcasts:
+                log.error("revocations not stored in %s: %s", b.store.name, b.pending)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
