@@ -3,8 +3,9 @@
 Lease stores (re-exported here): one protocol, :class:`LeaseStore`, with a memory and a
 SQLite implementation, and one on Redis in :mod:`tether.store.redis_leases` (needs the
 ``redis`` extra) that every broker of a deployment shares; the broker in
-:mod:`tether.leases` depends on nothing else, so other backends plug in the same way. Shared task state (revocations, budgets, counters) has its own
-protocol in :mod:`tether.store.shared_state`, with memory and Redis implementations.
+:mod:`tether.leases` depends on nothing else, so other backends plug in the same way.
+Shared task state (revocations, budgets, counters) has its own protocol in
+:mod:`tether.store.shared_state`, with memory and Redis implementations.
 """
 
 from __future__ import annotations
