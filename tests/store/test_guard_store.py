@@ -25,7 +25,7 @@ from tether.store.shared_state import (
     StoreUnavailable,
 )
 from tether.tasks import Denied, Guard, Task, TaskRevoked
-from tether.tasks.shared import SharedBudgets
+from tether.tasks.shared import SharedBudgetDenied, SharedBudgets
 
 pytestmark = pytest.mark.anyio
 
@@ -351,3 +351,33 @@ async def test_decisions_on_worker_threads_wake_the_refill(
                     break
                 spent += await anyio.to_thread.run_sync(spends, task)
             assert spent == 30
+
+
+async def test_a_late_refill_is_not_held_against_the_agent() -> None:
+    store = MemoryStore()
+    async with guard(store, mode="sliced", slice_size=1, max_deny_streak=2) as g:
+        async with g.task(ORCH, intent="x") as task:
+            assert spends(task)  # the slice of 1 is spent; its refill has not run yet
+            for _ in range(3):  # benign: refused while the refill is on its way...
+                with pytest.raises(SharedBudgetDenied, match="being refilled") as caught:
+                    task.authorize("call_tool", SEARCH)
+                assert not caught.value.counts
+            assert task.revoked is None  # ...which is no deny streak
+
+
+async def test_hammering_an_exhausted_shared_budget_is_refused_then_revoked() -> None:
+    store = MemoryStore()
+    await store.reserve([Charge("tree/t/risk", 4)], 2)  # another process spent half
+    async with guard(store, mode="sliced", risk_limit=4, slice_size=2) as g:
+        async with g.task(ORCH, intent="x", txn="t") as task:
+            assert spends(task) and spends(task)  # the rest of the shared budget
+            for _ in range(5):  # attack: keep spending what is not there
+                try:
+                    assert not task.authorize("call_tool", SEARCH).allowed
+                except SharedBudgetDenied as refused:
+                    assert refused.counts and "exhausted across processes" in str(refused)
+                await anyio.sleep(0)  # refills run in between: still nothing to take
+            # Refused spends still count locally, so the local budget runs out as well and
+            # revokes the task (revoke_on_budget_exhausted), in every process of the tree.
+            assert "budget `risk` exhausted" in (task.revoked or "")
+    assert await store.spent("tree/t/risk") == 4

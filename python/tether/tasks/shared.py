@@ -30,9 +30,22 @@ from tether.tasks.errors import Denied
 if TYPE_CHECKING:
     from tether.engine import Engine
 
-__all__ = ["SharedBudgets", "SharedTree"]
+__all__ = ["SharedBudgetDenied", "SharedBudgets", "SharedTree"]
 
 log = logging.getLogger("tether.tasks")
+
+
+class SharedBudgetDenied(Denied):
+    """A permit whose spending the shared budget did not cover (kind ``BUDGET``).
+
+    ``counts`` is False when the budget was not exhausted but this process's slice was
+    empty while its refill was on the way: not the agent's doing, so not a denial for the
+    task's monitors (deny streak, ratio).
+    """
+
+    def __init__(self, message: str, *, counts: bool) -> None:
+        super().__init__(message, kind=DenialKind.BUDGET)
+        self.counts = counts
 
 
 @dataclass(frozen=True)
@@ -175,7 +188,10 @@ class SharedTree:
                 if not self.slices[n].try_spend(owed.pop(n))
             ]
         if short:
-            raise self.denial(short, "no budget left in this process's slice")
+            if any(self.slices[n].exhausted for n in short):
+                raise self.denial(short, "no budget left in this process's slice")
+            # Not the agent's doing: the refill is on its way. Not a denial for monitors.
+            raise self.denial(short, "this process's slice is being refilled", counts=False)
         return d, owed
 
     async def reserve(self, owed: dict[str, int]) -> None:
@@ -185,11 +201,15 @@ class SharedTree:
         if short:
             raise self.denial(short, "the shared budget cannot cover it")
 
-    def denial(self, names: list[str], why: str) -> Denied:
+    def denial(self, names: list[str], why: str, *, counts: bool = True) -> SharedBudgetDenied:
+        """A refusal by the shared budget; ``counts``: a denial for the task's monitors."""
         which = ", ".join(f"`{n}`" for n in sorted(names))
-        return Denied(
-            f"shared budget {which} of tree {self.txn} exhausted across processes: {why}",
-            kind=DenialKind.BUDGET,
+        if counts:
+            what = "exhausted across processes"
+        else:
+            what = "not yet available here"
+        return SharedBudgetDenied(
+            f"shared budget {which} of tree {self.txn} {what}: {why}", counts=counts
         )
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:

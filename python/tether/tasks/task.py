@@ -19,6 +19,7 @@ from tether.leases import Lease, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
 from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
+from tether.tasks.shared import SharedBudgetDenied
 
 if TYPE_CHECKING:
     from tether.tasks.guard import Guard
@@ -164,7 +165,7 @@ class Task:
 
         try:
             d, owed = self.shared.decide(decide)
-        except Denied as exc:
+        except SharedBudgetDenied as exc:
             raise self._refused_by_store(exc) from None
         return self._after(action, resource, context, d), owed
 
@@ -181,15 +182,17 @@ class Task:
         if owed:
             try:
                 await self.shared.reserve(owed)
-            except Denied as exc:
+            except SharedBudgetDenied as exc:
                 raise self._refused_by_store(exc) from None
         return d
 
-    def _refused_by_store(self, exc: Denied) -> Denied:
-        """A permit the shared budget could not cover is a denial for the monitors."""
-        revoked = self.handle.record_denial()
-        if revoked is not None:
-            self.guard._revoked_by_decision(self, revoked)
+    def _refused_by_store(self, exc: SharedBudgetDenied) -> Denied:
+        """A permit the shared budget could not cover is a denial for the monitors (unless
+        only a refill was late)."""
+        if exc.counts:
+            revoked = self.handle.record_denial()
+            if revoked is not None:
+                self.guard._revoked_by_decision(self, revoked)
         return exc
 
     def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
