@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tether import _core
 from tether.state import load_state
+
+if TYPE_CHECKING:
+    from tether.explain import Explanation
 
 StrPath = str | PathLike[str]
 
@@ -52,3 +57,17 @@ class Engine(_core.Engine):
             if entities is None:
                 raise
             raise _core.EntityError(f"{entities}: {e}") from None
+
+    def explain(
+        self,
+        principal: Any,
+        action: Any,
+        resource: Any,
+        context: Mapping[str, Any] | None = None,
+    ) -> Explanation:
+        """Why this request is allowed or denied: every policy's scope and each
+        condition's value or error, from Cedar's own evaluator over this engine's
+        policies, schema and entities (see `tether.explain`)."""
+        from tether.explain import explain
+
+        return explain(self, principal, action, resource, context)

@@ -468,6 +468,25 @@ impl Engine {
         self.task_context_impl(py, task, now)
     }
 
+    /// Explain one request with Cedar's own evaluator against this engine's policies,
+    /// schema and entities (uids as text, context as Cedar JSON); JSON out.
+    #[pyo3(signature = (principal, action, resource, context="{}"))]
+    fn explain_json(
+        &self,
+        py: Python<'_>,
+        principal: &str,
+        action: &str,
+        resource: &str,
+        context: &str,
+    ) -> PyResult<String> {
+        super::explain::engine_explain_json(py, self, principal, action, resource, context)
+    }
+
+    /// The entity store as Cedar JSON text (schema action entities left out).
+    fn entities_json(&self, py: Python<'_>) -> PyResult<String> {
+        super::explain::engine_entities_json(py, self)
+    }
+
     /// Ids of the policies, in file order.
     fn policy_ids(&self) -> Vec<String> {
         self.core

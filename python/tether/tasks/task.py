@@ -21,6 +21,7 @@ from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
 
 if TYPE_CHECKING:
+    from tether.explain import Explanation
     from tether.tasks.guard import Guard
 
 EntityArg = Any
@@ -288,6 +289,17 @@ class Task:
             self.guard.engine.task_context(self.handle, now=self._clock())
         )
         return out
+
+    def explain(
+        self, action: EntityArg, resource: EntityArg, context: Mapping[str, Any] | None = None
+    ) -> Explanation:
+        """Why `authorize(action, resource, context)` would be allowed or denied now, by
+        policy and condition, with the `context.task` values each condition reads (the
+        task's state now, as the decision would see it). Scope, deadline and revocation,
+        which the task checks before any policy, are not part of the explanation."""
+        return self.guard.engine.explain(
+            self.agent_uid, _action(action), resource, {**(context or {}), "task": self.state()}
+        )
 
     def revoke(self, reason: str) -> None:
         """Revoke this task and its descendants now; leases follow in the background."""
