@@ -42,6 +42,7 @@ from tether.audit.sinks import CallableSink, JsonlFileSink, Sink
 if TYPE_CHECKING:
     from tether._core import Decision
     from tether.engine import Engine
+    from tether.shadow import Shadow
     from tether.tasks import Task
 
 Overflow = Literal["block", "drop", "deny"]
@@ -136,7 +137,7 @@ class AuditLog:
         task_state: bool = False,
         flush_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
-        shadow: Engine | None = None,
+        shadow: Engine | Shadow | None = None,
     ) -> None:
         if overflow not in ("block", "drop", "deny"):
             raise ValueError(f"overflow must be block, drop or deny, not {overflow!r}")
@@ -161,10 +162,11 @@ class AuditLog:
         self.clock = clock
         # Shadow mode: a candidate engine decides each receipted request on the writer
         # thread (never enforced); a different verdict goes in the receipt's `shadow`.
-        self.shadow = shadow
-        self.shadow_checked = 0
-        self.shadow_diffs = 0
-        self.shadow_skipped = 0  # task decisions without `task_state` (no exact context.task)
+        self.shadow: Shadow | None = None
+        if shadow is not None:
+            from tether.shadow import Shadow
+
+            self.shadow = shadow if isinstance(shadow, Shadow) else Shadow(shadow)
         self.written = 0  # decision receipts written
         self.dropped = 0  # decisions dropped by the "drop" policy
         self.refused = 0  # decisions refused by the "deny" policy
@@ -183,6 +185,19 @@ class AuditLog:
         # and entity handles repeat; both would otherwise be re-encoded per receipt.
         self._last_context: tuple[Any, str] | None = None
         self._uids: dict[Any, str] = {}
+
+    @property
+    def shadow_checked(self) -> int:
+        return 0 if self.shadow is None else self.shadow.stats().checked
+
+    @property
+    def shadow_diffs(self) -> int:
+        return 0 if self.shadow is None else self.shadow.stats().diffs
+
+    @property
+    def shadow_skipped(self) -> int:
+        """Task decisions not compared: logs without `task_state` lack the exact state."""
+        return 0 if self.shadow is None else self.shadow.stats().skipped
 
     # -- lifecycle -------------------------------------------------------
 
@@ -285,7 +300,14 @@ class AuditLog:
 
     def attach(self, engine: Any) -> Any:
         """Record every `authorize` and `is_allowed` call of `engine` (a Python `Engine`
-        instance: the methods are wrapped on the instance, the class is untouched)."""
+        instance: the methods are wrapped on the instance, the class is untouched). An
+        engine's shadow (`engine.shadow(...)`) is then compared by this log's writer and
+        its differences written into the receipts."""
+        shadow = engine.__dict__.get("_shadow")
+        if shadow is not None:
+            shadow.unwatch(engine)  # the writer thread compares from now on
+            self.shadow = shadow
+        engine.__dict__["_audit"] = self
         authorize = engine.authorize
         is_allowed = engine.is_allowed
 
@@ -465,14 +487,12 @@ class AuditLog:
     def _decide_shadow(self, r: Receipt, item: tuple[Any, ...]) -> None:
         if self.shadow is None:
             return
-        from tether import TetherError
-
         d = item[-2] if item[0] == _TASK else item[-1]
         live = d if isinstance(d, bool) else d.allowed
         if item[0] == _TASK:
             state = item[-1]
             if state is None:
-                self.shadow_skipped += 1
+                self.shadow.skip()
                 return
             context = {**(item[5] or {}), "task": msgspec.json.decode(state)}
             principal: Any = r.agent
@@ -481,13 +501,8 @@ class AuditLog:
         else:
             context = dict(item[6] or {})
             principal, action, resource = item[3], item[4], item[5]
-        try:
-            shadow = self.shadow.is_allowed(principal, action, resource, context)
-        except TetherError:
-            shadow = False  # the candidate fails closed, as it would if enforced
-        self.shadow_checked += 1
-        if shadow != live:
-            self.shadow_diffs += 1
+        shadow = self.shadow.compare(principal, action, resource, context, live)
+        if shadow is not None:
             r.shadow = "allow" if shadow else "deny"
 
     @staticmethod
