@@ -487,6 +487,25 @@ impl Engine {
         super::explain::engine_entities_json(py, self)
     }
 
+    /// Ids of the entities of type `type`: those stored and those the policies name,
+    /// sorted (the candidates an AuthZEN search decides one by one).
+    fn entity_ids(&self, r#type: &str) -> Vec<String> {
+        let snap = self.core.current.load();
+        let Some(ty) = snap.interner.lookup(r#type) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = snap
+            .store
+            .uids()
+            .chain(snap.set.named_uids.iter().copied())
+            .filter(|u| u.ty == ty)
+            .filter_map(|u| snap.interner.get(u.id).map(str::to_owned))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Ids of the policies, in file order.
     fn policy_ids(&self) -> Vec<String> {
         self.core
