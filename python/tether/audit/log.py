@@ -185,6 +185,7 @@ class AuditLog:
         # and entity handles repeat; both would otherwise be re-encoded per receipt.
         self._last_context: tuple[Any, str] | None = None
         self._uids: dict[Any, str] = {}
+        self._offsets: dict[int, float] = {}  # guard id -> log clock minus task clock
 
     @property
     def shadow_checked(self) -> int:
@@ -268,19 +269,43 @@ class AuditLog:
         resource: Any,
         context: Mapping[str, Any] | None,
         decision: Decision,
+        now: float | None = None,
     ) -> None:
-        """Queue the receipt of one task decision (called by `Task.authorize`). The
-        writer wakes on its own every `flush_interval`, or at once when the buffer is
-        full, so this does no signalling: one length check, one clock read, one append."""
+        """Queue the receipt of one task decision (called by `Task.authorize` with `now`,
+        the task clock's reading the decision was made at). The hot path is one length
+        check and one append of objects the caller already holds: the writer maps `now`
+        to the log's clock and does all encoding and hashing. What changes after the
+        decision is captured here, at decision time: the lease ids of a task holding
+        leases, and the task state with `task_state=True`. The writer wakes on its own
+        every `flush_interval`, or at once when the buffer is full (no signalling here)."""
         q = self._q
         if len(q) >= self.capacity and not self._make_room():
             return
+        if self.task_state or task._leases:
+            q.append(self._task_item(task, action, resource, context, decision, now))
+            return
+        q.append((_TASK, task, action, resource, context, decision, now, None, None))
+
+    def _task_item(
+        self,
+        task: Task,
+        action: Any,
+        resource: Any,
+        context: Mapping[str, Any] | None,
+        decision: Decision,
+        now: float | None,
+    ) -> tuple[Any, ...]:
+        """The queue entry with what the writer could not read later: the task state
+        after the decision (`task_state=True`) and the leases usable at decision time."""
         state = (
-            task.guard.engine.task_context(task.handle, now=task.guard.clock())
+            task.guard.engine.task_context(
+                task.handle, now=now if now is not None else task.guard.clock()
+            )
             if self.task_state
             else None
         )
-        q.append((_TASK, self.clock(), task, action, resource, context, decision, state))
+        leases = task.active_lease_ids() if task._leases else None
+        return (_TASK, task, action, resource, context, decision, now, state, leases)
 
     def engine_decision(
         self,
@@ -310,7 +335,10 @@ class AuditLog:
         engine.__dict__["_audit"] = self
         authorize = engine.authorize
         is_allowed = engine.is_allowed
+        batch = engine.authorize_batch
 
+        # The version is read before deciding: the call then loads the snapshot it
+        # decides with (a reload landing between the two reads is not told apart).
         def audited_authorize(
             principal: Any,
             action: Any,
@@ -318,19 +346,31 @@ class AuditLog:
             context: Mapping[str, Any] | None = None,
             **kw: Any,
         ) -> Decision:
+            version = engine.version
             d: Decision = authorize(principal, action, resource, context, **kw)
-            self.engine_decision(engine.version, principal, action, resource, context, d)
+            self.engine_decision(version, principal, action, resource, context, d)
             return d
 
         def audited_is_allowed(
             principal: Any, action: Any, resource: Any, context: Mapping[str, Any] | None = None
         ) -> bool:
+            version = engine.version
             ok: bool = is_allowed(principal, action, resource, context)
-            self.engine_decision(engine.version, principal, action, resource, context, ok)
+            self.engine_decision(version, principal, action, resource, context, ok)
             return ok
+
+        def audited_batch(requests: Any, context: Mapping[str, Any] | None = None) -> list[bool]:
+            requests = requests if isinstance(requests, list) else list(requests)
+            version = engine.version
+            out: list[bool] = batch(requests, context)
+            for r, ok in zip(requests, out, strict=True):
+                ctx = r[3] if len(r) == 4 else context
+                self.engine_decision(version, r[0], r[1], r[2], ctx, ok)
+            return out
 
         engine.authorize = audited_authorize
         engine.is_allowed = audited_is_allowed
+        engine.authorize_batch = audited_batch
         return engine
 
     def _make_room(self) -> bool:
@@ -373,6 +413,7 @@ class AuditLog:
 
     def _drain(self) -> None:
         q = self._q
+        self._offsets.clear()
         while q or self.dropped != self._dropped_written:
             lines: list[bytes] = []
             for _ in range(min(len(q), 4096)):
@@ -415,15 +456,26 @@ class AuditLog:
             r.sig = sign_checkpoint(self.signing_key, r)
         return self._encode(r)
 
+    def _task_time(self, task: Task, now: float | None) -> float:
+        """The log-clock time of a task decision made at task-clock time `now`: the two
+        clocks' offset is sampled once per drained batch and guard."""
+        if now is None:
+            return self.clock()
+        guard = task.guard
+        offset = self._offsets.get(id(guard))
+        if offset is None:
+            offset = self._offsets[id(guard)] = self.clock() - guard.clock()
+        return now + offset
+
     def _build(self, item: tuple[Any, ...]) -> Receipt:
         if item[0] == _TASK:
-            _, t, task, action, resource, context, d, state = item
+            _, task, action, resource, context, d, now, state, leases = item
             from tether.tasks import action_uid
 
             agent = task.agent
             r = Receipt(
                 seq=0,
-                time=t,
+                time=self._task_time(task, now),
                 txn=task.txn,
                 agent=task.agent_uid,
                 action=self._uid(action_uid(action)),
@@ -431,15 +483,16 @@ class AuditLog:
                 policies=task.guard.engine.version,
                 state=digest(state.encode()) if state is not None else None,
                 context=self._context_digest(context),
-                leases=self._leases(task),
+                leases=list(leases) if leases else [],
                 jti=getattr(agent, "token_id", None),
             )
             if self.record_requests:
                 r.request = {"context": redact(context or {})}
                 if state is not None:
                     r.request["task"] = msgspec.json.decode(state)
+            live: Decision | bool = d
         else:
-            _, t, version, principal, action, resource, context, d = item
+            _, t, version, principal, action, resource, context, live = item
             r = Receipt(
                 seq=0,
                 time=t,
@@ -452,14 +505,14 @@ class AuditLog:
             if self.record_requests:
                 r.request = {"context": redact(context or {})}
         self._decide_shadow(r, item)
-        if isinstance(d, bool):
-            r.decision = "allow" if d else "deny"
-            r.denial = None if d else "deny"
+        if isinstance(live, bool):
+            r.decision = "allow" if live else "deny"
+            r.denial = None if live else "deny"
         else:
-            r.decision = "allow" if d.allowed else "deny"
-            r.reasons = list(d.reasons)
-            r.errors = list(d.errors)
-            r.denial = denial_kind(d)
+            r.decision = "allow" if live.allowed else "deny"
+            r.reasons = list(live.reasons)
+            r.errors = list(live.errors)
+            r.denial = denial_kind(live)
         return r
 
     def _context_digest(self, context: Mapping[str, Any] | None) -> str:
@@ -487,33 +540,20 @@ class AuditLog:
     def _decide_shadow(self, r: Receipt, item: tuple[Any, ...]) -> None:
         if self.shadow is None:
             return
-        d = item[-2] if item[0] == _TASK else item[-1]
-        live = d if isinstance(d, bool) else d.allowed
         if item[0] == _TASK:
-            state = item[-1]
+            _, _task, _a, _r, ctx, d, _now, state, _leases = item
             if state is None:
                 self.shadow.skip()
                 return
-            context = {**(item[5] or {}), "task": msgspec.json.decode(state)}
+            live = bool(d.allowed)
+            context = {**(ctx or {}), "task": msgspec.json.decode(state)}
             principal: Any = r.agent
             action: Any = r.action
             resource: Any = r.resource
         else:
-            context = dict(item[6] or {})
-            principal, action, resource = item[3], item[4], item[5]
+            _, _t, _v, principal, action, resource, ctx, d = item
+            live = d if isinstance(d, bool) else bool(d.allowed)
+            context = dict(ctx or {})
         shadow = self.shadow.compare(principal, action, resource, context, live)
         if shadow is not None:
             r.shadow = "allow" if shadow else "deny"
-
-    @staticmethod
-    def _leases(task: Task) -> list[str]:
-        broker = task.guard.broker
-        if broker is None:
-            return []
-        # The broker lives on the event loop thread; its dict may change while read.
-        for _ in range(3):
-            try:
-                return sorted(lease.lease_id for lease in broker.active(f"tasks/{task.txn}/"))
-            except RuntimeError:
-                continue
-        return []

@@ -15,7 +15,7 @@ import anyio
 from tether._core import Decision, DenialKind, TaskHandle
 from tether.domains import resolve_domain
 from tether.identity import Agent
-from tether.leases import Lease, TaskRef
+from tether.leases import Lease, LeaseError, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
 from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
@@ -48,6 +48,14 @@ def _action(action: EntityArg) -> EntityArg:
     return uid
 
 
+def _usable(lease: Lease, now: float) -> bool:
+    try:
+        lease.check(now)
+    except LeaseError:
+        return False
+    return True
+
+
 @dataclass(eq=False)
 class Task:
     """One task of one agent. Rules read what it declared (intent, id, depth, agent)
@@ -63,6 +71,8 @@ class Task:
     txn: str = field(default_factory=lambda: secrets.token_hex(16))
     children: list[Task] = field(default_factory=list)
     closed: bool = False
+    # Leases issued through `lease()`, oldest first (receipts name the usable ones).
+    _leases: tuple[Lease, ...] = field(default=(), init=False, repr=False)
     _decide: Callable[..., Decision] = field(init=False, repr=False)
     _clock: Callable[[], float] = field(init=False, repr=False)
 
@@ -102,13 +112,12 @@ class Task:
     ) -> Decision:
         """Decide one action now; a permit commits the state effects on this task
         and every ancestor. Obligations are discharged only through `require`."""
+        now = self._clock()
         if reasons:
-            d = self._decide(
-                self.handle, _action(action), resource, context, self._clock(), reasons=True
-            )
+            d = self._decide(self.handle, _action(action), resource, context, now, reasons=True)
         else:
-            d = self._decide(self.handle, _action(action), resource, context, self._clock())
-        return self._after(action, resource, context, d)
+            d = self._decide(self.handle, _action(action), resource, context, now)
+        return self._after(action, resource, context, d, now)
 
     def authorize_egress(
         self,
@@ -125,10 +134,12 @@ class Task:
         resource = resolve_domain(self.guard.engine, url)
         return self.authorize(action, resource, context, reasons=reasons)
 
-    def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
+    def _after(
+        self, action: EntityArg, resource: EntityArg, context: Any, d: Decision, now: float
+    ) -> Decision:
         guard = self.guard
         if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
-            guard.audit.task_decision(self, action, resource, context, d)
+            guard.audit.task_decision(self, action, resource, context, d, now)
         if not d.allowed and d.revoked is not None:
             guard._revoked_by_decision(self, d.revoked)
         if guard.on_decision is not None:
@@ -175,7 +186,7 @@ class Task:
         d = self._decide(
             self.handle, _action(action), resource, context, now, reasons=True, approved=approved
         )
-        return self._after(action, resource, context, d)
+        return self._after(action, resource, context, d, now)
 
     def _denial(self, d: Decision) -> Denied:
         why = d.message or (
@@ -254,9 +265,20 @@ class Task:
             raise RuntimeError("this Guard has no CredentialBroker")
         if self.revoked is not None:
             raise TaskRevoked(f"task revoked: {self.revoked}", kind=DenialKind.REVOKED)
-        return await broker.issue(
+        lease = await broker.issue(
             self.ref(), provider, scope=None if scope is None else frozenset(scope), ttl=ttl
         )
+        now = broker.clock()
+        self._leases = (*(x for x in self._leases if _usable(x, now)), lease)
+        return lease
+
+    def active_lease_ids(self) -> tuple[str, ...]:
+        """Ids of the leases issued through `lease()` that are usable now."""
+        broker = self.guard.broker
+        if broker is None or not self._leases:
+            return ()
+        now = broker.clock()
+        return tuple(x.lease_id for x in self._leases if _usable(x, now))
 
     def ref(self) -> TaskRef:
         """The task as the broker sees it; the deadline is moved onto the broker's clock
