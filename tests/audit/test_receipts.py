@@ -428,3 +428,23 @@ def test_batch_decisions_are_receipted() -> None:
     ]
     assert recs[0]["context"] == recs[1]["context"] != recs[2]["context"]
     assert all(r["policies"] == e.version for r in recs)
+
+
+@pytest.mark.anyio
+async def test_task_decisions_follow_the_overflow_policy(engine: Engine) -> None:
+    # The task path queues inline; a full buffer must still reach the overflow policy.
+    for overflow in ("deny", "drop"):
+        log, sink, _ = stalled(overflow)
+        async with Guard(engine, audit=log, allow_unauthenticated=True) as guard:
+            async with guard.task(ORCH, intent="report") as task:
+                assert task.authorize("call_tool", 'Tool::"search"').allowed
+                assert task.authorize("call_tool", 'Tool::"search"').allowed  # buffer full
+                if overflow == "deny":
+                    with pytest.raises(AuditOverflow):
+                        task.authorize("call_tool", 'Tool::"search"')
+                    assert log.refused == 1 and log.dropped == 0
+                else:
+                    assert task.authorize("call_tool", 'Tool::"search"').allowed
+                    assert log.dropped == 1 and log.refused == 0
+                sink.release.set()
+        log.close()

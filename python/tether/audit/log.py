@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 
 Overflow = Literal["block", "drop", "deny"]
 
-_TASK = 0
-_ENGINE = 1
+# Queue entries: a task decision is `(task, action, resource, context, decision, now)`,
+# or with what was captured at decision time `(..., now, state, lease_ids)`; a plain
+# engine decision is `(None, time, version, principal, action, resource, context, decision)`.
+_ENGINE = None
 
 # Context keys whose values are never written, even with `record_requests=True`.
 _SECRET_KEY = re.compile(r"(?i)(secret|token|password|passwd|credential|authorization|api_?key)")
@@ -284,7 +286,7 @@ class AuditLog:
         if self.task_state or task._leases:
             q.append(self._task_item(task, action, resource, context, decision, now))
             return
-        q.append((_TASK, task, action, resource, context, decision, now, None, None))
+        q.append((task, action, resource, context, decision, now))
 
     def _task_item(
         self,
@@ -305,7 +307,7 @@ class AuditLog:
             else None
         )
         leases = task.active_lease_ids() if task._leases else None
-        return (_TASK, task, action, resource, context, decision, now, state, leases)
+        return (task, action, resource, context, decision, now, state, leases)
 
     def engine_decision(
         self,
@@ -468,8 +470,9 @@ class AuditLog:
         return now + offset
 
     def _build(self, item: tuple[Any, ...]) -> Receipt:
-        if item[0] == _TASK:
-            _, task, action, resource, context, d, now, state, leases = item
+        if item[0] is not _ENGINE:
+            task, action, resource, context, d, now = item[:6]
+            state, leases = item[6:] if len(item) == 8 else (None, None)
             from tether.tasks import action_uid
 
             agent = task.agent
@@ -540,8 +543,9 @@ class AuditLog:
     def _decide_shadow(self, r: Receipt, item: tuple[Any, ...]) -> None:
         if self.shadow is None:
             return
-        if item[0] == _TASK:
-            _, _task, _a, _r, ctx, d, _now, state, _leases = item
+        if item[0] is not _ENGINE:
+            ctx, d = item[3], item[4]
+            state = item[6] if len(item) == 8 else None
             if state is None:
                 self.shadow.skip()
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -75,11 +76,18 @@ class Task:
     _leases: tuple[Lease, ...] = field(default=(), init=False, repr=False)
     _decide: Callable[..., Decision] = field(init=False, repr=False)
     _clock: Callable[[], float] = field(init=False, repr=False)
+    # The receipt queue while this task's receipts need nothing captured at decision
+    # time (no `task_state`, no leases), and its capacity; None: `audit.task_decision`.
+    _receipts: deque[tuple[Any, ...]] | None = field(default=None, init=False, repr=False)
+    _receipt_room: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Bound once: `authorize` is the hot path and attribute chains cost real time.
         self._decide = self.guard.engine.authorize_task
         self._clock = self.guard.clock
+        audit = self.guard.audit
+        if audit is not None and not audit.task_state:
+            self._receipts, self._receipt_room = audit._q, audit.capacity
 
     @property
     def agent_uid(self) -> str:
@@ -138,7 +146,14 @@ class Task:
         self, action: EntityArg, resource: EntityArg, context: Any, d: Decision, now: float
     ) -> Decision:
         guard = self.guard
-        if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
+        # The receipt (tether.audit): the common case is queued here, inline, as a tuple
+        # of objects already held, touching nothing but this task and the queue (memory
+        # the decision evicted from the cache costs more than the work); other cases and
+        # all encoding and hashing are the log's.
+        q = self._receipts
+        if q is not None and len(q) < self._receipt_room:
+            q.append((self, action, resource, context, d, now))
+        elif guard.audit is not None:
             guard.audit.task_decision(self, action, resource, context, d, now)
         if not d.allowed and d.revoked is not None:
             guard._revoked_by_decision(self, d.revoked)
@@ -270,6 +285,7 @@ class Task:
         )
         now = broker.clock()
         self._leases = (*(x for x in self._leases if _usable(x, now)), lease)
+        self._receipts = None  # receipts now name the usable leases: the log's path
         return lease
 
     def active_lease_ids(self) -> tuple[str, ...]:
