@@ -188,6 +188,8 @@ class AuditLog:
         self._last_context: tuple[Any, str] | None = None
         self._uids: dict[Any, str] = {}
         self._offsets: dict[int, float] = {}  # guard id -> log clock minus task clock
+        self._headers: dict[Any, tuple[str, str, str | None]] = {}
+        self._actions: dict[Any, str] = {}
 
     @property
     def shadow_checked(self) -> int:
@@ -473,21 +475,19 @@ class AuditLog:
         if item[0] is not _ENGINE:
             task, action, resource, context, d, now = item[:6]
             state, leases = item[6:] if len(item) == 8 else (None, None)
-            from tether.tasks import action_uid
-
-            agent = task.agent
+            txn, agent, jti = self._task_header(task)
             r = Receipt(
                 seq=0,
                 time=self._task_time(task, now),
-                txn=task.txn,
-                agent=task.agent_uid,
-                action=self._uid(action_uid(action)),
+                txn=txn,
+                agent=agent,
+                action=self._action(action),
                 resource=self._uid(resource),
                 policies=task.guard.engine.version,
                 state=digest(state.encode()) if state is not None else None,
                 context=self._context_digest(context),
                 leases=list(leases) if leases else [],
-                jti=getattr(agent, "token_id", None),
+                jti=jti,
             )
             if self.record_requests:
                 r.request = {"context": redact(context or {})}
@@ -513,10 +513,40 @@ class AuditLog:
             r.denial = None if live else "deny"
         else:
             r.decision = "allow" if live.allowed else "deny"
-            r.reasons = list(live.reasons)
-            r.errors = list(live.errors)
+            r.reasons = live.reasons  # a fresh list from each read
+            r.errors = live.errors
             r.denial = denial_kind(live)
         return r
+
+    def _task_header(self, task: Task) -> tuple[str, str, str | None]:
+        """(txn, agent uid, token jti) of a task: fixed for its life, so cached (the cache
+        holds the task, so its identity cannot be reused while cached)."""
+        try:
+            return self._headers[task]
+        except KeyError:
+            if len(self._headers) >= 4096:
+                self._headers.clear()
+            h = self._headers[task] = (
+                task.txn,
+                task.agent_uid,
+                getattr(task.agent, "token_id", None),
+            )
+            return h
+
+    def _action(self, action: Any) -> str:
+        """The uid text of a task's action (`"read"` is `Action::"read"`)."""
+        try:
+            return self._actions[action]
+        except (KeyError, TypeError):
+            from tether.tasks import action_uid
+
+            text = self._uid(action_uid(action))
+            if len(self._actions) < 4096:
+                try:
+                    self._actions[action] = text
+                except TypeError:
+                    pass
+            return text
 
     def _context_digest(self, context: Mapping[str, Any] | None) -> str:
         last = self._last_context
