@@ -298,7 +298,13 @@ pub fn explain_parsed(
             .map(display_id)
             .unwrap_or_else(|| id.to_string())
     };
-    let reasons: Vec<String> = full.diagnostics().reason().map(name).collect();
+    // Cedar's reasons are a set: listed here in policy-set order, so output is stable.
+    let decisive: std::collections::HashSet<&PolicyId> = full.diagnostics().reason().collect();
+    let reasons: Vec<String> = set
+        .policies()
+        .filter(|p| decisive.contains(p.id()))
+        .map(display_id)
+        .collect();
     let errored: Vec<(String, String)> = full
         .diagnostics()
         .errors()
