@@ -199,7 +199,7 @@ pub fn explain_snapshot(
 ) -> Result<Explanation, String> {
     let set = PolicySet::from_str(&snap.set.text).map_err(|e| format!("policies: {e}"))?;
     let schema = snap.schema.as_deref();
-    let entities = Entities::from_json_value(snapshot_entities(snap)?, schema)
+    let entities = Entities::from_json_value(snapshot_entities(snap, false)?, schema)
         .map_err(|e| format!("entities: {e}"))?;
     explain_parsed(
         &set, schema, &entities, principal, action, resource, context,
@@ -242,15 +242,17 @@ fn record_json(r: &Record, names: &Interner) -> Result<Json, String> {
 }
 
 /// The snapshot's entity store as Cedar JSON (direct parents, attributes, tags). With a
-/// schema, its action entities are left out: Cedar adds them from the schema itself.
-pub fn snapshot_entities(snap: &Snapshot) -> Result<Json, String> {
+/// schema, its action entities are left out unless `schema_actions`: Cedar adds them
+/// from the schema itself when the JSON is read with that schema.
+pub fn snapshot_entities(snap: &Snapshot, schema_actions: bool) -> Result<Json, String> {
     let names = &snap.interner;
     let mut uids: Vec<Euid> = snap.store.uids().collect();
     uids.sort_unstable();
     let mut out = Vec::with_capacity(uids.len());
     for u in uids {
         let ty = names.get(u.ty).unwrap_or_default();
-        if snap.schema.is_some() && (ty == "Action" || ty.ends_with("::Action")) {
+        if !schema_actions && snap.schema.is_some() && (ty == "Action" || ty.ends_with("::Action"))
+        {
             continue;
         }
         let Some(data) = snap.store.get(&u) else {

@@ -98,3 +98,33 @@ def test_a_bad_candidate_is_refused_and_the_live_set_untouched() -> None:
         e.shadow("permit(")
     assert e.shadow_stats() is None
     assert e.is_allowed(ORCH, 'Action::"read"', 'Dataset::"wiki"')
+
+
+SCHEMA = """
+entity User;
+entity Doc;
+action reading;
+action view in [reading] appliesTo { principal: User, resource: Doc };
+"""
+
+
+@pytest.mark.parametrize(
+    ("candidate", "diffs"),
+    [
+        # The same verdict through the schema's action group: no difference.
+        ('permit(principal, action in Action::"reading", resource);', 0),
+        # The twin that does differ: the group is forbidden.
+        (
+            "permit(principal, action, resource);\n"
+            'forbid(principal, action in Action::"reading", resource);',
+            1,
+        ),
+    ],
+)
+def test_the_candidate_keeps_the_schemas_action_groups(candidate: str, diffs: int) -> None:
+    e = Engine('permit(principal, action == Action::"view", resource);', SCHEMA, "[]")
+    e.shadow(candidate)
+    assert e.is_allowed('User::"u"', 'Action::"view"', 'Doc::"d"')
+    e.shadow_flush()
+    st = e.shadow_stats()
+    assert st is not None and st.checked == 1 and st.diffs == diffs

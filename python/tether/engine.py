@@ -89,7 +89,10 @@ class Engine(_core.Engine):
         from tether.shadow import Shadow
 
         self.unshadow()
-        candidate = Engine(policies, schema, self.entities_json(), validate=validate)
+        # Without a schema of its own, the candidate also needs the action entities
+        # (action groups) that this engine's schema declared.
+        ents = self.entities_json(actions=schema is None)
+        candidate = Engine(policies, schema, ents, validate=validate)
         s = Shadow(candidate, capacity=capacity)
         self.__dict__["_shadow"] = s
         log = self.__dict__.get("_audit")

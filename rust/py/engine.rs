@@ -482,9 +482,11 @@ impl Engine {
         super::explain::engine_explain_json(py, self, principal, action, resource, context)
     }
 
-    /// The entity store as Cedar JSON text (schema action entities left out).
-    fn entities_json(&self, py: Python<'_>) -> PyResult<String> {
-        super::explain::engine_entities_json(py, self)
+    /// The entity store as Cedar JSON text; the schema's action entities only with
+    /// `actions=True` (for a consumer that reads it without the schema).
+    #[pyo3(signature = (*, actions=false))]
+    fn entities_json(&self, py: Python<'_>, actions: bool) -> PyResult<String> {
+        super::explain::engine_entities_json(py, self, actions)
     }
 
     /// Ids of the entities of type `type`: those stored and those the policies name,

@@ -49,8 +49,9 @@ pub(crate) fn engine_explain_json(
 pub(crate) fn engine_entities_json(
     py: Python<'_>,
     engine: &super::engine::Engine,
+    actions: bool,
 ) -> PyResult<String> {
     let snap = engine.core.current.load_full();
-    py.allow_threads(|| crate::explain::snapshot_entities(&snap).map(|j| j.to_string()))
+    py.allow_threads(|| crate::explain::snapshot_entities(&snap, actions).map(|j| j.to_string()))
         .map_err(RequestError::new_err)
 }
