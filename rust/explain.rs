@@ -484,6 +484,56 @@ permit (principal, action == Action::"egress", resource);
     }
 
     #[test]
+    fn the_store_exports_as_the_entities_it_was_loaded_from() {
+        let ents = r#"[
+ {"uid": {"type": "Host", "id": "h"}, "parents": [{"type": "Net", "id": "corp"}],
+  "attrs": {"ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}, "n": 3, "ok": true,
+            "tags": ["a", "b"], "owner": {"__entity": {"type": "User", "id": "u"}},
+            "rec": {"d": {"__extn": {"fn": "decimal", "arg": "1.25"}}}},
+  "tags": {"t": "x"}},
+ {"uid": {"type": "Net", "id": "corp"}, "attrs": {}, "parents": []}
+]"#;
+        let core = crate::engine::Core::new(
+            POLICIES,
+            None,
+            Some(ents),
+            None,
+            false,
+            crate::engine::OnError::Skip,
+            false,
+        )
+        .unwrap();
+        let exported = snapshot_entities(&core.current.load(), false).unwrap();
+        let want = Entities::from_json_str(ents, None).unwrap();
+        let got = Entities::from_json_value(exported, None).unwrap();
+        assert_eq!(
+            got.to_json_value().unwrap(),
+            want.to_json_value().unwrap(),
+            "the export reads back as the same entities"
+        );
+        // And explaining over a snapshot matches explaining over its entity text.
+        let core = crate::engine::Core::new(
+            POLICIES,
+            None,
+            Some(ENTITIES),
+            None,
+            false,
+            crate::engine::OnError::Skip,
+            false,
+        )
+        .unwrap();
+        let ex = explain_snapshot(
+            &core.current.load(),
+            r#"Agent::"a""#,
+            r#"Action::"call_tool""#,
+            r#"Tool::"shell""#,
+            "{}",
+        )
+        .unwrap();
+        assert_eq!(ex, run(r#"Action::"call_tool""#, r#"Tool::"shell""#, "{}"));
+    }
+
+    #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(explain("permit(", None, "[]", "A::\"a\"", "A::\"b\"", "A::\"c\"", "{}").is_err());
         assert!(explain(POLICIES, None, "[]", "nope", "A::\"b\"", "A::\"c\"", "{}").is_err());

@@ -226,15 +226,14 @@ class Pdp:
         p, a, r, ctx = to_cedar(probe)
         ctype = probe[kind]["type"] if kind != "action" else "Action"
         ids = self.engine.entity_ids(ctype)
-        uid = _uid_text
-        reqs = [
-            (uid(ctype, i), a, r)
-            if kind == "subject"
-            else (p, a, uid(ctype, i))
-            if kind == "resource"
-            else (p, uid(ctype, i), r)
-            for i in ids
-        ]
+        # Candidates as (type, id) tuples: no uid text to format and parse per candidate.
+        reqs: list[tuple[Any, Any, Any]]
+        if kind == "subject":
+            reqs = [((ctype, i), a, r) for i in ids]
+        elif kind == "resource":
+            reqs = [(p, a, (ctype, i)) for i in ids]
+        else:
+            reqs = [(p, (ctype, i), r) for i in ids]
         try:
             allowed = self.engine.authorize_batch(reqs, ctx) if reqs else []
         except TetherError as e:
@@ -296,10 +295,6 @@ class Pdp:
         if limit is not None and limit != token_limit:
             raise BadRequest("`page.limit` changed since the token was issued")
         return offset, token_limit
-
-
-def _uid_text(t: str, i: str) -> str:
-    return f"{t}::{json.dumps(i)}"
 
 
 def _error(status: int, message: str) -> JSONResponse:
