@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tether import _core
-
 if TYPE_CHECKING:
     from tether.engine import Engine
 
@@ -68,6 +66,7 @@ class Shadow:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._busy = False
         self._watched: list[tuple[Engine, dict[str, Any], set[str]]] = []
 
     # -- comparison (runs off the hot path) --------------------------------
@@ -84,7 +83,7 @@ class Shadow:
         differs from `live`, else None."""
         try:
             shadow = self.candidate.is_allowed(principal, action, resource, context)
-        except _core.TetherError:
+        except Exception:  # any failure of the candidate is its deny, and counted
             self._errors += 1
             shadow = False  # the candidate fails closed, as it would if enforced
         self._checked += 1
@@ -176,7 +175,7 @@ class Shadow:
     def flush(self) -> None:
         """Wait until every queued decision has been compared."""
         with self._idle:
-            while self._q and self._thread is not None:
+            while (self._q or self._busy) and self._thread is not None:
                 self._wake.set()
                 self._idle.wait(0.5)
 
@@ -201,8 +200,12 @@ class Shadow:
         while not self._stop:
             self._wake.wait(0.05)
             self._wake.clear()
-            while q:
-                p, a, r, ctx, live = q.popleft()
-                self.compare(p, a, r, ctx, live)
-            with self._idle:
-                self._idle.notify_all()
+            self._busy = True  # what was taken off the queue is compared before `flush` ends
+            try:
+                while q:
+                    p, a, r, ctx, live = q.popleft()
+                    self.compare(p, a, r, ctx, live)
+            finally:
+                with self._idle:
+                    self._busy = False
+                    self._idle.notify_all()

@@ -177,6 +177,7 @@ class AuditLog:
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._stop = False
+        self._draining = False
         self._thread: threading.Thread | None = None
         self._seq = 0
         self._prev = GENESIS
@@ -249,7 +250,9 @@ class AuditLog:
         """Wait until everything queued so far is written (for tests and shutdown)."""
         with self._room:
             self._wake.set()
-            while self._q and self._thread is not None and self._failure is None:
+            while (
+                (self._q or self._draining) and self._thread is not None and self._failure is None
+            ):
                 self._room.wait(0.5)
                 self._wake.set()
 
@@ -407,13 +410,18 @@ class AuditLog:
         while not self._stop:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
+            # `flush` waits while this is set: entries taken off the queue are not yet
+            # written until the drain ends.
+            self._draining = True
             try:
                 self._drain()
             except BaseException as e:  # a failing sink must surface, not vanish
                 self._failure = e
-                with self._room:
-                    self._room.notify_all()
                 return
+            finally:
+                with self._room:
+                    self._draining = False
+                    self._room.notify_all()
 
     def _drain(self) -> None:
         q = self._q
