@@ -5,6 +5,8 @@ tasks on one engine, one under a `Guard` without receipts and one under a `Guard
 `AuditLog` writing a JSONL file. Each round times `n` calls of each (the order alternates),
 and the per-round difference is the receipt's cost per decision. Two settings:
 
+- "enqueue only": the queue is emptied between chunks of 1,000 calls without writing
+  anything: the deciding thread's own work and nothing else (a lower bound);
 - "hot path": the writer drains between chunks of 1,000 calls, never during them, so the
   timing is what the deciding thread itself does (queueing the receipt) while the queue
   stays short, as it does when the writer keeps up;
@@ -67,9 +69,10 @@ def per_call(task: Any, reqs: list[tuple[Any, Any]], n: int, drain: Any = None) 
 CHUNK = 1000
 
 
-def run(writer_running: bool, rounds: int, n: int, tmp: Path) -> None:
+def run(mode: str, rounds: int, n: int, tmp: Path) -> None:
+    writer_running = mode == "writer running"
     log = AuditLog(
-        tmp / f"audit-{writer_running}.jsonl",
+        tmp / f"audit-{mode}.jsonl".replace(" ", "-"),
         capacity=rounds * n + 1,
         flush_interval=0.005 if writer_running else 3600.0,
     )
@@ -80,13 +83,14 @@ def run(writer_running: bool, rounds: int, n: int, tmp: Path) -> None:
         per_call(plain, reqs, n)  # warm up both
         per_call(audited, reqs, n)
         log.flush()
-        drain = None if writer_running else log.flush
+        drain = {"enqueue only": log._q.clear, "hot path": log.flush}.get(mode)
         for i in range(rounds):
             order = [("plain", plain), ("receipts", audited)]
             for name, task in order if i % 2 == 0 else reversed(order):
                 times[name].append(per_call(task, reqs, n, drain if task is audited else None))
-    assert log.dropped == 0 and log.written == (rounds + 1) * n
-    label = "writer running" if writer_running else "hot path"
+    assert log.dropped == 0
+    assert mode == "enqueue only" or log.written == (rounds + 1) * n
+    label = mode
     for name, ts in times.items():
         print(
             f"{label:>14} {name:>8}: {statistics.median(ts):6.0f} ns [{min(ts):.0f}-{max(ts):.0f}]"
@@ -101,8 +105,8 @@ def run(writer_running: bool, rounds: int, n: int, tmp: Path) -> None:
 
 def main(rounds: int = 21, n: int = 20_000) -> None:
     with tempfile.TemporaryDirectory() as d:
-        run(False, rounds, n, Path(d))
-        run(True, rounds, n, Path(d))
+        for mode in ("enqueue only", "hot path", "writer running"):
+            run(mode, rounds, n, Path(d))
 
 
 if __name__ == "__main__":
