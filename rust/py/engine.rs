@@ -230,7 +230,9 @@ impl Engine {
         if snap.check_request(&req, false).is_err() {
             return Ok(false);
         }
-        Ok(snap.evaluate(&req, Mode::Fast, self.core.on_error).allowed)
+        Ok(snap
+            .evaluate(&req, Mode::DecisionOnly, self.core.on_error)
+            .allowed)
     }
 
     /// Decide many `(principal, action, resource[, context])` requests; the
@@ -260,7 +262,7 @@ impl Engine {
             py.allow_threads(|| {
                 out.extend(reqs.iter().map(|r| {
                     snap.check_request(r, false).is_ok()
-                        && snap.evaluate(r, Mode::Fast, on_error).allowed
+                        && snap.evaluate(r, Mode::DecisionOnly, on_error).allowed
                 }))
             });
             reqs.clear();

@@ -20,10 +20,12 @@ from tether.leases import Lease, LeaseError, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
 from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
+from tether.tasks.shared import SharedBudgetDenied
 
 if TYPE_CHECKING:
     from tether.explain import Explanation
     from tether.tasks.guard import Guard
+    from tether.tasks.shared import SharedTree
 
 EntityArg = Any
 
@@ -80,6 +82,8 @@ class Task:
     # time (no `task_state`, no leases), and its capacity; None: `audit.task_decision`.
     _receipts: deque[tuple[Any, ...]] | None = field(default=None, init=False, repr=False)
     _receipt_room: int = field(default=0, init=False, repr=False)
+    # Set when the Guard has a shared store: every decision then goes through the tree.
+    shared: SharedTree | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Bound once: `authorize` is the hot path and attribute chains cost real time.
@@ -119,7 +123,21 @@ class Task:
         reasons: bool = False,
     ) -> Decision:
         """Decide one action now; a permit commits the state effects on this task
-        and every ancestor. Obligations are discharged only through `require`."""
+        and every ancestor. Obligations are discharged only through `require`.
+
+        With a shared store (`Guard(store=...)`) this raises `StoreUnavailable` while the
+        revocation view is not current (fail closed), and `Denied` (kind `BUDGET`) when a
+        permit's spending cannot be covered by the shared budget (in strict mode: any
+        spending, which needs the round trip of `await task.require(...)`)."""
+        if self.shared is not None:
+            d, owed = self._decide_shared(action, resource, context, reasons, None)
+            if owed:
+                raise self._refused_by_store(
+                    self.shared.denial(
+                        list(owed), "strict mode needs a round trip: use `await task.require`"
+                    )
+                )
+            return d
         now = self._clock()
         if reasons:
             d = self._decide(self.handle, _action(action), resource, context, now, reasons=True)
@@ -141,6 +159,59 @@ class Task:
         `ValueError` (nothing is sent)."""
         resource = resolve_domain(self.guard.engine, url)
         return self.authorize(action, resource, context, reasons=reasons)
+
+    def _decide_shared(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None,
+        reasons: bool,
+        approved: list[str] | None,
+    ) -> tuple[Decision, dict[str, int]]:
+        """A decision of a task whose tree shares state; returns what strict budgets owe."""
+        assert self.shared is not None
+        uid = _action(action)
+        at: list[float] = []  # the clock is read inside, once the tree's lock is held
+
+        def decide() -> Decision:
+            at.append(self._clock())
+            if approved is None:
+                return self._decide(self.handle, uid, resource, context, at[-1], reasons=reasons)
+            return self._decide(
+                self.handle, uid, resource, context, at[-1], reasons=True, approved=approved
+            )
+
+        try:
+            d, owed = self.shared.decide(decide)
+        except SharedBudgetDenied as exc:
+            raise self._refused_by_store(exc) from None
+        return self._after(action, resource, context, d, at[-1]), owed
+
+    async def _decide_reserved(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None,
+        approved: list[str] | None,
+    ) -> Decision:
+        """Decide with reasons; in strict mode, reserve a permit's spending on the store."""
+        assert self.shared is not None
+        d, owed = self._decide_shared(action, resource, context, True, approved)
+        if owed:
+            try:
+                await self.shared.reserve(owed)
+            except SharedBudgetDenied as exc:
+                raise self._refused_by_store(exc) from None
+        return d
+
+    def _refused_by_store(self, exc: SharedBudgetDenied) -> Denied:
+        """A permit the shared budget could not cover is a denial for the monitors (unless
+        only a refill was late)."""
+        if exc.counts:
+            revoked = self.handle.record_denial()
+            if revoked is not None:
+                self.guard._revoked_by_decision(self, revoked)
+        return exc
 
     def _after(
         self, action: EntityArg, resource: EntityArg, context: Any, d: Decision, now: float
@@ -170,18 +241,21 @@ class Task:
         """Authorize or raise `Denied`; obligations (approvals) are awaited, fail closed:
         each approval becomes a single-use grant bound to this exact request."""
         # With reasons: a refusal names the policies behind it (require is not the hot path).
-        d = self.authorize(action, resource, context, reasons=True)
+        if self.shared is not None:
+            d = await self._decide_reserved(action, resource, context, None)
+        else:
+            d = self.authorize(action, resource, context, reasons=True)
         if d.allowed:
             return d
         if d.kind == DenialKind.OBLIGATION:
             for obligation in d.obligations:
                 await self.guard._approve(self, obligation, action, resource, context)
-            d = self._with_grants(action, resource, context, d.obligations)
+            d = await self._with_grants(action, resource, context, d.obligations)
             if d.allowed:
                 return d
         raise self._denial(d)
 
-    def _with_grants(
+    async def _with_grants(
         self,
         action: EntityArg,
         resource: EntityArg,
@@ -198,6 +272,8 @@ class Task:
             guard._policy_digest.of(guard.engine),
             now,
         )
+        if self.shared is not None:
+            return await self._decide_reserved(action, resource, context, approved)
         d = self._decide(
             self.handle, _action(action), resource, context, now, reasons=True, approved=approved
         )
@@ -340,9 +416,11 @@ class Task:
         )
 
     def revoke(self, reason: str) -> None:
-        """Revoke this task and its descendants now; leases follow in the background."""
+        """Revoke this task and its descendants now; leases follow in the background, and
+        so does the revocation's broadcast through a shared store (`Guard(store=...)`)."""
         self.handle.revoke(reason)
         self.guard._after_revoke(self)
+        self.guard._broadcast_task_revocation(self, reason)
 
     async def close(self, reason: str = "task ended") -> None:
         """End the task: revoke it, its children and its leases. Every lease is unusable
