@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,13 +16,14 @@ import anyio
 from tether._core import Decision, DenialKind, TaskHandle
 from tether.domains import resolve_domain
 from tether.identity import Agent
-from tether.leases import Lease, TaskRef
+from tether.leases import Lease, LeaseError, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
 from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
 from tether.tasks.shared import SharedBudgetDenied
 
 if TYPE_CHECKING:
+    from tether.explain import Explanation
     from tether.tasks.guard import Guard
     from tether.tasks.shared import SharedTree
 
@@ -49,6 +51,14 @@ def _action(action: EntityArg) -> EntityArg:
     return uid
 
 
+def _usable(lease: Lease, now: float) -> bool:
+    try:
+        lease.check(now)
+    except LeaseError:
+        return False
+    return True
+
+
 @dataclass(eq=False)
 class Task:
     """One task of one agent. Rules read what it declared (intent, id, depth, agent)
@@ -64,8 +74,14 @@ class Task:
     txn: str = field(default_factory=lambda: secrets.token_hex(16))
     children: list[Task] = field(default_factory=list)
     closed: bool = False
+    # Leases issued through `lease()`, oldest first (receipts name the usable ones).
+    _leases: tuple[Lease, ...] = field(default=(), init=False, repr=False)
     _decide: Callable[..., Decision] = field(init=False, repr=False)
     _clock: Callable[[], float] = field(init=False, repr=False)
+    # The receipt queue while this task's receipts need nothing captured at decision
+    # time (no `task_state`, no leases), and its capacity; None: `audit.task_decision`.
+    _receipts: deque[tuple[Any, ...]] | None = field(default=None, init=False, repr=False)
+    _receipt_room: int = field(default=0, init=False, repr=False)
     # Set when the Guard has a shared store: every decision then goes through the tree.
     shared: SharedTree | None = field(default=None, init=False, repr=False)
 
@@ -73,6 +89,9 @@ class Task:
         # Bound once: `authorize` is the hot path and attribute chains cost real time.
         self._decide = self.guard.engine.authorize_task
         self._clock = self.guard.clock
+        audit = self.guard.audit
+        if audit is not None and not audit.task_state:
+            self._receipts, self._receipt_room = audit._q, audit.capacity
 
     @property
     def agent_uid(self) -> str:
@@ -119,13 +138,12 @@ class Task:
                     )
                 )
             return d
+        now = self._clock()
         if reasons:
-            d = self._decide(
-                self.handle, _action(action), resource, context, self._clock(), reasons=True
-            )
+            d = self._decide(self.handle, _action(action), resource, context, now, reasons=True)
         else:
-            d = self._decide(self.handle, _action(action), resource, context, self._clock())
-        return self._after(action, resource, context, d)
+            d = self._decide(self.handle, _action(action), resource, context, now)
+        return self._after(action, resource, context, d, now)
 
     def authorize_egress(
         self,
@@ -153,21 +171,21 @@ class Task:
         """A decision of a task whose tree shares state; returns what strict budgets owe."""
         assert self.shared is not None
         uid = _action(action)
+        at: list[float] = []  # the clock is read inside, once the tree's lock is held
 
         def decide() -> Decision:
+            at.append(self._clock())
             if approved is None:
-                return self._decide(
-                    self.handle, uid, resource, context, self._clock(), reasons=reasons
-                )
+                return self._decide(self.handle, uid, resource, context, at[-1], reasons=reasons)
             return self._decide(
-                self.handle, uid, resource, context, self._clock(), reasons=True, approved=approved
+                self.handle, uid, resource, context, at[-1], reasons=True, approved=approved
             )
 
         try:
             d, owed = self.shared.decide(decide)
         except SharedBudgetDenied as exc:
             raise self._refused_by_store(exc) from None
-        return self._after(action, resource, context, d), owed
+        return self._after(action, resource, context, d, at[-1]), owed
 
     async def _decide_reserved(
         self,
@@ -195,10 +213,19 @@ class Task:
                 self.guard._revoked_by_decision(self, revoked)
         return exc
 
-    def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
+    def _after(
+        self, action: EntityArg, resource: EntityArg, context: Any, d: Decision, now: float
+    ) -> Decision:
         guard = self.guard
-        if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
-            guard.audit.task_decision(self, action, resource, context, d)
+        # The receipt (tether.audit): the common case is queued here, inline, as a tuple
+        # of objects already held, touching nothing but this task and the queue (memory
+        # the decision evicted from the cache costs more than the work); other cases and
+        # all encoding and hashing are the log's.
+        q = self._receipts
+        if q is not None and len(q) < self._receipt_room:
+            q.append((self, action, resource, context, d, now))
+        elif guard.audit is not None:
+            guard.audit.task_decision(self, action, resource, context, d, now)
         if not d.allowed and d.revoked is not None:
             guard._revoked_by_decision(self, d.revoked)
         if guard.on_decision is not None:
@@ -250,7 +277,7 @@ class Task:
         d = self._decide(
             self.handle, _action(action), resource, context, now, reasons=True, approved=approved
         )
-        return self._after(action, resource, context, d)
+        return self._after(action, resource, context, d, now)
 
     def _denial(self, d: Decision) -> Denied:
         why = d.message or (
@@ -329,9 +356,21 @@ class Task:
             raise RuntimeError("this Guard has no CredentialBroker")
         if self.revoked is not None:
             raise TaskRevoked(f"task revoked: {self.revoked}", kind=DenialKind.REVOKED)
-        return await broker.issue(
+        lease = await broker.issue(
             self.ref(), provider, scope=None if scope is None else frozenset(scope), ttl=ttl
         )
+        now = broker.clock()
+        self._leases = (*(x for x in self._leases if _usable(x, now)), lease)
+        self._receipts = None  # receipts now name the usable leases: the log's path
+        return lease
+
+    def active_lease_ids(self) -> tuple[str, ...]:
+        """Ids of the leases issued through `lease()` that are usable now."""
+        broker = self.guard.broker
+        if broker is None or not self._leases:
+            return ()
+        now = broker.clock()
+        return tuple(x.lease_id for x in self._leases if _usable(x, now))
 
     def ref(self) -> TaskRef:
         """The task as the broker sees it; the deadline is moved onto the broker's clock
@@ -364,6 +403,17 @@ class Task:
             self.guard.engine.task_context(self.handle, now=self._clock())
         )
         return out
+
+    def explain(
+        self, action: EntityArg, resource: EntityArg, context: Mapping[str, Any] | None = None
+    ) -> Explanation:
+        """Why `authorize(action, resource, context)` would be allowed or denied now, by
+        policy and condition, with the `context.task` values each condition reads (the
+        task's state now, as the decision would see it). Scope, deadline and revocation,
+        which the task checks before any policy, are not part of the explanation."""
+        return self.guard.engine.explain(
+            self.agent_uid, _action(action), resource, {**(context or {}), "task": self.state()}
+        )
 
     def revoke(self, reason: str) -> None:
         """Revoke this task and its descendants now; leases follow in the background, and
