@@ -21,6 +21,7 @@ use crate::error::TetherError;
 use crate::eval::{EvalErr, Evaluator, Locals};
 use crate::request_schema::RequestShapes;
 use crate::state::{CompiledState, StateSpec};
+use crate::templates;
 use crate::value::{Euid, Interner, Value};
 
 pub struct Snapshot {
@@ -438,22 +439,108 @@ impl Core {
             Some(s) => Some(Arc::new(parse_schema(s)?)),
             None => cur.schema.clone(),
         };
-        let pset = compile::parse(policies)?;
-        let warnings = match (&schema, validate) {
-            (Some(s), true) => compile::validate(&pset, s, policies)?,
-            _ => Vec::new(),
-        };
-        if let (Some(s), true, Some(spec)) = (&schema, validate, cur.state_spec.as_deref()) {
-            compile::validate_state(spec, s)?;
-        }
+        let mut pset = compile::parse(policies)?;
+        // Links are part of the policy set: they follow their template into the new text.
+        templates::relink(&cur.set.cedar, &mut pset)?;
+        let warnings = validate_set(
+            &pset,
+            policies,
+            schema.as_deref(),
+            validate,
+            cur.state_spec.as_deref(),
+        )?;
         let mut interner = cur.interner.clone();
-        let mut set = compile::compile(policies, &pset, &mut interner)?;
-        set.warnings = warnings;
-        set.state = Some(CompiledState::compile(
-            cur.state_spec.as_deref().unwrap_or(&StateSpec::default()),
+        let validated = schema.is_some() && validate;
+        let set = compile_set(
+            policies,
+            pset,
             &mut interner,
-        )?);
+            warnings,
+            validated,
+            cur.state_spec.as_deref(),
+        )?;
         let shapes = request_shapes(schema.as_deref(), self.validate_requests, &mut interner);
+        self.publish_set(&cur, interner, set, schema, shapes);
+        Ok(())
+    }
+
+    /// Link template `template` (by name) as the policy `policy_id`, with the slot
+    /// values given; validated against the schema when the set was. Atomic.
+    pub fn link(
+        &self,
+        template: &str,
+        policy_id: &str,
+        principal: Option<templates::SlotValue<'_>>,
+        resource: Option<templates::SlotValue<'_>>,
+    ) -> Result<(), TetherError> {
+        let _w = self.lock();
+        let cur = self.current.load_full();
+        let names: Vec<&str> = cur.set.policies.iter().map(|p| p.id.as_str()).collect();
+        let pset = templates::link(
+            &cur.set.cedar,
+            &names,
+            template,
+            policy_id,
+            principal,
+            resource,
+        )?;
+        let mut warnings = cur.set.warnings.clone();
+        if let (Some(schema), true) = (&cur.schema, cur.set.validated) {
+            for w in templates::validate_link(&pset, policy_id, schema, &cur.set.text)? {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        self.recompile(&cur, pset, warnings)
+    }
+
+    /// Remove the template-linked policy `policy_id`. Atomic.
+    pub fn unlink(&self, policy_id: &str) -> Result<(), TetherError> {
+        let _w = self.lock();
+        let cur = self.current.load_full();
+        let pset = templates::unlink(&cur.set.cedar, policy_id)?;
+        // Cedar's validator names the policy in backquotes; the link's warnings go with it.
+        let mention = format!("`{policy_id}`");
+        let warnings = cur
+            .set
+            .warnings
+            .iter()
+            .filter(|w| !w.contains(&mention))
+            .cloned()
+            .collect();
+        self.recompile(&cur, pset, warnings)
+    }
+
+    /// Compile `pset` (the current text's policies with other links) and publish it.
+    fn recompile(
+        &self,
+        cur: &Snapshot,
+        pset: cedar_policy::PolicySet,
+        warnings: Vec<String>,
+    ) -> Result<(), TetherError> {
+        let mut interner = cur.interner.clone();
+        let set = compile_set(
+            &cur.set.text,
+            pset,
+            &mut interner,
+            warnings,
+            cur.set.validated,
+            cur.state_spec.as_deref(),
+        )?;
+        self.publish_set(cur, interner, set, cur.schema.clone(), cur.shapes.clone());
+        Ok(())
+    }
+
+    /// Publish a new compiled set over the current entities.
+    fn publish_set(
+        &self,
+        cur: &Snapshot,
+        interner: Interner,
+        set: CompiledSet,
+        schema: Option<Arc<Schema>>,
+        shapes: Option<Arc<RequestShapes>>,
+    ) {
         let mut store = (*cur.store).clone();
         store.finish(&interner, &set.named_uids);
         let plans = Arc::new(plan(&set, &store, &interner));
@@ -467,7 +554,6 @@ impl Core {
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
-        Ok(())
     }
 
     pub fn upsert_entities(&self, json: &str) -> Result<usize, TetherError> {
@@ -568,6 +654,46 @@ impl Core {
     }
 }
 
+/// Validate a policy set (and the state file's conditions) against the schema, when
+/// there is one and `validate` is on; returns Cedar's warnings.
+fn validate_set(
+    pset: &cedar_policy::PolicySet,
+    text: &str,
+    schema: Option<&Schema>,
+    validate: bool,
+    state_spec: Option<&StateSpec>,
+) -> Result<Vec<String>, TetherError> {
+    let Some(s) = schema.filter(|_| validate) else {
+        return Ok(Vec::new());
+    };
+    let warnings = compile::validate(pset, s, text)?;
+    if let Some(spec) = state_spec {
+        compile::validate_state(spec, s)?;
+    }
+    Ok(warnings)
+}
+
+/// Compile Cedar's set `pset` (parsed from `text`, plus any links) into a set to publish.
+fn compile_set(
+    text: &str,
+    pset: cedar_policy::PolicySet,
+    interner: &mut Interner,
+    warnings: Vec<String>,
+    validated: bool,
+    state_spec: Option<&StateSpec>,
+) -> Result<CompiledSet, TetherError> {
+    let mut set = compile::compile(text, &pset, interner)?;
+    set.warnings = warnings;
+    // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
+    set.state = Some(CompiledState::compile(
+        state_spec.unwrap_or(&StateSpec::default()),
+        interner,
+    )?);
+    set.cedar = Arc::new(pset);
+    set.validated = validated;
+    Ok(set)
+}
+
 fn plan(set: &CompiledSet, store: &EntityStore, interner: &Interner) -> Plans {
     special::build(&set.nodes, &set.policies, &set.named_uids, store, interner)
 }
@@ -582,20 +708,22 @@ fn build(
 ) -> Result<Snapshot, TetherError> {
     let mut interner = Interner::default();
     let pset = compile::parse(policies)?;
-    let warnings = match (&schema, validate) {
-        (Some(s), true) => compile::validate(&pset, s, policies)?,
-        _ => Vec::new(),
-    };
-    if let (Some(s), true, Some(spec)) = (&schema, validate, state_spec.as_deref()) {
-        compile::validate_state(spec, s)?;
-    }
-    let mut set = compile::compile(policies, &pset, &mut interner)?;
-    set.warnings = warnings;
-    // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
-    set.state = Some(CompiledState::compile(
-        state_spec.as_deref().unwrap_or(&StateSpec::default()),
+    let warnings = validate_set(
+        &pset,
+        policies,
+        schema.as_deref(),
+        validate,
+        state_spec.as_deref(),
+    )?;
+    let validated = schema.is_some() && validate;
+    let set = compile_set(
+        policies,
+        pset,
         &mut interner,
-    )?);
+        warnings,
+        validated,
+        state_spec.as_deref(),
+    )?;
     let mut store = EntityStore::default();
     // Always parse (even an empty list) so a schema's action entities are present.
     let parsed = parse_entities(entities.unwrap_or("[]"), schema.as_deref(), &mut interner)?;

@@ -31,6 +31,12 @@ pub struct CompiledSet {
     pub max_height: usize,
     /// The task state file compiled against the same interner.
     pub state: Option<crate::state::CompiledState>,
+    /// Cedar's own set this was compiled from: static policies, templates and the
+    /// template-linked policies, which `link`/`unlink` and `reload` start from.
+    /// Empty from `compile`; the engine stores the set it compiled.
+    pub cedar: std::sync::Arc<PolicySet>,
+    /// Whether `cedar` was validated against the schema (links are validated alike).
+    pub validated: bool,
 }
 
 /// Order policy ids as Cedar names them (`policy2` before `policy10`).
@@ -62,21 +68,72 @@ fn policy_offsets(text: &str) -> Vec<(String, usize)> {
     }
 }
 
-/// The name each policy goes by, in order: its `@id("...")` annotation when it has
-/// one (as the Cedar CLI names policies), else Cedar's own `policyN`. Two policies
+/// The name a policy goes by: its `@id("...")` annotation when it has one (as the
+/// Cedar CLI names policies), else Cedar's own `policyN`. A template-linked policy
+/// carries its template's annotations, so it goes by its own id, the one given to
+/// `link`.
+pub fn policy_name(p: &cedar_policy::Policy) -> String {
+    if !p.is_static() {
+        return p.id().to_string();
+    }
+    p.annotation("id")
+        .map(str::to_owned)
+        .unwrap_or_else(|| p.id().to_string())
+}
+
+/// The name a template goes by: its `@id` annotation, else Cedar's `policyN`.
+pub fn template_name(t: &cedar_policy::Template) -> String {
+    t.annotation("id")
+        .map(str::to_owned)
+        .unwrap_or_else(|| t.id().to_string())
+}
+
+/// Templates share the policies' name space (`link` and reasons name them), so a
+/// template named like another template or a policy is a load error.
+fn check_template_names(
+    text: &str,
+    pset: &PolicySet,
+    policy_names: &[String],
+) -> Result<(), TetherError> {
+    let mut seen: rustc_hash::FxHashSet<&str> = policy_names.iter().map(String::as_str).collect();
+    let mut templates: Vec<&cedar_policy::Template> = pset.templates().collect();
+    templates.sort_by_key(|t| natural_key(t.id().as_ref()));
+    for t in templates {
+        let name = template_name(t);
+        if seen.contains(name.as_str()) {
+            let off = template_offset(text, t.id().as_ref());
+            return Err(TetherError::Policy {
+                message: format!(
+                    "two policies are named `{name}` (one of them a template); a template's \
+                     name is its @id annotation, or policyN without one; names must be unique"
+                ),
+                location: Box::new(location_of(text, off, Some(name))),
+                feature: None,
+            });
+        }
+        seen.insert(t.annotation("id").unwrap_or(t.id().as_ref()));
+    }
+    Ok(())
+}
+
+/// Byte offset where template `id` starts, from Cedar's own parser (error path only).
+fn template_offset(text: &str, id: &str) -> Option<usize> {
+    cedar_policy_core::parser::parse_policyset(text)
+        .ok()
+        .and_then(|ps| {
+            ps.templates()
+                .find(|t| t.id().to_string() == id)
+                .and_then(|t| t.loc().map(|l| l.span.offset()))
+        })
+}
+
+/// The name each policy goes by, in order (see `policy_name`). Two policies
 /// with one name would make reasons ambiguous, so that is a load error naming both.
 fn policy_names(
     text: &str,
     policies: &[&cedar_policy::Policy],
 ) -> Result<Vec<String>, TetherError> {
-    let names: Vec<String> = policies
-        .iter()
-        .map(|p| {
-            p.annotation("id")
-                .map(str::to_owned)
-                .unwrap_or_else(|| p.id().to_string())
-        })
-        .collect();
+    let names: Vec<String> = policies.iter().map(|p| policy_name(p)).collect();
     let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
     for (i, n) in names.iter().enumerate() {
         if let Some(&j) = seen.get(n.as_str()) {
@@ -129,10 +186,11 @@ pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<Vec<Str
     if res.validation_passed() {
         return Ok(res.validation_warnings().map(|w| render_diag(w)).collect());
     }
-    let name_of = |id: &cedar_policy::PolicyId| {
-        pset.policy(id)
-            .and_then(|p| p.annotation("id").map(str::to_owned))
-            .unwrap_or_else(|| id.to_string())
+    // Name policies as the user did (`@id`, a link's own id), not by Cedar's `policyN`.
+    let name_of = |id: &cedar_policy::PolicyId| match (pset.policy(id), pset.template(id)) {
+        (Some(p), _) => policy_name(p),
+        (None, Some(t)) => template_name(t),
+        (None, None) => id.to_string(),
     };
     let errs: Vec<String> = res
         .validation_errors()
@@ -147,7 +205,6 @@ pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<Vec<Str
         })
         .collect();
     let first = res.validation_errors().next();
-    // Name the policy as the user did (`@id`), not by Cedar's `policyN`.
     let name = first.map(|e| name_of(e.policy_id()));
     let loc = location_of(text, first.and_then(|e| first_offset(e)), name);
     Err(TetherError::Policy {
@@ -167,32 +224,12 @@ pub fn compile(
     pset: &PolicySet,
     interner: &mut Interner,
 ) -> Result<CompiledSet, TetherError> {
-    // Templates are not policies until linked, and linking is not supported yet: a
-    // template must not load silently as nothing.
-    if let Some(t) = pset.templates().next() {
-        let id = t.id().to_string();
-        let off = cedar_policy_core::parser::parse_policyset(text)
-            .ok()
-            .and_then(|ps| {
-                ps.templates()
-                    .find(|t| t.id().to_string() == id)
-                    .and_then(|t| t.loc().map(|l| l.span.offset()))
-            });
-        let loc = location_of(text, off, Some(id.clone()));
-        return Err(TetherError::Policy {
-            message: format!(
-                "policy `{id}` is a template (?principal/?resource slots); tether does not \
-                 support templates or template-linked policies yet"
-            ),
-            location: Box::new(loc),
-            feature: Some("templates (?principal/?resource slots)".into()),
-        });
-    }
     let mut policies: Vec<&cedar_policy::Policy> = pset.policies().collect();
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();
     let mut out = Vec::with_capacity(policies.len());
     let names = policy_names(text, &policies)?;
+    check_template_names(text, pset, &names)?;
     for (p, name) in policies.into_iter().zip(names) {
         let id = p.id().to_string();
         let unsupported = |feature: String| {
@@ -292,6 +329,8 @@ pub fn compile(
         state: None,
         text: text.to_owned(),
         warnings: Vec::new(),
+        cedar: Default::default(),
+        validated: false,
     })
 }
 

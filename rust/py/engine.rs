@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
-use super::convert::{entities_json, text_arg, Converter, Entity, PolicyText};
+use super::convert::{entities_json, text_arg, uid_strings, Converter, Entity, PolicyText};
 use super::decision::{Decision, DenialKind};
 use super::task::{TaskHandle, TaskOptions};
 use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
@@ -368,6 +368,51 @@ impl Engine {
         .map_err(PyErr::from)
     }
 
+    /// Link template `template_id` (by name) as the policy `policy_id`, filling its
+    /// `?principal`/`?resource` slots; atomic (on error nothing changes).
+    #[pyo3(signature = (template_id, policy_id, *, principal=None, resource=None))]
+    fn link(
+        &self,
+        py: Python<'_>,
+        template_id: &str,
+        policy_id: &str,
+        principal: Option<&Bound<'_, PyAny>>,
+        resource: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let slot = |v: Option<&Bound<'_, PyAny>>, role: &str| {
+            v.filter(|v| !v.is_none())
+                .map(|v| uid_strings(v, role))
+                .transpose()
+        };
+        let principal = slot(principal, "principal")?;
+        let resource = slot(resource, "resource")?;
+        let p = principal.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
+        let r = resource.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
+        py.allow_threads(|| with_big_stack(|| self.core.link(template_id, policy_id, p, r)))
+            .map_err(PyErr::from)
+    }
+
+    /// Remove the template-linked policy `policy_id`; atomic.
+    fn unlink(&self, py: Python<'_>, policy_id: &str) -> PyResult<()> {
+        py.allow_threads(|| with_big_stack(|| self.core.unlink(policy_id)))
+            .map_err(PyErr::from)
+    }
+
+    /// Names of the templates, in file order.
+    fn templates(&self) -> Vec<String> {
+        crate::templates::templates(&self.core.current.load().set.cedar)
+    }
+
+    /// The template-linked policies, by id: `(policy_id, template_id, principal,
+    /// resource)`, each slot value as `Type::"id"` text (None if the template has no
+    /// such slot).
+    fn links(&self) -> Vec<(String, String, Option<String>, Option<String>)> {
+        crate::templates::links(&self.core.current.load().set.cedar)
+            .into_iter()
+            .map(|l| (l.policy_id, l.template, l.principal, l.resource))
+            .collect()
+    }
+
     /// Check a Cedar JSON context against the schema's context type for `action`
     /// and return it in canonical form (explicit `__entity`/`__extn` escapes), as a
     /// JSON string. Without a schema (or with `validate=False`) it is only
@@ -468,7 +513,7 @@ impl Engine {
         self.task_context_impl(py, task, now)
     }
 
-    /// Ids of the policies, in file order.
+    /// Ids of the policies, in file order; template-linked policies after them.
     fn policy_ids(&self) -> Vec<String> {
         self.core
             .current
