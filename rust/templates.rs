@@ -721,4 +721,32 @@ mod tests {
         assert!(links(&core.current.load().set.cedar).is_empty());
         assert!(!allowed(&core, "alice"));
     }
+
+    #[test]
+    fn a_template_tether_cannot_compile_fails_at_load() {
+        let text = "@id(\"odd\")\npermit (principal == ?principal, action, resource) when { ip(\"1.2.3.4\", \"x\") };";
+        let e = match Core::new(text, None, None, None, false, OnError::Skip, false) {
+            Err(e) => e,
+            Ok(_) => panic!("a template with a wrong-arity call loaded"),
+        };
+        match e {
+            TetherError::Policy {
+                feature, location, ..
+            } => {
+                assert!(feature.is_some_and(|f| f.contains("`ip`")));
+                assert_eq!(location.policy_id.as_deref(), Some("odd"));
+                assert_eq!(location.line, Some(1));
+            }
+            other => panic!("expected a policy error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn templates_share_the_name_space() {
+        let text = "@id(\"x\")\npermit (principal == ?principal, action, resource);\n@id(\"x\")\npermit (principal, action, resource);";
+        let e = Core::new(text, None, None, None, false, OnError::Skip, false)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("two policies are named `x`"), "{e}");
+    }
 }

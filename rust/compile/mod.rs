@@ -219,6 +219,108 @@ pub fn validate(pset: &PolicySet, schema: &Schema, text: &str) -> Result<Vec<Str
     })
 }
 
+fn unsupported_feature(
+    text: &str,
+    offset: Option<usize>,
+    name: &str,
+    feature: String,
+) -> TetherError {
+    TetherError::Policy {
+        message: format!("policy `{name}` uses a Cedar feature tether does not support: {feature}"),
+        location: Box::new(location_of(text, offset, Some(name.to_owned()))),
+        feature: Some(feature),
+    }
+}
+
+/// Lower one policy body (static, or a template with its slots filled) into `nodes`.
+fn lower_policy(
+    body: &cedar_policy::pst::Template,
+    name: String,
+    nodes: &mut Vec<Node>,
+    interner: &mut Interner,
+) -> Result<CompiledPolicy, String> {
+    let mut lw = lower::Lowerer {
+        nodes,
+        interner,
+        depth: 0,
+    };
+    let principal = lw.principal(&body.principal).map_err(|u| u.0)?;
+    let resource = lw.resource(&body.resource).map_err(|u| u.0)?;
+    let action = lw.action(&body.action);
+    let mut clauses = Vec::new();
+    for c in body.clauses() {
+        let (e, unless) = match c {
+            cedar_policy::pst::Clause::When(e) => (e, false),
+            cedar_policy::pst::Clause::Unless(e) => (e, true),
+        };
+        let node = lw.expr(e).map_err(|u| u.0)?;
+        clauses.push(Clause { node, unless });
+    }
+    Ok(CompiledPolicy {
+        id: name,
+        effect: match body.effect {
+            cedar_policy::pst::Effect::Permit => Effect::Permit,
+            cedar_policy::pst::Effect::Forbid => Effect::Forbid,
+        },
+        principal,
+        action,
+        resource,
+        clauses: clauses.into(),
+        obligations: body
+            .annotations
+            .get("obligation")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        annotations: body
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    })
+}
+
+/// A template authorizes nothing until linked, but a template tether cannot compile
+/// must fail at load, not at its first `link`: each one is lowered (and thrown away)
+/// with its slots filled by a placeholder entity.
+fn check_templates_lower(
+    text: &str,
+    pset: &PolicySet,
+    interner: &mut Interner,
+) -> Result<(), TetherError> {
+    let placeholder = cedar_policy::EntityUid::from_type_name_and_id(
+        cedar_policy::EntityTypeName::from_str("TetherTemplateSlot")
+            .map_err(|e| TetherError::policy(e.to_string()))?,
+        cedar_policy::EntityId::new("slot"),
+    );
+    for t in pset.templates() {
+        let name = template_name(t);
+        let unsupported =
+            |f: String| unsupported_feature(text, template_offset(text, t.id().as_ref()), &name, f);
+        let mut probe = PolicySet::new();
+        let link_id = cedar_policy::PolicyId::new(format!("{}\u{0}probe", t.id()));
+        let vals = t
+            .slots()
+            .map(|s| (s.clone(), placeholder.clone()))
+            .collect();
+        probe
+            .add_template(t.clone())
+            .and_then(|()| probe.link(t.id().clone(), link_id.clone(), vals))
+            .map_err(|e| unsupported(format!("template form: {}", render_diag(&e))))?;
+        let pst = probe
+            .policy(&link_id)
+            .ok_or_else(|| unsupported("template form: cannot link".into()))?
+            .to_pst()
+            .map_err(|e| unsupported(format!("template form: {e}")))?;
+        lower_policy(pst.body(), name.clone(), &mut Vec::new(), interner).map_err(unsupported)?;
+    }
+    Ok(())
+}
+
 pub fn compile(
     text: &str,
     pset: &PolicySet,
@@ -235,65 +337,16 @@ pub fn compile(
         let unsupported = |feature: String| {
             let offs = policy_offsets(text);
             let off = offs.iter().find(|(pid, _)| *pid == id).map(|(_, o)| *o);
-            let loc = location_of(text, off, Some(name.clone()));
-            TetherError::Policy {
-                message: format!(
-                    "policy `{name}` uses a Cedar feature tether does not support: {feature}"
-                ),
-                location: Box::new(loc),
-                feature: Some(feature),
-            }
+            unsupported_feature(text, off, &name, feature)
         };
         let pst = p
             .to_pst()
             .map_err(|e| unsupported(format!("policy form: {e}")))?;
-        let body = pst.body();
-        let mut lw = lower::Lowerer {
-            nodes: &mut nodes,
-            interner,
-            depth: 0,
-        };
-        let principal = lw
-            .principal(&body.principal)
-            .map_err(|u| unsupported(u.0))?;
-        let resource = lw.resource(&body.resource).map_err(|u| unsupported(u.0))?;
-        let action = lw.action(&body.action);
-        let mut clauses = Vec::new();
-        for c in body.clauses() {
-            let (e, unless) = match c {
-                cedar_policy::pst::Clause::When(e) => (e, false),
-                cedar_policy::pst::Clause::Unless(e) => (e, true),
-            };
-            let node = lw.expr(e).map_err(|u| unsupported(u.0))?;
-            clauses.push(Clause { node, unless });
-        }
-        out.push(CompiledPolicy {
-            id: name,
-            effect: match body.effect {
-                cedar_policy::pst::Effect::Permit => Effect::Permit,
-                cedar_policy::pst::Effect::Forbid => Effect::Forbid,
-            },
-            principal,
-            action,
-            resource,
-            clauses: clauses.into(),
-            obligations: body
-                .annotations
-                .get("obligation")
-                .map(|v| {
-                    v.split(',')
-                        .map(|o| o.trim().to_owned())
-                        .filter(|o| !o.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            annotations: body
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        });
+        out.push(
+            lower_policy(pst.body(), name.clone(), &mut nodes, interner).map_err(unsupported)?,
+        );
     }
+    check_templates_lower(text, pset, interner)?;
     let index = Index::build(&out);
     let mut named_uids: Vec<crate::value::Euid> = Vec::new();
     for p in &out {
