@@ -216,7 +216,18 @@ pub fn validate_link(
     }
     one.link(tid.clone(), id, vals)
         .map_err(|e| err(policy_id, render_diag(&e)))?;
-    compile::validate(&one, schema, text)
+    compile::validate(&one, schema, text).map_err(|e| match e {
+        TetherError::Policy {
+            message,
+            location,
+            feature,
+        } => TetherError::Policy {
+            message: format!("cannot link `{policy_id}`: {message}"),
+            location,
+            feature,
+        },
+        other => other,
+    })
 }
 
 /// `pset` without the linked policy `policy_id`. Static policies and templates
