@@ -307,10 +307,13 @@ fn check_templates_lower(
             .slots()
             .map(|s| (s.clone(), placeholder.clone()))
             .collect();
+        let form = |e: cedar_policy::PolicySetError| {
+            unsupported(format!("template form: {}", render_diag(&e)))
+        };
+        probe.add_template(t.clone()).map_err(form)?;
         probe
-            .add_template(t.clone())
-            .and_then(|()| probe.link(t.id().clone(), link_id.clone(), vals))
-            .map_err(|e| unsupported(format!("template form: {}", render_diag(&e))))?;
+            .link(t.id().clone(), link_id.clone(), vals)
+            .map_err(form)?;
         let pst = probe
             .policy(&link_id)
             .ok_or_else(|| unsupported("template form: cannot link".into()))?
