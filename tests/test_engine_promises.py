@@ -50,7 +50,6 @@ def test_policy_error_names_the_unsupported_feature_and_policy() -> None:
     assert res.decision == cedarpy.Decision.Deny
 
 
-
 def test_validation_error_names_policy_and_location() -> None:
     policies = (
         'permit (principal, action == Action::"read", resource);\n'
