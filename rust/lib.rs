@@ -2,6 +2,7 @@
 //! semantics, entity store, task state. The Python bindings live in `py/`, behind the
 //! `python` feature, so `cargo test --no-default-features` proves the core needs no Python.
 
+pub mod authorize;
 pub mod compile;
 pub mod engine;
 pub mod entities;
