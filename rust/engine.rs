@@ -146,31 +146,30 @@ impl Core {
         Ok(())
     }
 
-    /// Link template `template` (by name) as the policy `policy_id`, with the slot
-    /// values given; validated against the schema when the set was. Atomic.
-    pub fn link(
-        &self,
-        template: &str,
-        policy_id: &str,
-        principal: Option<templates::SlotValue<'_>>,
-        resource: Option<templates::SlotValue<'_>>,
-    ) -> Result<(), TetherError> {
+    /// Link templates (by name) as new policies, with the slot values given;
+    /// validated against the schema when the set was. All or nothing, and one
+    /// recompile however many links.
+    pub fn link(&self, links: &[templates::LinkRequest<'_>]) -> Result<(), TetherError> {
         let _w = self.lock();
         let cur = self.current.load_full();
-        let names: Vec<&str> = cur.set.policies.iter().map(|p| p.id.as_str()).collect();
-        let pset = templates::link(
-            &cur.set.cedar,
-            &names,
-            template,
-            policy_id,
-            principal,
-            resource,
-        )?;
+        let mut names: Vec<&str> = cur.set.policies.iter().map(|p| p.id.as_str()).collect();
+        let mut pset = (*cur.set.cedar).clone();
         let mut warnings = cur.set.warnings.clone();
-        if let (Some(schema), true) = (&cur.schema, cur.set.validated) {
-            for w in templates::validate_link(&pset, policy_id, schema, &cur.set.text)? {
-                if !warnings.contains(&w) {
-                    warnings.push(w);
+        for l in links {
+            templates::link(
+                &mut pset,
+                &names,
+                l.template,
+                l.policy_id,
+                l.principal,
+                l.resource,
+            )?;
+            names.push(l.policy_id);
+            if let (Some(schema), true) = (&cur.schema, cur.set.validated) {
+                for w in templates::validate_link(&pset, l.policy_id, schema, &cur.set.text)? {
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
                 }
             }
         }

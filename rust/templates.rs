@@ -29,6 +29,15 @@ pub struct LinkInfo {
 /// A `(type, id)` slot value as given by a caller.
 pub type SlotValue<'a> = (&'a str, &'a str);
 
+/// One link to make: template (by name), the new policy's id, the slot values.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRequest<'a> {
+    pub template: &'a str,
+    pub policy_id: &'a str,
+    pub principal: Option<SlotValue<'a>>,
+    pub resource: Option<SlotValue<'a>>,
+}
+
 fn err(policy_id: &str, message: String) -> TetherError {
     TetherError::Policy {
         message,
@@ -157,16 +166,16 @@ fn taken(pset: &PolicySet, names: &[&str], policy_id: &str) -> Option<String> {
     None
 }
 
-/// `pset` with `template` linked as `policy_id`. `names`: the names of the
-/// policies compiled from `pset` (static and linked). `pset` is left unchanged.
+/// Link `template` as `policy_id` into `pset` (unchanged on error). `names`: the
+/// names of the policies compiled from `pset` (static and linked).
 pub fn link(
-    pset: &PolicySet,
+    pset: &mut PolicySet,
     names: &[&str],
     template: &str,
     policy_id: &str,
     principal: Option<SlotValue<'_>>,
     resource: Option<SlotValue<'_>>,
-) -> Result<PolicySet, TetherError> {
+) -> Result<(), TetherError> {
     let Some(t) = find_template(pset, template) else {
         let what = if names.contains(&template) {
             format!("`{template}` is a static policy, not a template")
@@ -179,15 +188,13 @@ pub fn link(
         return Err(err(policy_id, format!("cannot link `{policy_id}`: {why}")));
     }
     let vals = slot_values(t, template, policy_id, principal, resource)?;
-    let mut out = pset.clone();
-    out.link(t.id().clone(), PolicyId::new(policy_id), vals)
-        .map_err(|e| {
-            err(
-                policy_id,
-                format!("cannot link `{policy_id}`: {}", render_diag(&e)),
-            )
-        })?;
-    Ok(out)
+    let tid = t.id().clone();
+    pset.link(tid, PolicyId::new(policy_id), vals).map_err(|e| {
+        err(
+            policy_id,
+            format!("cannot link `{policy_id}`: {}", render_diag(&e)),
+        )
+    })
 }
 
 /// Schema validation of one link (its template was validated at load): Cedar's
@@ -311,6 +318,21 @@ mod tests {
     use super::*;
     use crate::engine::{Core, Mode, OnError, ResolvedRequest};
     use crate::eval::Locals;
+
+    fn link1(
+        core: &Core,
+        template: &str,
+        policy_id: &str,
+        principal: Option<SlotValue<'_>>,
+        resource: Option<SlotValue<'_>>,
+    ) -> Result<(), TetherError> {
+        core.link(&[LinkRequest {
+            template,
+            policy_id,
+            principal,
+            resource,
+        }])
+    }
 
     /// xorshift64*: deterministic, dependency-free.
     struct Rng(u64);
@@ -565,7 +587,8 @@ mod tests {
                         .find(|(x, _)| *x == s)
                         .map(|(_, (t, i))| (t.as_str(), i.as_str()))
                 };
-                let ours = core.link(
+                let ours = link1(
+                    &core,
                     &tname,
                     &id,
                     get(SlotId::principal()),
@@ -638,7 +661,8 @@ mod tests {
     #[test]
     fn errors_are_typed_and_lose_nothing() {
         let core = grant_core();
-        core.link(
+        link1(
+            &core,
             "grant",
             "alice-grant",
             Some(("User", "alice")),
@@ -647,42 +671,63 @@ mod tests {
         .unwrap();
         let before = core.current.load().version;
         let msg = |r: Result<(), TetherError>| r.unwrap_err().to_string();
-        assert!(
-            msg(core.link("nope", "x", Some(("User", "a")), Some(("Folder", "f"))))
-                .contains("no template named `nope`")
-        );
-        assert!(msg(core.link("base", "x", None, None)).contains("is a static policy"));
-        assert!(msg(core.link(
+        assert!(msg(link1(
+            &core,
+            "nope",
+            "x",
+            Some(("User", "a")),
+            Some(("Folder", "f"))
+        ))
+        .contains("no template named `nope`"));
+        assert!(msg(link1(&core, "base", "x", None, None)).contains("is a static policy"));
+        assert!(msg(link1(
+            &core,
             "grant",
             "alice-grant",
             Some(("User", "b")),
             Some(("Folder", "f"))
         ))
         .contains("already exists"));
-        assert!(
-            msg(core.link("grant", "base", Some(("User", "b")), Some(("Folder", "f"))))
-                .contains("already exists")
-        );
-        assert!(
-            msg(core.link("grant", "grant", Some(("User", "b")), Some(("Folder", "f"))))
-                .contains("already exists")
-        );
-        assert!(msg(core.link(
+        assert!(msg(link1(
+            &core,
+            "grant",
+            "base",
+            Some(("User", "b")),
+            Some(("Folder", "f"))
+        ))
+        .contains("already exists"));
+        assert!(msg(link1(
+            &core,
+            "grant",
+            "grant",
+            Some(("User", "b")),
+            Some(("Folder", "f"))
+        ))
+        .contains("already exists"));
+        assert!(msg(link1(
+            &core,
             "grant",
             "policy7",
             Some(("User", "b")),
             Some(("Folder", "f"))
         ))
         .contains("reserved"));
-        assert!(msg(core.link("grant", "x", Some(("User", "b")), None)).contains("give resource="));
         assert!(
-            msg(core.link("grant", "x", None, Some(("Folder", "f")))).contains("give principal=")
+            msg(link1(&core, "grant", "x", Some(("User", "b")), None)).contains("give resource=")
         );
+        assert!(msg(link1(&core, "grant", "x", None, Some(("Folder", "f"))))
+            .contains("give principal="));
         assert!(msg(core.unlink("base")).contains("is a static policy"));
         assert!(msg(core.unlink("grant")).contains("is a template"));
         assert!(msg(core.unlink("nobody")).contains("no linked policy named `nobody`"));
         assert!(matches!(
-            core.link("grant", "x", Some(("Us er", "b")), Some(("Folder", "f"))),
+            link1(
+                &core,
+                "grant",
+                "x",
+                Some(("Us er", "b")),
+                Some(("Folder", "f"))
+            ),
             Err(TetherError::Request(_))
         ));
         assert_eq!(
@@ -697,7 +742,8 @@ mod tests {
     #[test]
     fn reload_keeps_links_whose_template_remains() {
         let core = grant_core();
-        core.link(
+        link1(
+            &core,
             "grant",
             "alice-grant",
             Some(("User", "alice")),
@@ -759,5 +805,35 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("two policies are named `x`"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_of_links_is_all_or_nothing() {
+        let core = grant_core();
+        let grant = |policy_id, who| LinkRequest {
+            template: "grant",
+            policy_id,
+            principal: Some(("User", who)),
+            resource: Some(("Folder", "f")),
+        };
+        // The second link reuses the first one's id: neither is made.
+        let e = core
+            .link(&[grant("a", "alice"), grant("a", "bob")])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("a policy named `a` already exists"),
+            "{e}"
+        );
+        assert!(links(&core.current.load().set.cedar).is_empty());
+        assert!(!allowed(&core, "alice"));
+        let v = core.current.load().version;
+        core.link(&[grant("a", "alice"), grant("b", "bob")])
+            .unwrap();
+        assert_eq!(
+            core.current.load().version,
+            v + 1,
+            "one batch, one snapshot"
+        );
+        assert!(allowed(&core, "alice") && allowed(&core, "bob"));
     }
 }

@@ -145,6 +145,17 @@ class Engine:
         principal: str | tuple[str, str] | Entity | None = None,
         resource: str | tuple[str, str] | Entity | None = None,
     ) -> None: ...
+    def link_all(
+        self,
+        links: Iterable[
+            tuple[
+                str,
+                str,
+                str | tuple[str, str] | Entity | None,
+                str | tuple[str, str] | Entity | None,
+            ]
+        ],
+    ) -> None: ...
     def unlink(self, policy_id: str) -> None: ...
     def templates(self) -> list[str]: ...
     def links(self) -> list[tuple[str, str, str | None, str | None]]: ...

@@ -12,6 +12,7 @@ use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
 use crate::error::TetherError as CoreError;
 use crate::request;
 use crate::task_decide::TaskOutcome;
+use crate::templates::LinkRequest;
 
 /// A compiled Cedar policy set with its entities: the authorization engine.
 #[pyclass(frozen, subclass, module = "tether._core")]
@@ -41,6 +42,15 @@ pub(crate) fn with_big_stack<T: Send>(
         h.join()
             .unwrap_or_else(|_| Err(CoreError::policy("internal error while compiling policies")))
     })
+}
+/// A link's slot value: None (or Python None) when not given.
+fn slot_arg(
+    v: Option<&Bound<'_, PyAny>>,
+    role: &str,
+) -> Result<Option<(String, String)>, CoreError> {
+    v.filter(|v| !v.is_none())
+        .map(|v| uid_strings(v, role))
+        .transpose()
 }
 fn action_count(snap: &Snapshot) -> usize {
     snap.store.count_where(|u| {
@@ -379,16 +389,58 @@ impl Engine {
         principal: Option<&Bound<'_, PyAny>>,
         resource: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let slot = |v: Option<&Bound<'_, PyAny>>, role: &str| {
-            v.filter(|v| !v.is_none())
-                .map(|v| uid_strings(v, role))
-                .transpose()
+        let (p, r) = (
+            slot_arg(principal, "principal")?,
+            slot_arg(resource, "resource")?,
+        );
+        let req = LinkRequest {
+            template: template_id,
+            policy_id,
+            principal: p.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+            resource: r.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
         };
-        let principal = slot(principal, "principal")?;
-        let resource = slot(resource, "resource")?;
-        let p = principal.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
-        let r = resource.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
-        py.allow_threads(|| with_big_stack(|| self.core.link(template_id, policy_id, p, r)))
+        py.allow_threads(|| with_big_stack(|| self.core.link(&[req])))
+            .map_err(PyErr::from)
+    }
+
+    /// Make many links at once: `(template_id, policy_id, principal, resource)` tuples
+    /// (the form `links()` returns). All or nothing, and one recompile.
+    fn link_all(&self, py: Python<'_>, links: &Bound<'_, PyAny>) -> PyResult<()> {
+        type Owned = (
+            String,
+            String,
+            Option<(String, String)>,
+            Option<(String, String)>,
+        );
+        let mut owned: Vec<Owned> = Vec::new();
+        for (i, l) in links.try_iter()?.enumerate() {
+            let l = l?;
+            let bad = || {
+                PyErr::from(CoreError::Request(format!(
+                    "link #{i}: expected (template_id, policy_id, principal, resource)"
+                )))
+            };
+            let t = l.downcast::<PyTuple>().map_err(|_| bad())?;
+            if t.len() != 4 {
+                return Err(bad());
+            }
+            owned.push((
+                t.get_item(0)?.extract().map_err(|_| bad())?,
+                t.get_item(1)?.extract().map_err(|_| bad())?,
+                slot_arg(Some(&t.get_item(2)?), "principal")?,
+                slot_arg(Some(&t.get_item(3)?), "resource")?,
+            ));
+        }
+        let reqs: Vec<LinkRequest<'_>> = owned
+            .iter()
+            .map(|(t, p, pr, r)| LinkRequest {
+                template: t,
+                policy_id: p,
+                principal: pr.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+                resource: r.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+            })
+            .collect();
+        py.allow_threads(|| with_big_stack(|| self.core.link(&reqs)))
             .map_err(PyErr::from)
     }
 
@@ -403,13 +455,13 @@ impl Engine {
         crate::templates::templates(&self.core.current.load().set.cedar)
     }
 
-    /// The template-linked policies, by id: `(policy_id, template_id, principal,
-    /// resource)`, each slot value as `Type::"id"` text (None if the template has no
-    /// such slot).
+    /// The template-linked policies, by id: `(template_id, policy_id, principal,
+    /// resource)` (`link`'s arguments, and what `link_all` takes), each slot value as
+    /// `Type::"id"` text (None if the template has no such slot).
     fn links(&self) -> Vec<(String, String, Option<String>, Option<String>)> {
         crate::templates::links(&self.core.current.load().set.cedar)
             .into_iter()
-            .map(|l| (l.policy_id, l.template, l.principal, l.resource))
+            .map(|l| (l.template, l.policy_id, l.principal, l.resource))
             .collect()
     }
 
