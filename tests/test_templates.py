@@ -12,6 +12,7 @@ import cedarpy
 import pytest
 
 from tether import Engine, PolicyError, RequestError
+from tether.explain import explain, render_tree
 
 GRANT = """
 @id("doc-reader")
@@ -213,3 +214,15 @@ def test_link_all_is_one_atomic_batch_and_round_trips_links() -> None:
     assert fresh.is_allowed(BOB, READ, SALARIES)
     with pytest.raises(RequestError, match="link #0"):
         fresh.link_all([("doc-reader", "c")])  # type: ignore[list-item]
+
+
+def test_explain_sees_links_and_agrees_with_the_engine() -> None:
+    eng = engine()
+    eng.link("doc-reader", "alice-hr", principal=ALICE, resource='Folder::"hr"')
+    ex = explain(eng, ALICE, READ, SALARIES, entities=ENTITIES, schema=SCHEMA)
+    assert ex.allowed and ex.engine_allowed and list(ex.reasons) == ["alice-hr"]
+    assert "permit alice-hr: applies" in render_tree(ex)
+    # Bob: the link's scope does not match; engine and explanation deny alike.
+    ex = explain(eng, BOB, READ, SALARIES, entities=ENTITIES, schema=SCHEMA)
+    assert not ex.allowed and ex.engine_allowed is False
+    assert "permit alice-hr: scope does not match" in render_tree(ex)

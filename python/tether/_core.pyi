@@ -93,6 +93,7 @@ def explain_json(
     action: str,
     resource: str,
     context: str,
+    links: list[tuple[str, str, str | None, str | None]] = ...,
 ) -> str: ...
 
 # One policy text, or named sources (one per file) whose errors are located per source.

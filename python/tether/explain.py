@@ -94,6 +94,7 @@ def explain(
         a,
         r,
         json.dumps(dict(context or {}), default=_json_default),
+        engine.links(),
     )
     ex = _DECODE.decode(raw)
     try:
