@@ -173,7 +173,13 @@ impl Core {
                 }
             }
         }
-        self.recompile(&cur, pset, warnings)
+        let mut interner = cur.interner.clone();
+        let added: Vec<&cedar_policy::Policy> = links
+            .iter()
+            .filter_map(|l| pset.policy(&cedar_policy::PolicyId::new(l.policy_id)))
+            .collect();
+        let set = compile::with_links(&cur.set, &added, &mut interner)?;
+        self.publish_linked(&cur, interner, set, pset, warnings)
     }
 
     /// Remove the template-linked policy `policy_id`. Atomic.
@@ -190,19 +196,29 @@ impl Core {
             .filter(|w| !w.contains(&mention))
             .cloned()
             .collect();
-        self.recompile(&cur, pset, warnings)
+        let mut interner = cur.interner.clone();
+        // An unlinked policy's nodes stay behind until a full compile; once they
+        // could outweigh the live set, compile afresh (amortised over the unlinks).
+        let set = if cur.set.unlinked < 64 + cur.set.policies.len() / 2 {
+            compile::without_policy(&cur.set, policy_id)
+        } else {
+            compile::compile(&cur.set.text, &pset, &mut interner)?
+        };
+        self.publish_linked(&cur, interner, set, pset, warnings)
     }
 
-    /// Compile `pset` (the current text's policies with other links) and publish it.
-    fn recompile(
+    /// Publish `set`, compiled from `pset` (the current text's policies, other
+    /// links), with the current schema and state.
+    fn publish_linked(
         &self,
         cur: &Snapshot,
+        mut interner: Interner,
+        set: CompiledSet,
         pset: cedar_policy::PolicySet,
         warnings: Vec<String>,
     ) -> Result<(), TetherError> {
-        let mut interner = cur.interner.clone();
-        let set = compile_set(
-            &cur.set.text,
+        let set = finish_set(
+            set,
             pset,
             &mut interner,
             warnings,
@@ -363,7 +379,19 @@ fn compile_set(
     validated: bool,
     state_spec: Option<&StateSpec>,
 ) -> Result<CompiledSet, TetherError> {
-    let mut set = compile::compile(text, &pset, interner)?;
+    let set = compile::compile(text, &pset, interner)?;
+    finish_set(set, pset, interner, warnings, validated, state_spec)
+}
+
+/// A compiled set made ready to publish: Cedar's set it came from, warnings, state.
+fn finish_set(
+    mut set: CompiledSet,
+    pset: cedar_policy::PolicySet,
+    interner: &mut Interner,
+    warnings: Vec<String>,
+    validated: bool,
+    state_spec: Option<&StateSpec>,
+) -> Result<CompiledSet, TetherError> {
     set.warnings = warnings;
     // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
     set.state = Some(CompiledState::compile(

@@ -611,8 +611,15 @@ mod tests {
                 }
             }
             compare_all(&core, &cedar, &ents, "linked", &mut seen);
-            // Links survive a reload of the same text.
+            // Links survive a reload of the same text, compiled afresh in the order
+            // the incremental links kept.
+            let order = |c: &Core| -> Vec<String> {
+                let snap = c.current.load();
+                snap.set.policies.iter().map(|p| p.id.clone()).collect()
+            };
+            let before = order(&core);
             core.reload(&text, None, false).unwrap();
+            assert_eq!(order(&core), before);
             compare_all(&core, &cedar, &ents, "after reload", &mut seen);
             // Unlink about half: the rest still decide as Cedar's.
             for l in links(&cedar) {
@@ -637,10 +644,20 @@ mod tests {
     const GRANT: &str = "@id(\"grant\")\npermit (principal == ?principal, action == Action::\"read\", resource in ?resource);\n\
                          @id(\"base\")\npermit (principal, action == Action::\"list\", resource);\n";
 
+    const GRANT_ENTITIES: &str = r#"[{"uid": {"type": "Folder", "id": "f"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": [{"type": "Folder", "id": "f"}]}]"#;
+
     fn grant_core() -> Core {
-        let ents = r#"[{"uid": {"type": "Folder", "id": "f"}, "attrs": {}, "parents": []},
-                       {"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": [{"type": "Folder", "id": "f"}]}]"#;
-        Core::new(GRANT, None, Some(ents), None, false, OnError::Skip, false).unwrap()
+        Core::new(
+            GRANT,
+            None,
+            Some(GRANT_ENTITIES),
+            None,
+            false,
+            OnError::Skip,
+            false,
+        )
+        .unwrap()
     }
 
     fn allowed(core: &Core, who: &str) -> bool {
@@ -835,5 +852,76 @@ mod tests {
             "one batch, one snapshot"
         );
         assert!(allowed(&core, "alice") && allowed(&core, "bob"));
+    }
+
+    #[test]
+    fn many_link_unlink_cycles_stay_correct_and_bounded() {
+        // A condition, so each link has nodes of its own (`has` on an absent entity is false).
+        let text = GRANT.replace(
+            "resource in ?resource);",
+            "resource in ?resource) unless { principal has banned };",
+        );
+        let core = Core::new(
+            &text,
+            None,
+            Some(GRANT_ENTITIES),
+            None,
+            false,
+            OnError::Skip,
+            false,
+        )
+        .unwrap();
+        let mut cedar = PolicySet::from_str(&text).unwrap();
+        let tid = find_template(&cedar, "grant").unwrap().id().clone();
+        let base = core.current.load().set.nodes.len();
+        let (mut max_nodes, mut per_link, mut compactions) = (0, 0, 0);
+        for k in 0..400 {
+            let id = format!("g{}", k % 7);
+            let before = core.current.load().set.nodes.len();
+            if links(&cedar).iter().any(|l| l.policy_id == id) {
+                core.unlink(&id).unwrap();
+                cedar.unlink(PolicyId::new(&id)).unwrap();
+                compactions += usize::from(core.current.load().set.nodes.len() < before);
+            } else {
+                let who = ["alice", "bob", "carol"][k % 3];
+                link1(
+                    &core,
+                    "grant",
+                    &id,
+                    Some(("User", who)),
+                    Some(("Folder", "f")),
+                )
+                .unwrap();
+                per_link = core.current.load().set.nodes.len() - before;
+                let vals = HashMap::from([
+                    (SlotId::principal(), uid("User", who)),
+                    (SlotId::resource(), uid("Folder", "f")),
+                ]);
+                cedar.link(tid.clone(), PolicyId::new(&id), vals).unwrap();
+            }
+            let live: BTreeSet<String> = links(&cedar).into_iter().map(|l| l.policy_id).collect();
+            let ours: BTreeSet<String> = links(&core.current.load().set.cedar)
+                .into_iter()
+                .map(|l| l.policy_id)
+                .collect();
+            assert_eq!(ours, live);
+            for who in ["alice", "bob", "carol", "dan"] {
+                let expect = links(&cedar)
+                    .iter()
+                    .any(|l| l.principal.as_deref() == Some(&format!("User::\"{who}\"")));
+                assert_eq!(allowed(&core, who), expect, "step {k}: {who}");
+            }
+            max_nodes = max_nodes.max(core.current.load().set.nodes.len());
+        }
+        // Dead nodes of unlinked policies are compacted away now and then: at most
+        // ~64 dead links' worth plus the 7 live ones, never the 200 made.
+        assert!(
+            per_link > 0 && compactions >= 2,
+            "{per_link} nodes a link, {compactions} compactions"
+        );
+        assert!(
+            max_nodes <= base + (64 + 8) * per_link,
+            "nodes grew to {max_nodes}"
+        );
     }
 }

@@ -37,6 +37,9 @@ pub struct CompiledSet {
     pub cedar: std::sync::Arc<PolicySet>,
     /// Whether `cedar` was validated against the schema (links are validated alike).
     pub validated: bool,
+    /// Policies removed (`without_policy`) since the last full compile: their nodes
+    /// are still in `nodes`.
+    pub unlinked: usize,
 }
 
 /// Order policy ids as Cedar names them (`policy2` before `policy10`).
@@ -324,6 +327,95 @@ fn check_templates_lower(
     Ok(())
 }
 
+/// The compiled set over `out` (policies lowered into `nodes`): index, named uids,
+/// evaluation bound. Warnings, state and Cedar's set are the caller's to add.
+fn assemble(text: String, nodes: Vec<Node>, out: Vec<CompiledPolicy>) -> CompiledSet {
+    let index = Index::build(&out);
+    let mut named_uids: Vec<crate::value::Euid> = Vec::new();
+    for p in &out {
+        for s in [&p.principal, &p.resource] {
+            if let ir::EntityScope::Eq(u) | ir::EntityScope::In(u) | ir::EntityScope::IsIn(_, u) = s
+            {
+                named_uids.push(*u);
+            }
+        }
+        match &p.action {
+            ir::ActionScope::Eq(a) => named_uids.push(*a),
+            ir::ActionScope::In(list) => named_uids.extend(list.iter().copied()),
+            ir::ActionScope::Any => {}
+        }
+    }
+    named_uids.sort();
+    named_uids.dedup();
+    let has_obligations = out.iter().any(|p| !p.obligations.is_empty());
+    let h = ir::heights(&nodes);
+    let max_height = out
+        .iter()
+        .flat_map(|p| p.clauses.iter())
+        .map(|c| h[c.node as usize] as usize)
+        .max()
+        .unwrap_or(0);
+    CompiledSet {
+        nodes,
+        policies: out,
+        index,
+        has_obligations,
+        max_height,
+        named_uids,
+        state: None,
+        text,
+        warnings: Vec::new(),
+        cedar: Default::default(),
+        validated: false,
+        unlinked: 0,
+    }
+}
+
+/// `set` with the linked policies `added` compiled and put in place, the policies
+/// already compiled kept as they are: a link costs its own compile (Cedar parses
+/// each policy again to give its syntax tree, which dominates a full compile) and
+/// an index rebuild.
+pub fn with_links(
+    set: &CompiledSet,
+    added: &[&cedar_policy::Policy],
+    interner: &mut Interner,
+) -> Result<CompiledSet, TetherError> {
+    let mut nodes = set.nodes.clone();
+    let mut out = set.policies.clone();
+    let statics = set.cedar.policies().filter(|p| p.is_static()).count();
+    for p in added {
+        let name = policy_name(p);
+        let unsupported = |feature: String| unsupported_feature(&set.text, None, &name, feature);
+        let pst = p
+            .to_pst()
+            .map_err(|e| unsupported(format!("policy form: {e}")))?;
+        let compiled =
+            lower_policy(pst.body(), name.clone(), &mut nodes, interner).map_err(unsupported)?;
+        // Where a full compile puts it: after the static policies (Cedar's `policyN`
+        // ids, which link ids cannot take), links by id.
+        let links = &out[statics..];
+        let at = statics + links.partition_point(|q| q.id.as_str() <= name.as_str());
+        out.insert(at, compiled);
+    }
+    let mut next = assemble(set.text.clone(), nodes, out);
+    next.unlinked = set.unlinked;
+    Ok(next)
+}
+
+/// `set` without the policy named `name` (an unlinked link). Its nodes stay until
+/// the next full compile; `unlinked` counts them so the caller can compact.
+pub fn without_policy(set: &CompiledSet, name: &str) -> CompiledSet {
+    let out: Vec<CompiledPolicy> = set
+        .policies
+        .iter()
+        .filter(|p| p.id != name)
+        .cloned()
+        .collect();
+    let mut next = assemble(set.text.clone(), set.nodes.clone(), out);
+    next.unlinked = set.unlinked + 1;
+    next
+}
+
 pub fn compile(
     text: &str,
     pset: &PolicySet,
@@ -350,44 +442,7 @@ pub fn compile(
         );
     }
     check_templates_lower(text, pset, interner)?;
-    let index = Index::build(&out);
-    let mut named_uids: Vec<crate::value::Euid> = Vec::new();
-    for p in &out {
-        for s in [&p.principal, &p.resource] {
-            if let ir::EntityScope::Eq(u) | ir::EntityScope::In(u) | ir::EntityScope::IsIn(_, u) = s
-            {
-                named_uids.push(*u);
-            }
-        }
-        match &p.action {
-            ir::ActionScope::Eq(a) => named_uids.push(*a),
-            ir::ActionScope::In(list) => named_uids.extend(list.iter().copied()),
-            ir::ActionScope::Any => {}
-        }
-    }
-    named_uids.sort();
-    named_uids.dedup();
-    let has_obligations = out.iter().any(|p| !p.obligations.is_empty());
-    let h = ir::heights(&nodes);
-    let max_height = out
-        .iter()
-        .flat_map(|p| p.clauses.iter())
-        .map(|c| h[c.node as usize] as usize)
-        .max()
-        .unwrap_or(0);
-    Ok(CompiledSet {
-        nodes,
-        policies: out,
-        index,
-        has_obligations,
-        max_height,
-        named_uids,
-        state: None,
-        text: text.to_owned(),
-        warnings: Vec::new(),
-        cedar: Default::default(),
-        validated: false,
-    })
+    Ok(assemble(text.to_owned(), nodes, out))
 }
 
 /// Validate the task state file's conditions against the schema, each as the
