@@ -40,8 +40,10 @@ pub struct Snapshot {
 /// The mutable face: holds the current snapshot and builds new ones.
 pub struct Core {
     pub current: ArcSwap<Snapshot>,
-    /// Serialises writers; readers never take it.
-    write: std::sync::Mutex<()>,
+    /// Serialises writers; readers never take it. It guards Cedar's own policy set
+    /// (static policies, templates, links), which `link`, `unlink` and `reload`
+    /// change in place: it is never cloned for a link.
+    write: std::sync::Mutex<cedar_policy::PolicySet>,
     pub on_error: OnError,
     /// Check each request against the schema, as Cedar does (on by default).
     pub validate_requests: bool,
@@ -86,7 +88,7 @@ impl Core {
             })
             .transpose()?
             .map(Arc::new);
-        let snap = build(
+        let (snap, cedar) = build(
             policies,
             schema,
             entities,
@@ -96,13 +98,13 @@ impl Core {
         )?;
         Ok(Core {
             current: ArcSwap::from_pointee(snap),
-            write: std::sync::Mutex::new(()),
+            write: std::sync::Mutex::new(cedar),
             on_error,
             validate_requests,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, cedar_policy::PolicySet> {
         // A poisoned lock only means another writer panicked before swapping; the
         // published snapshot is still whole, so carry on.
         self.write.lock().unwrap_or_else(|p| p.into_inner())
@@ -115,7 +117,7 @@ impl Core {
         schema: Option<&str>,
         validate: bool,
     ) -> Result<(), TetherError> {
-        let _w = self.lock();
+        let mut w = self.lock();
         let cur = self.current.load_full();
         let schema = match schema {
             Some(s) => Some(Arc::new(parse_schema(s)?)),
@@ -123,7 +125,7 @@ impl Core {
         };
         let mut pset = compile::parse(policies)?;
         // Links are part of the policy set: they follow their template into the new text.
-        templates::relink(&cur.set.cedar, &mut pset)?;
+        templates::relink(&w, &mut pset)?;
         let warnings = validate_set(
             &pset,
             policies,
@@ -135,7 +137,7 @@ impl Core {
         let validated = schema.is_some() && validate;
         let set = compile_set(
             policies,
-            pset,
+            &pset,
             &mut interner,
             warnings,
             validated,
@@ -143,30 +145,49 @@ impl Core {
         )?;
         let shapes = request_shapes(schema.as_deref(), self.validate_requests, &mut interner);
         self.publish_set(&cur, interner, set, schema, shapes);
+        *w = pset;
         Ok(())
     }
 
     /// Link templates (by name) as new policies, with the slot values given;
     /// validated against the schema when the set was. All or nothing, and one
-    /// recompile however many links.
+    /// index rebuild however many links.
     pub fn link(&self, links: &[templates::LinkRequest<'_>]) -> Result<(), TetherError> {
-        let _w = self.lock();
+        let mut w = self.lock();
         let cur = self.current.load_full();
+        let mut made: Vec<&str> = Vec::new();
+        let out = self.link_into(&cur, &mut w, links, &mut made);
+        if out.is_err() {
+            // Cedar's set changes only on success: take back the links made so far.
+            for id in made {
+                let _ = w.unlink(cedar_policy::PolicyId::new(id));
+            }
+        }
+        out
+    }
+
+    fn link_into<'a>(
+        &self,
+        cur: &Snapshot,
+        pset: &mut cedar_policy::PolicySet,
+        links: &[templates::LinkRequest<'a>],
+        made: &mut Vec<&'a str>,
+    ) -> Result<(), TetherError> {
         let mut names: Vec<&str> = cur.set.policies.iter().map(|p| p.id.as_str()).collect();
-        let mut pset = (*cur.set.cedar).clone();
         let mut warnings = cur.set.warnings.clone();
         for l in links {
             templates::link(
-                &mut pset,
+                pset,
                 &names,
                 l.template,
                 l.policy_id,
                 l.principal,
                 l.resource,
             )?;
+            made.push(l.policy_id);
             names.push(l.policy_id);
             if let (Some(schema), true) = (&cur.schema, cur.set.validated) {
-                for w in templates::validate_link(&pset, l.policy_id, schema, &cur.set.text)? {
+                for w in templates::validate_link(pset, l.policy_id, schema, &cur.set.text)? {
                     if !warnings.contains(&w) {
                         warnings.push(w);
                     }
@@ -178,15 +199,16 @@ impl Core {
             .iter()
             .filter_map(|l| pset.policy(&cedar_policy::PolicyId::new(l.policy_id)))
             .collect();
-        let set = compile::with_links(&cur.set, &added, &mut interner)?;
-        self.publish_linked(&cur, interner, set, pset, warnings)
+        let statics = pset.policies().filter(|p| p.is_static()).count();
+        let set = compile::with_links(&cur.set, statics, &added, &mut interner)?;
+        self.publish_linked(cur, interner, set, warnings)
     }
 
     /// Remove the template-linked policy `policy_id`. Atomic.
     pub fn unlink(&self, policy_id: &str) -> Result<(), TetherError> {
-        let _w = self.lock();
+        let mut w = self.lock();
         let cur = self.current.load_full();
-        let pset = templates::unlink(&cur.set.cedar, policy_id)?;
+        templates::check_unlink(&w, policy_id)?;
         // Cedar's validator names the policy in backquotes; the link's warnings go with it.
         let mention = format!("`{policy_id}`");
         let warnings = cur
@@ -197,29 +219,45 @@ impl Core {
             .cloned()
             .collect();
         let mut interner = cur.interner.clone();
+        let id = cedar_policy::PolicyId::new(policy_id);
         // An unlinked policy's nodes stay behind until a full compile; once they
         // could outweigh the live set, compile afresh (amortised over the unlinks).
-        let set = if cur.set.unlinked < 64 + cur.set.policies.len() / 2 {
-            compile::without_policy(&cur.set, policy_id)
+        if cur.set.unlinked < 64 + cur.set.policies.len() / 2 {
+            let set = compile::without_policy(&cur.set, policy_id);
+            self.publish_linked(&cur, interner, set, warnings)?;
+            templates::unlink(&mut w, policy_id)?;
         } else {
-            compile::compile(&cur.set.text, &pset, &mut interner)?
-        };
-        self.publish_linked(&cur, interner, set, pset, warnings)
+            let mut pset = w.clone();
+            templates::unlink(&mut pset, policy_id)?;
+            let set = compile::compile(&cur.set.text, &pset, &mut interner)?;
+            self.publish_linked(&cur, interner, set, warnings)?;
+            *w = pset;
+        }
+        debug_assert!(w.policy(&id).is_none());
+        Ok(())
     }
 
-    /// Publish `set`, compiled from `pset` (the current text's policies, other
-    /// links), with the current schema and state.
+    /// Names of the templates, in text order.
+    pub fn templates(&self) -> Vec<String> {
+        templates::templates(&self.lock())
+    }
+
+    /// The template-linked policies, by id.
+    pub fn links(&self) -> Vec<templates::LinkInfo> {
+        templates::links(&self.lock())
+    }
+
+    /// Publish `set` (the current text's policies with the links) with the
+    /// current schema and state.
     fn publish_linked(
         &self,
         cur: &Snapshot,
         mut interner: Interner,
         set: CompiledSet,
-        pset: cedar_policy::PolicySet,
         warnings: Vec<String>,
     ) -> Result<(), TetherError> {
         let set = finish_set(
             set,
-            pset,
             &mut interner,
             warnings,
             cur.set.validated,
@@ -373,20 +411,19 @@ fn validate_set(
 /// Compile Cedar's set `pset` (parsed from `text`, plus any links) into a set to publish.
 fn compile_set(
     text: &str,
-    pset: cedar_policy::PolicySet,
+    pset: &cedar_policy::PolicySet,
     interner: &mut Interner,
     warnings: Vec<String>,
     validated: bool,
     state_spec: Option<&StateSpec>,
 ) -> Result<CompiledSet, TetherError> {
-    let set = compile::compile(text, &pset, interner)?;
-    finish_set(set, pset, interner, warnings, validated, state_spec)
+    let set = compile::compile(text, pset, interner)?;
+    finish_set(set, interner, warnings, validated, state_spec)
 }
 
-/// A compiled set made ready to publish: Cedar's set it came from, warnings, state.
+/// A compiled set made ready to publish: warnings, state.
 fn finish_set(
     mut set: CompiledSet,
-    pset: cedar_policy::PolicySet,
     interner: &mut Interner,
     warnings: Vec<String>,
     validated: bool,
@@ -398,7 +435,6 @@ fn finish_set(
         state_spec.unwrap_or(&StateSpec::default()),
         interner,
     )?);
-    set.cedar = Arc::new(pset);
     set.validated = validated;
     Ok(set)
 }
@@ -414,7 +450,7 @@ fn build(
     state_spec: Option<Arc<StateSpec>>,
     validate: bool,
     validate_requests: bool,
-) -> Result<Snapshot, TetherError> {
+) -> Result<(Snapshot, cedar_policy::PolicySet), TetherError> {
     let mut interner = Interner::default();
     let pset = compile::parse(policies)?;
     let warnings = validate_set(
@@ -427,7 +463,7 @@ fn build(
     let validated = schema.is_some() && validate;
     let set = compile_set(
         policies,
-        pset,
+        &pset,
         &mut interner,
         warnings,
         validated,
@@ -442,7 +478,7 @@ fn build(
     let shapes = request_shapes(schema.as_deref(), validate_requests, &mut interner);
     store.finish(&interner, &set.named_uids);
     let plans = Arc::new(plan(&set, &store, &interner));
-    Ok(Snapshot {
+    let snap = Snapshot {
         interner,
         set: Arc::new(set),
         store: Arc::new(store),
@@ -451,7 +487,8 @@ fn build(
         shapes,
         state_spec,
         version: 0,
-    })
+    };
+    Ok((snap, pset))
 }
 
 fn request_shapes(

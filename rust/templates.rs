@@ -237,28 +237,32 @@ pub fn validate_link(
     })
 }
 
-/// `pset` without the linked policy `policy_id`. Static policies and templates
-/// are not unlinked (they are edited in the text and reloaded).
-pub fn unlink(pset: &PolicySet, policy_id: &str) -> Result<PolicySet, TetherError> {
+/// Whether `policy_id` can be unlinked: a template-linked policy. Static policies
+/// and templates are not (they are edited in the text and reloaded).
+pub fn check_unlink(pset: &PolicySet, policy_id: &str) -> Result<(), TetherError> {
     let id = PolicyId::new(policy_id);
-    let linked = pset.policy(&id).is_some_and(|p| !p.is_static());
-    if !linked {
-        let what = if pset
-            .policies()
-            .any(|p| p.is_static() && policy_name(p) == policy_id)
-        {
-            format!("`{policy_id}` is a static policy (edit the policy text and reload)")
-        } else if find_template(pset, policy_id).is_some() {
-            format!("`{policy_id}` is a template (edit the policy text and reload)")
-        } else {
-            format!("no linked policy named `{policy_id}`")
-        };
-        return Err(err(policy_id, format!("cannot unlink: {what}")));
+    if pset.policy(&id).is_some_and(|p| !p.is_static()) {
+        return Ok(());
     }
-    let mut out = pset.clone();
-    out.unlink(id)
-        .map_err(|e| err(policy_id, format!("cannot unlink: {}", render_diag(&e))))?;
-    Ok(out)
+    let what = if pset
+        .policies()
+        .any(|p| p.is_static() && policy_name(p) == policy_id)
+    {
+        format!("`{policy_id}` is a static policy (edit the policy text and reload)")
+    } else if find_template(pset, policy_id).is_some() {
+        format!("`{policy_id}` is a template (edit the policy text and reload)")
+    } else {
+        format!("no linked policy named `{policy_id}`")
+    };
+    Err(err(policy_id, format!("cannot unlink: {what}")))
+}
+
+/// Remove the linked policy `policy_id` from `pset` (unchanged on error).
+pub fn unlink(pset: &mut PolicySet, policy_id: &str) -> Result<(), TetherError> {
+    check_unlink(pset, policy_id)?;
+    pset.unlink(PolicyId::new(policy_id))
+        .map(|_| ())
+        .map_err(|e| err(policy_id, format!("cannot unlink: {}", render_diag(&e))))
 }
 
 /// Carry the links of `old` over to `new` (a reload): each link is made again from
@@ -773,7 +777,7 @@ mod tests {
             "resource in ?resource) when { false }",
         );
         core.reload(&narrowed, None, false).unwrap();
-        assert_eq!(links(&core.current.load().set.cedar).len(), 1);
+        assert_eq!(core.links().len(), 1);
         assert!(!allowed(&core, "alice"));
         core.reload(GRANT, None, false).unwrap();
         assert!(allowed(&core, "alice"));
@@ -792,7 +796,7 @@ mod tests {
             false,
         )
         .unwrap();
-        assert!(links(&core.current.load().set.cedar).is_empty());
+        assert!(core.links().is_empty());
         assert!(!allowed(&core, "alice"));
     }
 
@@ -841,7 +845,7 @@ mod tests {
             e.to_string().contains("a policy named `a` already exists"),
             "{e}"
         );
-        assert!(links(&core.current.load().set.cedar).is_empty());
+        assert!(core.links().is_empty());
         assert!(!allowed(&core, "alice"));
         let v = core.current.load().version;
         core.link(&[grant("a", "alice"), grant("b", "bob")])
@@ -900,10 +904,7 @@ mod tests {
                 cedar.link(tid.clone(), PolicyId::new(&id), vals).unwrap();
             }
             let live: BTreeSet<String> = links(&cedar).into_iter().map(|l| l.policy_id).collect();
-            let ours: BTreeSet<String> = links(&core.current.load().set.cedar)
-                .into_iter()
-                .map(|l| l.policy_id)
-                .collect();
+            let ours: BTreeSet<String> = core.links().into_iter().map(|l| l.policy_id).collect();
             assert_eq!(ours, live);
             for who in ["alice", "bob", "carol", "dan"] {
                 let expect = links(&cedar)

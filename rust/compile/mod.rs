@@ -31,11 +31,7 @@ pub struct CompiledSet {
     pub max_height: usize,
     /// The task state file compiled against the same interner.
     pub state: Option<crate::state::CompiledState>,
-    /// Cedar's own set this was compiled from: static policies, templates and the
-    /// template-linked policies, which `link`/`unlink` and `reload` start from.
-    /// Empty from `compile`; the engine stores the set it compiled.
-    pub cedar: std::sync::Arc<PolicySet>,
-    /// Whether `cedar` was validated against the schema (links are validated alike).
+    /// Whether the set was validated against the schema (links are validated alike).
     pub validated: bool,
     /// Policies removed (`without_policy`) since the last full compile: their nodes
     /// are still in `nodes`.
@@ -365,24 +361,24 @@ fn assemble(text: String, nodes: Vec<Node>, out: Vec<CompiledPolicy>) -> Compile
         state: None,
         text,
         warnings: Vec::new(),
-        cedar: Default::default(),
         validated: false,
         unlinked: 0,
     }
 }
 
-/// `set` with the linked policies `added` compiled and put in place, the policies
+/// `set` (`statics` static policies, then links) with the linked policies `added`
+/// compiled and put in place, the policies
 /// already compiled kept as they are: a link costs its own compile (Cedar parses
 /// each policy again to give its syntax tree, which dominates a full compile) and
 /// an index rebuild.
 pub fn with_links(
     set: &CompiledSet,
+    statics: usize,
     added: &[&cedar_policy::Policy],
     interner: &mut Interner,
 ) -> Result<CompiledSet, TetherError> {
     let mut nodes = set.nodes.clone();
     let mut out = set.policies.clone();
-    let statics = set.cedar.policies().filter(|p| p.is_static()).count();
     for p in added {
         let name = policy_name(p);
         let unsupported = |feature: String| unsupported_feature(&set.text, None, &name, feature);

@@ -451,15 +451,15 @@ impl Engine {
     }
 
     /// Names of the templates, in file order.
-    fn templates(&self) -> Vec<String> {
-        crate::templates::templates(&self.core.current.load().set.cedar)
+    fn templates(&self, py: Python<'_>) -> Vec<String> {
+        py.allow_threads(|| self.core.templates())
     }
 
     /// The template-linked policies, by id: `(template_id, policy_id, principal,
     /// resource)` (`link`'s arguments, and what `link_all` takes), each slot value as
     /// `Type::"id"` text (None if the template has no such slot).
-    fn links(&self) -> Vec<(String, String, Option<String>, Option<String>)> {
-        crate::templates::links(&self.core.current.load().set.cedar)
+    fn links(&self, py: Python<'_>) -> Vec<(String, String, Option<String>, Option<String>)> {
+        py.allow_threads(|| self.core.links())
             .into_iter()
             .map(|l| (l.template, l.policy_id, l.principal, l.resource))
             .collect()
