@@ -67,6 +67,7 @@ fn evaluate(bencher: divan::Bencher, n: usize) {
     let risk = sym("risk");
     let reqs: Vec<ResolvedRequest> = (0..64)
         .map(|i| ResolvedRequest {
+            fields: Default::default(),
             principal: Euid {
                 ty: sym("Agent"),
                 id: sym(&format!("a{}", (i * 7) % (n / 4).max(5))),

@@ -14,7 +14,7 @@ use crate::compile::special::{self, ActionPlan, Bucket};
 use crate::engine::Snapshot;
 use crate::entities::EntityStore;
 use crate::eval::{EvalErr, Evaluator, Locals};
-use crate::value::{Euid, Value};
+use crate::value::{Euid, Sym, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnError {
     /// Cedar's semantics: an erroring policy is skipped (and reported).
@@ -30,6 +30,9 @@ pub enum Mode {
     Full,
     /// Fast, unless a candidate permit carries an `@obligation` (then Full).
     FastUnlessObligations,
+    /// Only `allowed` is wanted: with errors skipped, no error is recorded and
+    /// policies that can only error are not evaluated (otherwise as Fast).
+    DecisionOnly,
 }
 
 #[derive(Debug, Default)]
@@ -41,13 +44,20 @@ pub struct Outcome {
     pub errors: Vec<(u32, EvalErr)>,
 }
 
+/// A few context attributes, kept inline (no allocation for the usual handful).
+pub type ContextFields = smallvec::SmallVec<[(Sym, Value); 6]>;
+
 /// A request with entities resolved to symbols of one snapshot.
 pub struct ResolvedRequest {
     pub principal: Euid,
     pub action: Euid,
     pub resource: Euid,
-    /// `None` is the empty record (no allocation for context-free requests).
+    /// The whole context; `None` is the empty record, or, when `fields` is not
+    /// empty, a context of which only `fields` was converted.
     pub context: Option<Value>,
+    /// Context attributes converted for one action's plan (`ActionPlan::ctx_keys`),
+    /// sorted by key: a request reads only what its candidate policies use.
+    pub fields: ContextFields,
     pub locals: Locals,
 }
 
@@ -128,9 +138,24 @@ impl Snapshot {
     }
 
     fn evaluate_here(&self, req: &ResolvedRequest, mode: Mode, on_error: OnError) -> Outcome {
+        let mode = match (mode, on_error) {
+            (Mode::DecisionOnly, OnError::Deny) => Mode::Fast,
+            (m, _) => m,
+        };
         if let Some(plan) = self.plans.by_action.get(&req.action) {
+            if mode == Mode::DecisionOnly {
+                return Outcome {
+                    allowed: self.allowed_planned(plan, req),
+                    ..Outcome::default()
+                };
+            }
             return self.evaluate_planned(plan, req, mode, on_error);
         }
+        let mode = if mode == Mode::DecisionOnly {
+            Mode::Fast
+        } else {
+            mode
+        };
         let store: &EntityStore = &self.store;
         let facts = ScopeFacts {
             principal: req.principal,
@@ -184,6 +209,63 @@ impl Snapshot {
         )
     }
 
+    /// The evaluator for a planned request: context attributes from `fields`
+    /// when only those were converted.
+    fn plan_evaluator<'a>(&'a self, req: &'a ResolvedRequest) -> Evaluator<'a> {
+        let ev = self.evaluator(&self.plans.nodes, req);
+        if req.context.is_none() {
+            ev.with_fields(&req.fields)
+        } else {
+            ev
+        }
+    }
+
+    /// Cedar's decision for a known action when errors are skipped and only the
+    /// decision is wanted: forbids first, each pass stopping at the first
+    /// satisfied policy; policies that can only error are passed over.
+    fn allowed_planned(&self, plan: &ActionPlan, req: &ResolvedRequest) -> bool {
+        let store: &EntityStore = &self.store;
+        let p_data = store.get(&req.principal);
+        let r_data = store.get(&req.resource);
+        let p_anc = p_data.map(|d| &d.ancestors);
+        let r_anc = r_data.map(|d| &d.ancestors);
+        let mut ev = Evaluator::with_data(
+            &self.plans.nodes,
+            store,
+            &self.interner,
+            &req.locals,
+            (req.principal, p_data),
+            req.action,
+            (req.resource, r_data),
+            req.context.as_ref().unwrap_or(&EMPTY_CONTEXT),
+        );
+        if req.context.is_none() {
+            ev = ev.with_fields(&req.fields);
+        }
+        let applies = |c: &special::Cand| {
+            !c.never
+                && entity_scope_holds(&c.principal, &req.principal, p_anc)
+                && entity_scope_holds(&c.resource, &req.resource, r_anc)
+                && c.clauses
+                    .iter()
+                    .all(|cl| matches!(ev.eval_bool(cl.node), Ok(v) if v != cl.unless))
+        };
+        let eq = plan.eq.get(&req.principal);
+        let any = |e: Effect| {
+            plan.rest.part(e).iter().any(applies)
+                || eq.is_some_and(|b| b.part(e).iter().any(applies))
+                || (!plan.within.is_empty()
+                    && std::iter::once(&req.principal)
+                        .chain(p_anc.into_iter().flatten())
+                        .any(|u| {
+                            plan.within
+                                .get(u)
+                                .is_some_and(|b| b.part(e).iter().any(applies))
+                        }))
+        };
+        !any(Effect::Forbid) && any(Effect::Permit)
+    }
+
     /// The decision for a known action, from its specialised candidate lists.
     fn evaluate_planned(
         &self,
@@ -213,7 +295,7 @@ impl Snapshot {
             }
         }
         let mut out = Outcome::default();
-        let ev = self.evaluator(&self.plans.nodes, req);
+        let ev = self.plan_evaluator(req);
         let in_scope = |c: &special::Cand| {
             entity_scope_holds(&c.principal, &req.principal, p_anc)
                 && entity_scope_holds(&c.resource, &req.resource, r_anc)
@@ -354,6 +436,7 @@ mod tests {
         let snap = core.current.load();
         let x = snap.interner.lookup("x").unwrap();
         let req = ResolvedRequest {
+            fields: Default::default(),
             principal: u,
             action: u,
             resource: u,

@@ -247,6 +247,12 @@ impl Core {
         templates::links(&self.lock())
     }
 
+    /// The links and the snapshot compiled with exactly those links.
+    pub fn links_and_snapshot(&self) -> (Vec<templates::LinkInfo>, Arc<Snapshot>) {
+        let w = self.lock();
+        (templates::links(&w), self.current.load_full())
+    }
+
     /// Publish `set` (the current text's policies with the links) with the
     /// current schema and state.
     fn publish_linked(

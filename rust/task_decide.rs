@@ -583,6 +583,7 @@ mod tests {
                         let mut allowed = 0i64;
                         for _ in 0..41 {
                             let mut req = ResolvedRequest {
+                                fields: Default::default(),
                                 principal: w.agent,
                                 action,
                                 resource: Euid { ..thing },

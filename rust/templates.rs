@@ -524,6 +524,7 @@ mod tests {
                         action: core.intern_uid("Action", act).unwrap(),
                         resource: core.intern_uid(rt, ri).unwrap(),
                         context: None,
+                        fields: Default::default(),
                         locals: Locals::new(&snap.interner),
                     };
                     let snap = core.current.load_full();
@@ -671,6 +672,7 @@ mod tests {
             action: core.intern_uid("Action", "read").unwrap(),
             resource: core.intern_uid("Doc", "d").unwrap(),
             context: None,
+            fields: Default::default(),
             locals: Locals::new(&snap.interner),
         };
         core.current

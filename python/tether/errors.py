@@ -14,10 +14,15 @@ TetherError
 │   └── InvalidToken ... the identity module's finer errors
 ├── LeaseError           a credential lease could not be issued, renewed or revoked
 │                        (tether.leases)
+├── StoreError           a shared-state operation failed  (tether.store.shared_state)
+│   └── StoreUnavailable the shared store (named, with the cause) could not be reached:
+│                        decisions that need it deny
 └── Denied               an action was refused; `.decision.kind` says why  (tether.tasks)
     ├── TaskRevoked      the task or an ancestor is revoked (or its deadline passed)
-    └── ApprovalRefused  an obligation was not approved (refused, timed out, failed,
-                         no approver, or too many requests)
+    ├── ApprovalRefused  an obligation was not approved (refused, timed out, failed,
+    │                    no approver, or too many requests)
+    └── SharedBudgetDenied  a shared budget did not cover a permit's spending
+                         (tether.tasks.shared)
 ```
 """
 

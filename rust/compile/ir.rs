@@ -3,6 +3,7 @@
 //! per policy.
 
 use cedar_policy_core::ast::ExtensionFunction;
+use rustc_hash::FxHashSet;
 
 use crate::value::{Euid, Sym, Value};
 
@@ -21,6 +22,10 @@ pub enum BinOp {
     Eq,
     Less,
     LessEq,
+    /// `a > b`: `b < a`, with `a` evaluated first.
+    Greater,
+    /// `a >= b`: `b <= a`, with `a` evaluated first.
+    GreaterEq,
     Add,
     Sub,
     Mul,
@@ -60,13 +65,99 @@ pub enum Node {
     Record(Box<[(Sym, NodeId)]>),
     /// An extension function call; constant calls are folded at compile time.
     Ext(&'static ExtensionFunction, Box<[NodeId]>),
+    // Fused forms, made only in the per-action plans (`special::fuse`): one
+    // dispatch instead of two or three for the shapes agent policies repeat.
+    /// `context.k`, read from the request's context fields.
+    CtxAttr(Sym),
+    /// `context has k`.
+    CtxHas(Sym),
+    /// `principal.k`.
+    PrincipalAttr(Sym),
+    /// `resource.k`.
+    ResourceAttr(Sym),
+    /// `x == lit` (either side), or `x != lit` when the flag is set.
+    EqLit(NodeId, Value, bool),
+    /// `[scalar literals].contains(x)`, as a hash set.
+    InLitSet(Box<FxHashSet<Scalar>>, NodeId),
+    /// `x.contains(lit)` with a scalar literal.
+    ContainsLit(NodeId, Scalar),
+    /// `x < n`, `x <= n`, `n < x`, `n <= x` with `n` a literal long.
+    CmpLong(NodeId, CmpLong, i64),
+}
+
+/// A literal that hashes by value: what a constant set is made of. Cedar
+/// equality on these is structural equality (no two kinds are ever equal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scalar {
+    Bool(bool),
+    Long(i64),
+    Str(Sym),
+    Entity(Euid),
+}
+
+impl Scalar {
+    #[inline]
+    pub fn of(v: &Value) -> Option<Scalar> {
+        match v {
+            Value::Bool(b) => Some(Scalar::Bool(*b)),
+            Value::Long(i) => Some(Scalar::Long(*i)),
+            Value::Str(s) => Some(Scalar::Str(*s)),
+            Value::Entity(e) => Some(Scalar::Entity(*e)),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn value(self) -> Value {
+        match self {
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Long(i) => Value::Long(i),
+            Scalar::Str(s) => Value::Str(s),
+            Scalar::Entity(e) => Value::Entity(e),
+        }
+    }
+
+    /// `canonical_cmp(v, &self.value())`, without building the value: the
+    /// order sets are kept in, so a binary search can use it.
+    #[inline]
+    pub fn cmp_from(&self, v: &Value) -> std::cmp::Ordering {
+        match (v, self) {
+            (Value::Bool(x), Scalar::Bool(y)) => x.cmp(y),
+            (Value::Long(x), Scalar::Long(y)) => x.cmp(y),
+            (Value::Str(x), Scalar::Str(y)) => x.cmp(y),
+            (Value::Entity(x), Scalar::Entity(y)) => x.cmp(y),
+            _ => crate::value::canonical_cmp(v, &self.value()),
+        }
+    }
+}
+
+/// Which comparison `Node::CmpLong` makes, `x` being the evaluated operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpLong {
+    /// `x < n`
+    Lt,
+    /// `x <= n`
+    Le,
+    /// `n < x`
+    Gt,
+    /// `n <= x`
+    Ge,
 }
 
 impl Node {
     /// Call `f` on each direct child.
     pub fn for_each_child(&self, mut f: impl FnMut(NodeId)) {
         match self {
-            Node::Lit(_) | Node::Var(_) => {}
+            Node::Lit(_)
+            | Node::Var(_)
+            | Node::CtxAttr(_)
+            | Node::CtxHas(_)
+            | Node::PrincipalAttr(_)
+            | Node::ResourceAttr(_) => {}
+            Node::EqLit(a, ..)
+            | Node::InLitSet(_, a)
+            | Node::ContainsLit(a, _)
+            | Node::CmpLong(a, ..) => f(*a),
             Node::Not(a)
             | Node::Neg(a)
             | Node::IsEmpty(a)

@@ -179,9 +179,10 @@ impl Lowerer<'_> {
                     B::NotEq => self.push(Node::NotEq(a, b)),
                     B::Less => self.push(bin(BinOp::Less)),
                     B::LessEq => self.push(bin(BinOp::LessEq)),
-                    // `a > b` is Cedar's `b < a`: both operands are evaluated either way.
-                    B::Greater => self.push(Node::Bin(BinOp::Less, b, a)),
-                    B::GreaterEq => self.push(Node::Bin(BinOp::LessEq, b, a)),
+                    // Kept as written (not as `b < a`): Cedar evaluates `a` first, and
+                    // when both operands fail, the error reported is `a`'s.
+                    B::Greater => self.push(bin(BinOp::Greater)),
+                    B::GreaterEq => self.push(bin(BinOp::GreaterEq)),
                     B::And => self.push(Node::And(a, b)),
                     B::Or => self.push(Node::Or(a, b)),
                     B::Add => self.push(bin(BinOp::Add)),

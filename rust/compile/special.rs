@@ -17,20 +17,27 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::ir::{
-    ActionScope, BinOp, Clause, CompiledPolicy, Effect, EntityScope, Node, NodeId, Var,
+    ActionScope, BinOp, Clause, CmpLong, CompiledPolicy, Effect, EntityScope, Node, NodeId, Scalar,
+    Var,
 };
 use crate::entities::EntityStore;
 use crate::eval::{Evaluator, Locals};
-use crate::value::{Euid, Interner, Value};
+use crate::value::{Euid, Interner, Sym, Value};
 
 /// One policy as it applies to one action.
 #[derive(Debug)]
 pub struct Cand {
     pub policy: u32,
+    /// What of the principal scope is left to check once the candidate's
+    /// bucket was reached: `Any` or a type test.
     pub principal: EntityScope,
     pub resource: EntityScope,
     /// Remaining clauses, rewritten into `Plans::nodes`.
     pub clauses: Box<[Clause]>,
+    /// Some clause can never be satisfied (`x && false` is kept so that `x` may
+    /// still error): the policy can error but never apply, so a decision that
+    /// ignores errors (fast mode, errors skipped) need not evaluate it.
+    pub never: bool,
 }
 
 /// Candidates under one principal key: `forbids` first, then `permits`.
@@ -66,6 +73,16 @@ pub struct ActionPlan {
     pub within: FxHashMap<Euid, Bucket>,
     /// Unscoped principals and `principal is T`.
     pub rest: Bucket,
+    /// The context attributes this action's candidates read (`context.k`,
+    /// `context has k`), sorted by symbol, with their text: a request for this
+    /// action needs only these converted.
+    pub ctx_keys: Vec<(Sym, Box<str>)>,
+    /// Whether some candidate uses `context` as a whole value, so the request
+    /// must carry all of it.
+    pub whole_context: bool,
+    /// Room for the bindings to keep objects made once per plan (the Python
+    /// key strings for `ctx_keys`), so the core needs no knowledge of them.
+    pub binding_cache: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 #[derive(Debug, Default)]
@@ -90,12 +107,19 @@ fn yields_bool(n: &Node) -> bool {
         | Node::NotEq(..)
         | Node::HasAttr(..)
         | Node::Like(..)
-        | Node::Is(..) => true,
+        | Node::Is(..)
+        | Node::CtxHas(_)
+        | Node::EqLit(..)
+        | Node::InLitSet(..)
+        | Node::ContainsLit(..)
+        | Node::CmpLong(..) => true,
         Node::Bin(op, ..) => matches!(
             op,
             BinOp::Eq
                 | BinOp::Less
                 | BinOp::LessEq
+                | BinOp::Greater
+                | BinOp::GreaterEq
                 | BinOp::In
                 | BinOp::Contains
                 | BinOp::ContainsAll
@@ -125,13 +149,30 @@ fn clone_node(n: &Node) -> Node {
         Node::Set(xs) => Node::Set(xs.clone()),
         Node::Record(fs) => Node::Record(fs.clone()),
         Node::Ext(f, xs) => Node::Ext(f, xs.clone()),
+        Node::CtxAttr(k) => Node::CtxAttr(*k),
+        Node::CtxHas(k) => Node::CtxHas(*k),
+        Node::PrincipalAttr(k) => Node::PrincipalAttr(*k),
+        Node::ResourceAttr(k) => Node::ResourceAttr(*k),
+        Node::EqLit(a, v, neg) => Node::EqLit(*a, v.clone(), *neg),
+        Node::InLitSet(set, a) => Node::InLitSet(set.clone(), *a),
+        Node::ContainsLit(a, v) => Node::ContainsLit(*a, *v),
+        Node::CmpLong(a, c, n) => Node::CmpLong(*a, *c, *n),
     }
 }
 
 /// Rebuild `n` with children mapped by `f`.
 fn map_children(n: &Node, mut f: impl FnMut(NodeId) -> NodeId) -> Node {
     match n {
-        Node::Lit(_) | Node::Var(_) => clone_node(n),
+        Node::Lit(_)
+        | Node::Var(_)
+        | Node::CtxAttr(_)
+        | Node::CtxHas(_)
+        | Node::PrincipalAttr(_)
+        | Node::ResourceAttr(_) => clone_node(n),
+        Node::EqLit(a, v, neg) => Node::EqLit(f(*a), v.clone(), *neg),
+        Node::InLitSet(set, a) => Node::InLitSet(set.clone(), f(*a)),
+        Node::ContainsLit(a, v) => Node::ContainsLit(f(*a), *v),
+        Node::CmpLong(a, c, k) => Node::CmpLong(f(*a), *c, *k),
         Node::Not(a) => Node::Not(f(*a)),
         Node::Neg(a) => Node::Neg(f(*a)),
         Node::IsEmpty(a) => Node::IsEmpty(f(*a)),
@@ -197,17 +238,24 @@ impl Folder<'_> {
         let b = |v: bool| Some(Node::Lit(Value::Bool(v)));
         // Short-circuits decided by a literal left operand.
         let short = match &node {
-            Node::And(a, r) => match self.lit(*a) {
-                Some(Value::Bool(false)) => b(false),
-                Some(Value::Bool(true)) if yields_bool(&self.nodes[*r as usize]) => {
+            Node::And(a, r) => match (self.lit(*a), self.lit(*r)) {
+                (Some(Value::Bool(false)), _) => b(false),
+                (Some(Value::Bool(true)), _) if yields_bool(&self.nodes[*r as usize]) => {
                     return *r;
+                }
+                // `x && true` is `x` when x is boolean-valued (its errors stay).
+                (_, Some(Value::Bool(true))) if yields_bool(&self.nodes[*a as usize]) => {
+                    return *a;
                 }
                 _ => None,
             },
-            Node::Or(a, r) => match self.lit(*a) {
-                Some(Value::Bool(true)) => b(true),
-                Some(Value::Bool(false)) if yields_bool(&self.nodes[*r as usize]) => {
+            Node::Or(a, r) => match (self.lit(*a), self.lit(*r)) {
+                (Some(Value::Bool(true)), _) => b(true),
+                (Some(Value::Bool(false)), _) if yields_bool(&self.nodes[*r as usize]) => {
                     return *r;
+                }
+                (_, Some(Value::Bool(false))) if yields_bool(&self.nodes[*a as usize]) => {
+                    return *a;
                 }
                 _ => None,
             },
@@ -276,8 +324,10 @@ pub fn build(
         n.for_each_child(|c| r |= reads_action[c as usize]);
         reads_action[i] = r;
     }
+    let mut nodes: Vec<Node> = base.iter().map(clone_node).collect();
+    fuse_var_reads(&mut nodes);
     let mut f = Folder {
-        nodes: base.iter().map(clone_node).collect(),
+        nodes,
         reads_action,
         store,
         interner,
@@ -305,11 +355,19 @@ pub fn build(
             let Some(clauses) = specialise_clauses(&mut f, &p.clauses) else {
                 continue;
             };
+            let never = clauses.iter().any(|c| unsatisfiable(&f.nodes, c));
+            // The bucket a candidate is filed under already establishes `principal
+            // == U` / `principal in U`; only a type test can remain to check.
+            let residual = match p.principal {
+                EntityScope::IsIn(t, _) | EntityScope::Is(t) => EntityScope::Is(t),
+                EntityScope::Any | EntityScope::Eq(_) | EntityScope::In(_) => EntityScope::Any,
+            };
             let cand = Cand {
                 policy: i as u32,
-                principal: p.principal,
+                principal: residual,
                 resource: p.resource,
                 clauses,
+                never,
             };
             match p.principal {
                 EntityScope::Eq(u) => plan.eq.entry(u).or_default().push(cand, p.effect),
@@ -321,10 +379,159 @@ pub fn build(
         }
         by_action.insert(a, plan);
     }
-    Plans {
-        nodes: f.nodes,
-        by_action,
+    let mut nodes = f.nodes;
+    fuse_literals(&mut nodes);
+    for plan in by_action.values_mut() {
+        let (keys, whole) = context_use(&nodes, plan);
+        plan.ctx_keys = keys
+            .into_iter()
+            .map(|k| (k, interner.get(k).unwrap_or("").into()))
+            .collect();
+        plan.whole_context = whole;
     }
+    Plans { nodes, by_action }
+}
+
+/// Whether a clause can never be satisfied, whatever the request: its body can
+/// only be the value that fails it, or an error.
+fn unsatisfiable(nodes: &[Node], c: &Clause) -> bool {
+    // A budget bounds the walk (and its recursion) on any tree; past it, the
+    // answer is the safe "may be satisfied".
+    let mut budget = 64;
+    never(nodes, c.node, !c.unless, &mut budget)
+}
+
+/// Whether node `n` can never evaluate to `want`.
+fn never(nodes: &[Node], n: NodeId, want: bool, budget: &mut u32) -> bool {
+    if *budget == 0 {
+        return false;
+    }
+    *budget -= 1;
+    match &nodes[n as usize] {
+        Node::Lit(Value::Bool(b)) => *b != want,
+        Node::Not(a) => never(nodes, *a, !want, budget),
+        // `a && b` is true only if both are; false if either is (or an error).
+        Node::And(a, b) if want => never(nodes, *a, true, budget) || never(nodes, *b, true, budget),
+        Node::And(a, b) => never(nodes, *a, false, budget) && never(nodes, *b, false, budget),
+        Node::Or(a, b) if want => never(nodes, *a, true, budget) && never(nodes, *b, true, budget),
+        Node::Or(a, b) => never(nodes, *a, false, budget) || never(nodes, *b, false, budget),
+        _ => false,
+    }
+}
+
+/// `context.k`, `context has k`, `principal.k`, `resource.k` as single nodes.
+/// In place: ids stay valid, and only the variable read is replaced.
+fn fuse_var_reads(nodes: &mut [Node]) {
+    for i in 0..nodes.len() {
+        let fused = match &nodes[i] {
+            Node::GetAttr(a, k) => match nodes[*a as usize] {
+                Node::Var(Var::Context) => Node::CtxAttr(*k),
+                Node::Var(Var::Principal) => Node::PrincipalAttr(*k),
+                Node::Var(Var::Resource) => Node::ResourceAttr(*k),
+                _ => continue,
+            },
+            Node::HasAttr(a, k) => match nodes[*a as usize] {
+                Node::Var(Var::Context) => Node::CtxHas(*k),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        nodes[i] = fused;
+    }
+}
+
+/// Comparisons with a literal operand as single nodes, and constant sets of
+/// scalars as hash sets. Exact: each fused node evaluates its one non-literal
+/// operand exactly where Cedar would, and falls back to the general operation
+/// (same result, same error) whenever that operand is not of the fast kind.
+fn fuse_literals(nodes: &mut [Node]) {
+    let lit = |nodes: &[Node], n: NodeId| match &nodes[n as usize] {
+        Node::Lit(v) => Some(v.clone()),
+        _ => None,
+    };
+    for i in 0..nodes.len() {
+        let fused = match &nodes[i] {
+            Node::Bin(BinOp::Eq, a, b) | Node::NotEq(a, b) => {
+                let neg = matches!(nodes[i], Node::NotEq(..));
+                match (lit(nodes, *a), lit(nodes, *b)) {
+                    (_, Some(v)) => Node::EqLit(*a, v, neg),
+                    (Some(v), None) => Node::EqLit(*b, v, neg),
+                    _ => continue,
+                }
+            }
+            Node::Bin(op @ (BinOp::Greater | BinOp::GreaterEq), a, b) => {
+                // `a > n` is `n < a`; `n > b` is `b < n`.
+                let strict = *op == BinOp::Greater;
+                match (lit(nodes, *a), lit(nodes, *b)) {
+                    (_, Some(Value::Long(n))) => {
+                        Node::CmpLong(*a, if strict { CmpLong::Gt } else { CmpLong::Ge }, n)
+                    }
+                    (Some(Value::Long(n)), None) => {
+                        Node::CmpLong(*b, if strict { CmpLong::Lt } else { CmpLong::Le }, n)
+                    }
+                    _ => continue,
+                }
+            }
+            Node::Bin(op @ (BinOp::Less | BinOp::LessEq), a, b) => {
+                let strict = *op == BinOp::Less;
+                match (lit(nodes, *a), lit(nodes, *b)) {
+                    (_, Some(Value::Long(n))) => {
+                        Node::CmpLong(*a, if strict { CmpLong::Lt } else { CmpLong::Le }, n)
+                    }
+                    (Some(Value::Long(n)), None) => {
+                        Node::CmpLong(*b, if strict { CmpLong::Gt } else { CmpLong::Ge }, n)
+                    }
+                    _ => continue,
+                }
+            }
+            Node::Bin(BinOp::Contains, a, b) => match (&nodes[*a as usize], &nodes[*b as usize]) {
+                (Node::Lit(Value::Set(items)), _) => {
+                    let set: Option<FxHashSet<Scalar>> = items.iter().map(Scalar::of).collect();
+                    match set {
+                        Some(set) => Node::InLitSet(Box::new(set), *b),
+                        None => continue,
+                    }
+                }
+                (_, Node::Lit(v)) => match Scalar::of(v) {
+                    Some(s) => Node::ContainsLit(*a, s),
+                    None => continue,
+                },
+                _ => continue,
+            },
+            _ => continue,
+        };
+        nodes[i] = fused;
+    }
+}
+
+/// The context attributes a plan's candidates read, and whether any reads the
+/// whole context. Iterative: node trees can be deep.
+fn context_use(nodes: &[Node], plan: &ActionPlan) -> (Vec<Sym>, bool) {
+    let mut keys = Vec::new();
+    let mut whole = false;
+    let mut seen: FxHashSet<NodeId> = FxHashSet::default();
+    let mut stack: Vec<NodeId> = Vec::new();
+    let buckets = std::iter::once(&plan.rest)
+        .chain(plan.eq.values())
+        .chain(plan.within.values());
+    for b in buckets {
+        for c in b.forbids.iter().chain(b.permits.iter()) {
+            stack.extend(c.clauses.iter().map(|cl| cl.node));
+        }
+    }
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        match &nodes[n as usize] {
+            Node::CtxAttr(k) | Node::CtxHas(k) => keys.push(*k),
+            Node::Var(Var::Context) => whole = true,
+            other => other.for_each_child(|c| stack.push(c)),
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    (keys, whole)
 }
 
 /// The clauses left once `action` is known, or None if the policy can never hold.
@@ -439,5 +646,50 @@ mod tests {
         // policy2: `true && <long>` is a type error at request time: kept.
         let kept: Vec<u32> = send.rest.forbids.iter().map(|c| c.policy).collect();
         assert_eq!(kept, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn context_keys_are_the_ones_the_candidates_read() {
+        let text = r#"
+            forbid (principal, action, resource) when { action.egress && context.dest == "x" };
+            permit (principal, action == Action::"read", resource) when { context has mfa };
+            permit (principal, action == Action::"g", resource) when { context == {} };
+        "#;
+        let (p, i, _) = plans(text, ENTS);
+        let keys = |a: &str| -> Vec<String> {
+            p.by_action[&uid(&i, "Action", a)]
+                .ctx_keys
+                .iter()
+                .map(|(_, t)| t.to_string())
+                .collect()
+        };
+        // `send` is egress: the guardrail reads `dest`; `read` only its permit's key.
+        assert_eq!(keys("send"), vec!["dest"]);
+        assert_eq!(keys("read"), vec!["mfa"]);
+        assert!(!p.by_action[&uid(&i, "Action", "read")].whole_context);
+        // A policy comparing the whole context makes its action read all of it.
+        assert!(p.by_action[&uid(&i, "Action", "g")].whole_context);
+    }
+
+    #[test]
+    fn literal_comparisons_are_fused_and_dead_guards_marked() {
+        let text = r#"
+            forbid (principal, action, resource) when { resource.level > 2 && action.egress };
+            forbid (principal, action, resource) when { ["a", "b"].contains(context.k) };
+            permit (principal, action, resource) when { principal.tags.contains("t") };
+        "#;
+        let (p, i, _) = plans(text, ENTS);
+        let read = &p.by_action[&uid(&i, "Action", "read")];
+        let send = &p.by_action[&uid(&i, "Action", "send")];
+        // `read` is not egress: `x && false` is kept (x may error) but can never apply.
+        assert!(read.rest.forbids[0].never);
+        assert!(!send.rest.forbids[0].never);
+        let node = |c: &Cand| &p.nodes[c.clauses[0].node as usize];
+        assert!(matches!(
+            node(&send.rest.forbids[0]),
+            Node::CmpLong(_, CmpLong::Gt, 2)
+        ));
+        assert!(matches!(node(&send.rest.forbids[1]), Node::InLitSet(..)));
+        assert!(matches!(node(&send.rest.permits[0]), Node::ContainsLit(..)));
     }
 }

@@ -11,7 +11,7 @@ pub mod stack;
 
 use std::borrow::Cow;
 
-use crate::compile::ir::{BinOp, Node, NodeId, Var};
+use crate::compile::ir::{BinOp, CmpLong, Node, NodeId, Scalar, Var};
 use crate::entities::{EntityData, EntityStore};
 use crate::value::{value_eq, Euid, Interner, Sym, Value};
 
@@ -82,6 +82,9 @@ pub struct Evaluator<'a> {
     pub action: Euid,
     pub resource: Euid,
     pub context: &'a Value,
+    /// The context's fields, sorted by key: all of them, or (for a request
+    /// converted for one action's plan) only the ones that plan reads.
+    ctx_fields: &'a [(Sym, Value)],
     /// The principal's and resource's entries, looked up once per request.
     principal_data: Option<&'a EntityData>,
     resource_data: Option<&'a EntityData>,
@@ -123,6 +126,34 @@ impl<'a> Evaluator<'a> {
         resource: Euid,
         context: &'a Value,
     ) -> Self {
+        Self::with_data(
+            nodes,
+            store,
+            interner,
+            locals,
+            (principal, store.get(&principal)),
+            action,
+            (resource, store.get(&resource)),
+            context,
+        )
+    }
+
+    /// As `new`, with the principal's and resource's entries already looked up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_data(
+        nodes: &'a [Node],
+        store: &'a EntityStore,
+        interner: &'a Interner,
+        locals: &'a Locals,
+        (principal, principal_data): (Euid, Option<&'a EntityData>),
+        action: Euid,
+        (resource, resource_data): (Euid, Option<&'a EntityData>),
+        context: &'a Value,
+    ) -> Self {
+        let ctx_fields: &'a [(Sym, Value)] = match context {
+            Value::Record(r) => &r.fields,
+            _ => &[],
+        };
         Evaluator {
             nodes,
             store,
@@ -132,8 +163,40 @@ impl<'a> Evaluator<'a> {
             action,
             resource,
             context,
-            principal_data: store.get(&principal),
-            resource_data: store.get(&resource),
+            ctx_fields,
+            principal_data,
+            resource_data,
+        }
+    }
+
+    /// Read context attributes from `fields` (sorted by key) instead of `context`,
+    /// which then stands only for uses of the whole context.
+    pub fn with_fields(mut self, fields: &'a [(Sym, Value)]) -> Self {
+        self.ctx_fields = fields;
+        self
+    }
+
+    #[inline]
+    fn ctx_get(&self, k: Sym) -> Option<&'a Value> {
+        let fields: &'a [(Sym, Value)] = self.ctx_fields;
+        if fields.len() <= 16 {
+            fields.iter().find(|(f, _)| *f == k).map(|(_, v)| v)
+        } else {
+            fields
+                .binary_search_by_key(&k, |(f, _)| *f)
+                .ok()
+                .map(|i| &fields[i].1)
+        }
+    }
+
+    #[inline]
+    fn attr_of(&self, data: Option<&'a EntityData>, uid: Euid, k: Sym) -> EResult<'a> {
+        match data {
+            None => Err(EvalErr::NoEntity(uid)),
+            Some(e) => match e.attrs.get(k) {
+                Some(v) => Ok(Cow::Borrowed(v)),
+                None => Err(EvalErr::NoAttr(k)),
+            },
         }
     }
 
@@ -150,10 +213,63 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Evaluate a clause body to a boolean.
-    #[inline]
+    /// Evaluate to a boolean. The boolean-valued nodes are answered here
+    /// directly, without building a value; everything else goes through `eval`.
     pub fn eval_bool(&self, n: NodeId) -> Result<bool, EvalErr> {
-        as_bool(&*self.eval(n)?)
+        let nodes: &'a [Node] = self.nodes;
+        match &nodes[n as usize] {
+            Node::Lit(Value::Bool(b)) => Ok(*b),
+            Node::Not(a) => Ok(!self.eval_bool(*a)?),
+            Node::And(a, b) => Ok(self.eval_bool(*a)? && self.eval_bool(*b)?),
+            Node::Or(a, b) => Ok(self.eval_bool(*a)? || self.eval_bool(*b)?),
+            Node::EqLit(a, v, neg) => Ok(value_eq(&*self.eval(*a)?, v) != *neg),
+            Node::NotEq(a, b) => {
+                let x = self.eval(*a)?;
+                let y = self.eval(*b)?;
+                Ok(!value_eq(&x, &y))
+            }
+            Node::InLitSet(set, a) => {
+                // A set of scalars holds nothing that is not a scalar.
+                Ok(Scalar::of(&*self.eval(*a)?).is_some_and(|s| set.contains(&s)))
+            }
+            Node::CmpLong(a, c, k) => {
+                let x = self.eval(*a)?;
+                match (&*x, c) {
+                    (Value::Long(x), CmpLong::Lt) => Ok(*x < *k),
+                    (Value::Long(x), CmpLong::Le) => Ok(*x <= *k),
+                    (Value::Long(x), CmpLong::Gt) => Ok(*k < *x),
+                    (Value::Long(x), CmpLong::Ge) => Ok(*k <= *x),
+                    // The general comparison, operands in Cedar's order, for its error.
+                    (other, _) => {
+                        let k = Value::Long(*k);
+                        let (op, l, r) = match c {
+                            CmpLong::Lt => (BinOp::Less, other, &k),
+                            CmpLong::Le => (BinOp::LessEq, other, &k),
+                            CmpLong::Gt => (BinOp::Less, &k, other),
+                            CmpLong::Ge => (BinOp::LessEq, &k, other),
+                        };
+                        as_bool(&*self.binary(op, l, r)?)
+                    }
+                }
+            }
+            Node::ContainsLit(a, needle) => match &*self.eval(*a)? {
+                // Sets are sorted by `canonical_cmp`, which `cmp_from` follows.
+                Value::Set(items) => Ok(items.binary_search_by(|v| needle.cmp_from(v)).is_ok()),
+                other => as_bool(&*self.binary(BinOp::Contains, other, &needle.value())?),
+            },
+            Node::CtxHas(k) => Ok(self.ctx_get(*k).is_some()),
+            Node::CtxAttr(k) => match self.ctx_get(*k) {
+                Some(v) => as_bool(v),
+                None => Err(EvalErr::NoAttr(*k)),
+            },
+            Node::PrincipalAttr(k) => {
+                as_bool(&*self.attr_of(self.principal_data, self.principal, *k)?)
+            }
+            Node::ResourceAttr(k) => {
+                as_bool(&*self.attr_of(self.resource_data, self.resource, *k)?)
+            }
+            _ => as_bool(&*self.eval(n)?),
+        }
     }
 
     pub fn eval(&self, n: NodeId) -> EResult<'a> {
@@ -168,7 +284,18 @@ impl<'a> Evaluator<'a> {
                 Var::Resource => Cow::Owned(Value::Entity(self.resource)),
                 Var::Context => Cow::Borrowed(self.context),
             }),
-            Node::Not(a) => Ok(Cow::Owned(Value::Bool(!self.eval_bool(*a)?))),
+            Node::Not(_)
+            | Node::EqLit(..)
+            | Node::InLitSet(..)
+            | Node::ContainsLit(..)
+            | Node::CmpLong(..)
+            | Node::CtxHas(_) => Ok(Cow::Owned(Value::Bool(self.eval_bool(n)?))),
+            Node::CtxAttr(k) => match self.ctx_get(*k) {
+                Some(v) => Ok(Cow::Borrowed(v)),
+                None => Err(EvalErr::NoAttr(*k)),
+            },
+            Node::PrincipalAttr(k) => self.attr_of(self.principal_data, self.principal, *k),
+            Node::ResourceAttr(k) => self.attr_of(self.resource_data, self.resource, *k),
             Node::Neg(a) => {
                 let x = as_long(&*self.eval(*a)?)?;
                 x.checked_neg()
@@ -306,6 +433,8 @@ impl<'a> Evaluator<'a> {
         let b = |v: bool| Ok(Cow::Owned(Value::Bool(v)));
         match op {
             BinOp::Eq => b(value_eq(x, y)),
+            BinOp::Greater => self.binary(BinOp::Less, y, x),
+            BinOp::GreaterEq => self.binary(BinOp::LessEq, y, x),
             BinOp::Less | BinOp::LessEq => {
                 let or_eq = op == BinOp::LessEq;
                 match (x, y) {
@@ -411,7 +540,12 @@ impl EvalErr {
                 format!("type error: expected {expected}, got {got}")
             }
             EvalErr::Overflow => "integer overflow".to_owned(),
-            EvalErr::NoEntity(u) => format!("entity `{}::\"{}\"` does not exist", s(u.ty), s(u.id)),
+            // The id escaped as Cedar prints it, so the message names the entity exactly.
+            EvalErr::NoEntity(u) => format!(
+                "entity `{}::\"{}\"` does not exist",
+                s(u.ty),
+                s(u.id).escape_debug()
+            ),
             EvalErr::NoAttr(a) => format!("attribute `{}` does not exist", s(*a)),
             EvalErr::NoTag(t) => format!("tag `{}` does not exist", s(*t)),
             EvalErr::Ext(m) => format!("extension error: {m}"),

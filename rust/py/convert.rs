@@ -6,11 +6,13 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
 
+use crate::authorize::ContextFields;
+use crate::compile::special::ActionPlan;
 use crate::engine::{ResolvedRequest, Snapshot};
 use crate::error::TetherError as CoreError;
 use crate::eval::{self, Locals};
 use crate::request;
-use crate::value::{Euid, Record, Value};
+use crate::value::{Euid, Record, Sym, Value};
 
 /// A handle to an entity uid, resolved once; the fastest way to name an entity.
 #[pyclass(frozen, module = "tether._core")]
@@ -85,14 +87,35 @@ impl<'s> Converter<'s> {
         })
     }
 
+    /// A stored entity named by its text: the common case, kept apart from the
+    /// error-building general path so it stays small.
+    #[inline]
+    fn known_uid(&self, s: &Bound<'_, PyString>) -> Option<Euid> {
+        self.snap.store.uid_by_text(s.to_str().ok()?)
+    }
+
+    /// `entity`, with the common case (a stored entity's text) tried first
+    /// without building the general path's large result.
+    #[inline]
+    fn entity_arg(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
+        match obj
+            .downcast::<PyString>()
+            .ok()
+            .and_then(|s| self.known_uid(s))
+        {
+            Some(uid) => Ok(uid),
+            None => self.entity(obj, role),
+        }
+    }
+
     pub(crate) fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
         if let Ok(s) = obj.downcast::<PyString>() {
+            if let Some(uid) = self.known_uid(s) {
+                return Ok(uid);
+            }
             let s = s
                 .to_str()
                 .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
-            if let Some(uid) = self.snap.store.uid_by_text(s) {
-                return Ok(uid);
-            }
             // `parse_uid` has validated the type name already.
             let (ty, id) =
                 request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
@@ -326,18 +349,78 @@ impl<'s> Converter<'s> {
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> Result<ResolvedRequest, CoreError> {
-        let principal = self.entity(principal, "principal")?;
-        let action = self.entity(action, "action")?;
-        let resource = self.entity(resource, "resource")?;
-        let context = self.context(context)?;
+        let principal = self.entity_arg(principal, "principal")?;
+        let action = self.entity_arg(action, "action")?;
+        let resource = self.entity_arg(resource, "resource")?;
+        let snap = self.snap;
+        // Request validation walks the whole context, and so does a policy that
+        // uses `context` as a value; otherwise only the keys the plan reads.
+        let plan = snap
+            .plans
+            .by_action
+            .get(&action)
+            .filter(|p| !p.whole_context && snap.shapes.is_none());
+        let dict = context.and_then(|c| c.downcast_exact::<PyDict>().ok());
+        let keys = dict.zip(plan).and_then(|(d, p)| plan_keys(d.py(), p));
+        let (context, fields) = match (dict, keys) {
+            (Some(d), Some(keys)) if !is_escape(d) => (None, self.plan_fields(d, keys)?),
+            _ => (self.context(context)?, ContextFields::new()),
+        };
         Ok(ResolvedRequest {
             principal,
             action,
             resource,
             context,
+            fields,
             locals: self.locals,
         })
     }
+
+    /// The context attributes `plan` reads, converted, looked up by key (the
+    /// key strings made once per plan). Keys no candidate policy reads are
+    /// not looked at: they cannot change the decision.
+    fn plan_fields(
+        &mut self,
+        d: &Bound<'_, PyDict>,
+        keys: &[(Sym, Py<PyString>)],
+    ) -> Result<ContextFields, CoreError> {
+        let py = d.py();
+        let mut fields = ContextFields::new();
+        for (sym, key) in keys {
+            let Some(v) = d.get_item(key.bind(py)).ok().flatten() else {
+                continue;
+            };
+            let val = self.value(&v, 1).map_err(|e| {
+                let e = e.under(&format!(".{}", key.bind(py)));
+                CoreError::Request(format!("context{}: {}", e.path, e.msg))
+            })?;
+            fields.push((*sym, val));
+        }
+        Ok(fields)
+    }
+}
+
+/// `plan.ctx_keys` as interned Python strings (so a dict lookup usually
+/// compares pointers), made the first time the plan is used.
+struct PlanKeys(Vec<(Sym, Py<PyString>)>);
+
+fn plan_keys<'p>(py: Python<'_>, plan: &'p ActionPlan) -> Option<&'p [(Sym, Py<PyString>)]> {
+    let cached = plan.binding_cache.get_or_init(|| {
+        let keys = plan
+            .ctx_keys
+            .iter()
+            .map(|(s, text)| (*s, PyString::intern(py, text).unbind()))
+            .collect();
+        Box::new(PlanKeys(keys))
+    });
+    cached.downcast_ref::<PlanKeys>().map(|k| &k.0[..])
+}
+
+/// A one-key dict that is one of Cedar JSON's escapes rather than a record.
+fn is_escape(d: &Bound<'_, PyDict>) -> bool {
+    d.len() == 1
+        && (d.contains(intern!(d.py(), "__entity")).unwrap_or(true)
+            || d.contains(intern!(d.py(), "__extn")).unwrap_or(true))
 }
 /// The (type, id) strings of an entity argument, for interning.
 pub(crate) fn uid_strings(

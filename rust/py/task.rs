@@ -200,6 +200,7 @@ impl Engine {
         let resource = conv.entity(resource, "resource").map_err(PyErr::from)?;
         let context = conv.context(context).map_err(PyErr::from)?;
         let mut req = ResolvedRequest {
+            fields: Default::default(),
             principal: task.slot.agent,
             action,
             resource,

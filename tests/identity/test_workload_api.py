@@ -39,9 +39,11 @@ DOMAIN = "spiffe://example.org"
 AGENT_ID = "spiffe://example.org/orchestrator"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
-    """grpcio's asyncio API runs on asyncio only."""
+    """grpcio's asyncio API runs on asyncio only. Module scope: anyio then runs every
+    test here on one event loop, so grpc's process-wide poller never delivers a late
+    completion to a loop an earlier test already closed ("Event loop is closed")."""
     return "asyncio"
 
 

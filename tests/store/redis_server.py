@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -97,15 +99,27 @@ def read_line(proc: subprocess.Popen[str], limit: float = 90.0) -> str:
     return proc.stdout.readline().strip()
 
 
-def start_worker(*args: str) -> subprocess.Popen[str]:
+def start_worker(*args: str, module: str = "tests.store.worker") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.store.worker", *args],
+        [sys.executable, "-m", module, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=WORKER_ENV,
         cwd=ROOT,
     )
+
+
+def ask(proc: subprocess.Popen[str], command: dict[str, str]) -> Any:
+    """Send one JSON command line to a worker and decode its answer line."""
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(command) + "\n")
+    proc.stdin.flush()
+    return answer(proc)
+
+
+def answer(proc: subprocess.Popen[str]) -> Any:
+    return json.loads(read_line(proc))
 
 
 def stop_workers(procs: list[subprocess.Popen[str]]) -> None:

@@ -257,3 +257,62 @@ async def test_forget_drops_a_finished_tree_but_not_revocations_or_labels(
     assert await store.spent("tree-8/risk") == 3  # another tree is untouched
     assert len((await store.revocations()).revocations) == 1
     assert await store.labels("agent-a") == {"restricted"}
+
+
+# ----------------------------------------------------------------------------- held slices
+
+
+async def until_granted(store: SharedStore, holder: str, want: int, key: str = "h") -> int:
+    """Ask for a slice until something is granted (a deadline, not a sleep, fails it)."""
+    with anyio.fail_after(10):
+        while True:
+            grant = await store.reserve_slice([Charge(key, 10)], want, holder=holder, ttl=60)
+            if grant.granted:
+                return grant.granted
+            await anyio.sleep(0.01)
+
+
+async def test_a_silent_holders_slice_returns_after_its_ttl(store: SharedStore) -> None:
+    crashed = await store.reserve_slice([Charge("h", 10)], 10, holder="crashed", ttl=0.1)
+    assert crashed.granted == 10
+    assert await until_granted(store, "survivor", 4) == 4
+    assert await store.spent("h") == 4  # the silent holder's 10 went back
+
+
+async def test_a_renewed_slice_is_kept(store: SharedStore) -> None:
+    await store.reserve_slice([Charge("h", 10)], 10, holder="alive", ttl=60)
+    other = await store.reserve_slice([Charge("h", 10)], 4, holder="other", ttl=60)
+    assert (other.granted, other.remaining) == (0, 0)
+    renewed = await store.reserve_slice([Charge("h", 10)], 0, holder="alive", ttl=60, used=3)
+    assert renewed.granted == 0 and await store.spent("h") == 10
+
+
+async def test_ending_a_slice_returns_only_the_unspent_part(store: SharedStore) -> None:
+    await store.reserve_slice([Charge("h", 10)], 10, holder="a", ttl=60)
+    await store.reserve_slice([Charge("h", 10)], 0, holder="a", ttl=60, used=4)
+    await store.release_slice(["h"], holder="a", unspent=6)
+    assert await store.spent("h") == 4
+    await store.release_slice(["h"], holder="a", unspent=6)  # ended already: no effect
+    assert await store.spent("h") == 4
+
+
+async def test_spending_reported_after_a_lapse_is_charged_again(store: SharedStore) -> None:
+    await store.reserve_slice([Charge("h", 10)], 10, holder="late", ttl=0.1)
+    assert await until_granted(store, "other", 10) == 10  # late's slice lapsed, went back
+    back = await store.reserve_slice([Charge("h", 10)], 5, holder="late", ttl=60, used=3)
+    assert back.granted == 0 and back.remaining == -3  # the 3 it spent count again
+    assert await store.spent("h") == 13
+
+
+async def test_held_budget_slice_renews_and_stops_when_lapsed(store: SharedStore) -> None:
+    clock = FakeClock(100.0)
+    budget = BudgetSlice(store, [Charge("hs", 20)], slice_size=5, hold_ttl=30, clock=clock)
+    assert await budget.refill() == 5
+    assert budget.try_spend(2)
+    clock.advance(31)  # not renewed within hold_ttl: the store may give it away
+    assert not budget.try_spend(1)  # attack on a lapsed slice: refused
+    await budget.refill()  # renewal: reports the 2 spent, takes a fresh slice
+    assert budget.try_spend(1)  # benign twin: a renewed slice spends
+    await budget.release()
+    # 3 spent; the 3 the lapsed slice still held are written off (never handed out twice).
+    assert await store.spent("hs") == 6

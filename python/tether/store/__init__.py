@@ -1,9 +1,11 @@
 """Stores: where tether keeps what must outlive a call.
 
 Lease stores (re-exported here): one protocol, :class:`LeaseStore`, with a memory and a
-SQLite implementation; the broker in :mod:`tether.leases` depends on nothing else, so other
-backends plug in the same way. Shared task state (revocations, budgets, counters) has its own
-protocol in :mod:`tether.store.shared_state`, with memory and Redis implementations.
+SQLite implementation, and one on Redis in :mod:`tether.store.redis_leases` (needs the
+``redis`` extra) that every broker of a deployment shares; the broker in
+:mod:`tether.leases` depends on nothing else, so other backends plug in the same way.
+Shared task state (revocations, budgets, counters) has its own protocol in
+:mod:`tether.store.shared_state`, with memory and Redis implementations.
 """
 
 from __future__ import annotations

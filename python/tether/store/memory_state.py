@@ -6,8 +6,9 @@ on the event loop; no lock is needed. Works on any anyio backend.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import msgspec
@@ -21,6 +22,7 @@ from tether.store.shared_state import (
     bucket_of,
     check_amount,
     check_charges,
+    check_slice,
 )
 
 __all__ = ["MemoryStore"]
@@ -29,7 +31,10 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """:class:`~tether.store.shared_state.SharedStore` in a few dicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # when budget slices expire
+        # Per budget key: holder -> [amount held, expiry on `clock`].
+        self._slices: defaultdict[str, dict[str, list[float]]] = defaultdict(dict)
         self._revoked: dict[str, Revocation] = {}
         self._log: list[Revocation] = []
         self._changed = anyio.Event()
@@ -84,6 +89,40 @@ class MemoryStore:
     async def spent(self, key: str) -> int:
         return self._spent.get(key, 0)
 
+    async def reserve_slice(
+        self,
+        charges: Sequence[Charge],
+        amount: int,
+        *,
+        holder: str,
+        ttl: float,
+        used: int = 0,
+        settle: int = 0,
+    ) -> Grant:
+        check_slice(charges, amount, used, settle, ttl)
+        now = self._clock()
+        for c in charges:
+            slices = self._slices[c.key]
+            for h in [h for h, (_, exp) in slices.items() if exp <= now]:
+                self._spent[c.key] -= int(slices.pop(h)[0])
+            held = int(slices.get(holder, [0, 0])[0])
+            from_slice = min(used, held)
+            self._spent[c.key] += used - from_slice + settle
+            slices[holder] = [held - from_slice, now + ttl]
+        room = min(c.limit - self._spent[c.key] for c in charges)
+        granted = max(0, min(amount, room))
+        for c in charges:
+            self._spent[c.key] += granted
+            self._slices[c.key][holder][0] += granted
+        return Grant(granted, room - granted)
+
+    async def release_slice(self, keys: Sequence[str], *, holder: str, unspent: int) -> None:
+        check_amount("unspent", unspent)
+        for key in keys:
+            held = self._slices[key].pop(holder, None)
+            if held is not None:
+                self._spent[key] = max(0, self._spent[key] - min(unspent, int(held[0])))
+
     async def add_count(self, key: str, delta: int, *, now: float, window: float) -> int:
         check_amount("delta", delta)
         current, oldest = bucket_of(now, window)
@@ -114,6 +153,7 @@ class MemoryStore:
     async def forget(self, keys: Sequence[str]) -> None:
         for key in keys:
             self._spent.pop(key, None)
+            self._slices.pop(key, None)
             self._windows.pop(key, None)
             self._monitors.pop(key, None)
 

@@ -37,6 +37,7 @@ from tether.store.shared_state import (
     bucket_of,
     check_amount,
     check_charges,
+    check_slice,
 )
 
 __all__ = ["RedisStore"]
@@ -44,6 +45,8 @@ __all__ = ["RedisStore"]
 T = TypeVar("T")
 
 _SCHEMES = ("redis", "rediss", "unix")
+# What forget() drops per key: budget totals, their slices, windows, monitor counts.
+_TREE_KINDS = ("budget", "slices", "slice-exp", "win", "mon")
 
 # KEYS: set, seq, log. ARGV: field, record (JSON without seq), log max length.
 _REVOKE = """
@@ -76,6 +79,64 @@ for _, key in ipairs(KEYS) do
   if ARGV[4] ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('PEXPIRE', key, ARGV[4]) end
 end
 return {granted, room - granted}
+"""
+
+# KEYS: per budget key, its total, its slices (holder -> amount) and their expiries (zset).
+# ARGV: amount, used, settle, holder, ttl ms, state ttl ms (0: none), one limit per key.
+_RESERVE_SLICE = """
+local amount = tonumber(ARGV[1])
+local used = tonumber(ARGV[2])
+local settle = tonumber(ARGV[3])
+local holder = ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = #KEYS / 3
+local room = nil
+for i = 1, n do
+  local total, slices, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+    local gone = tonumber(redis.call('HGET', slices, h) or '0')
+    if gone > 0 then redis.call('DECRBY', total, gone) end
+    redis.call('HDEL', slices, h)
+    redis.call('ZREM', expiry, h)
+  end
+  local held = tonumber(redis.call('HGET', slices, holder) or '0')
+  local from_slice = math.min(used, held)
+  redis.call('HSET', slices, holder, held - from_slice)
+  redis.call('INCRBY', total, used - from_slice + settle)
+  local r = tonumber(ARGV[6 + i]) - tonumber(redis.call('GET', total))
+  if room == nil or r < room then room = r end
+end
+local granted = math.max(0, math.min(amount, room))
+for i = 1, n do
+  local total, slices, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  if granted > 0 then
+    redis.call('INCRBY', total, granted)
+    redis.call('HINCRBY', slices, holder, granted)
+  end
+  redis.call('ZADD', expiry, now + tonumber(ARGV[5]), holder)
+  if ARGV[6] ~= '0' then
+    for _, k in ipairs({total, slices, expiry}) do redis.call('PEXPIRE', k, ARGV[6]) end
+  end
+end
+return {granted, room - granted}
+"""
+
+# KEYS: as for _RESERVE_SLICE. ARGV: holder, unspent.
+_RELEASE_SLICE = """
+local unspent = tonumber(ARGV[2])
+for i = 1, #KEYS / 3 do
+  local total, slices, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local held = redis.call('HGET', slices, ARGV[1])
+  if held then
+    local back = math.min(unspent, tonumber(held))
+    local cur = tonumber(redis.call('GET', total) or '0')
+    redis.call('SET', total, math.max(0, cur - back), 'KEEPTTL')
+    redis.call('HDEL', slices, ARGV[1])
+    redis.call('ZREM', expiry, ARGV[1])
+  end
+end
+return 0
 """
 
 # KEYS: budget keys. ARGV: amount.
@@ -123,7 +184,7 @@ return {n, denials, streak}
 """
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password, for error messages and logs."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -144,6 +205,28 @@ def _decode_revocation(value: bytes | str) -> Revocation:
     seq, _, body = raw.partition(b"\t")
     record = msgspec.json.decode(body, type=Revocation)
     return msgspec.structs.replace(record, seq=int(seq))
+
+
+def client_from_url(url: str, timeout: float, redis_options: dict[str, Any]) -> aioredis.Redis:
+    """A lazily connecting client for a ``redis://``, ``rediss://`` or ``unix://`` URL that
+    never waits longer than ``timeout`` and retries once on a fresh connection."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise StoreError(
+            f"unsupported Redis URL scheme {scheme!r} in {redacted(url)!r}: "
+            "use redis://, rediss:// or unix://"
+        )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # One quick retry on a fresh connection is the reconnect after a server restart;
+        # more would only delay the fail-closed answer.
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    options.update(redis_options)
+    options["protocol"] = 2  # RESP2: the reply shapes parsed here and in redis_leases
+    return aioredis.Redis.from_url(url, **options)
 
 
 class RedisStore:
@@ -176,6 +259,8 @@ class RedisStore:
         self._revoke_script = client.register_script(_REVOKE)
         self._reserve_script = client.register_script(_RESERVE)
         self._release_script = client.register_script(_RELEASE)
+        self._reserve_slice_script = client.register_script(_RESERVE_SLICE)
+        self._release_slice_script = client.register_script(_RELEASE_SLICE)
         self._window_script = client.register_script(_WINDOW)
         self._decision_script = client.register_script(_DECISION)
 
@@ -201,26 +286,10 @@ class RedisStore:
         an idle tree's budget would start again from zero. Revocations and labels never
         expire. ``redis_options`` go to :meth:`redis.asyncio.Redis.from_url`.
         """
-        scheme = urlsplit(url).scheme
-        if scheme not in _SCHEMES:
-            raise StoreError(
-                f"unsupported Redis URL scheme {scheme!r} in {_redacted(url)!r}: "
-                "use redis://, rediss:// or unix://"
-            )
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            # One quick retry on a fresh connection is the reconnect after a server restart;
-            # more would only delay the fail-closed answer.
-            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-        }
-        options.update(redis_options)
-        options["protocol"] = 2  # RESP2: the reply shapes parsed below
-        client = aioredis.Redis.from_url(url, **options)
+        client = client_from_url(url, timeout, redis_options)
         return cls(
             client,
-            name=f"redis {_redacted(url)}",
+            name=f"redis {redacted(url)}",
             prefix=prefix,
             timeout=timeout,
             revocation_log=revocation_log,
@@ -315,6 +384,37 @@ class RedisStore:
     async def spent(self, key: str) -> int:
         return int(await self._call(lambda: self._client.get(self._budget(key))) or 0)
 
+    def _slice_keys(self, keys: Sequence[str]) -> list[str]:
+        return [
+            f"{self._prefix}{kind}:{k}" for k in keys for kind in ("budget", "slices", "slice-exp")
+        ]
+
+    async def reserve_slice(
+        self,
+        charges: Sequence[Charge],
+        amount: int,
+        *,
+        holder: str,
+        ttl: float,
+        used: int = 0,
+        settle: int = 0,
+    ) -> Grant:
+        check_slice(charges, amount, used, settle, ttl)
+        keys = self._slice_keys([c.key for c in charges])
+        args: list[str | int] = [amount, used, settle, holder, max(1, int(ttl * 1000))]
+        args += [self._ttl_ms, *(c.limit for c in charges)]
+        granted, remaining = await self._call(
+            lambda: self._reserve_slice_script(keys=keys, args=args)
+        )
+        return Grant(int(granted), int(remaining))
+
+    async def release_slice(self, keys: Sequence[str], *, holder: str, unspent: int) -> None:
+        check_amount("unspent", unspent)
+        if not keys:
+            return
+        full = self._slice_keys(keys)
+        await self._call(lambda: self._release_slice_script(keys=full, args=[holder, unspent]))
+
     # ------------------------------------------------------------------ counters, labels
 
     async def add_count(self, key: str, delta: int, *, now: float, window: float) -> int:
@@ -351,7 +451,7 @@ class RedisStore:
     async def forget(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        full = [f"{self._prefix}{kind}:{k}" for k in keys for kind in ("budget", "win", "mon")]
+        full = [f"{self._prefix}{kind}:{k}" for k in keys for kind in _TREE_KINDS]
         await self._call(lambda: self._client.delete(*full))
 
     async def aclose(self) -> None:

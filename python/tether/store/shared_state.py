@@ -141,6 +141,30 @@ class SharedStore(Protocol):
         """Total reserved on a budget key."""
         ...
 
+    async def reserve_slice(
+        self,
+        charges: Sequence[Charge],
+        amount: int,
+        *,
+        holder: str,
+        ttl: float,
+        used: int = 0,
+        settle: int = 0,
+    ) -> Grant:
+        """Top up ``holder``'s slice by up to ``amount`` (a partial grant) in one atomic step.
+
+        First, slices whose holder has not come back within its ``ttl`` (a crashed process)
+        return to the budget. ``used`` is what the holder spent from its slice since its last
+        call: it leaves the slice and stays spent (if the slice had expired meanwhile, it is
+        charged again). ``settle`` is added unconditionally, as in :meth:`reserve`. The
+        holder's slice then expires ``ttl`` seconds from now unless renewed by another call.
+        """
+        ...
+
+    async def release_slice(self, keys: Sequence[str], *, holder: str, unspent: int) -> None:
+        """End ``holder``'s slice: ``unspent`` goes back to the budget, the rest stays spent."""
+        ...
+
     async def add_count(self, key: str, delta: int, *, now: float, window: float) -> int:
         """Add to a sliding-window counter and return its count over the last ``window``
         seconds (one-tenth-of-a-window buckets; ``now`` comes from the caller's clock)."""
@@ -177,6 +201,14 @@ def check_charges(charges: Sequence[Charge]) -> None:
         check_amount(f"limit of {c.key!r}", c.limit)
     if len({c.key for c in charges}) != len(charges):
         raise ValueError("a reservation names the same budget key twice")
+
+
+def check_slice(charges: Sequence[Charge], amount: int, used: int, settle: int, ttl: float) -> None:
+    check_charges(charges)
+    for name, value in (("amount", amount), ("used", used), ("settle", settle)):
+        check_amount(name, value)
+    if not ttl > 0:
+        raise ValueError(f"ttl must be positive seconds, got {ttl!r}")
 
 
 def bucket_of(now: float, window: float) -> tuple[int, int]:

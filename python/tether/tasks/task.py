@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,13 +16,16 @@ import anyio
 from tether._core import Decision, DenialKind, TaskHandle
 from tether.domains import resolve_domain
 from tether.identity import Agent
-from tether.leases import Lease, TaskRef
+from tether.leases import Lease, LeaseError, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
 from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
+from tether.tasks.shared import SharedBudgetDenied
 
 if TYPE_CHECKING:
+    from tether.explain import Explanation
     from tether.tasks.guard import Guard
+    from tether.tasks.shared import SharedTree
 
 EntityArg = Any
 
@@ -47,6 +51,14 @@ def _action(action: EntityArg) -> EntityArg:
     return uid
 
 
+def _usable(lease: Lease, now: float) -> bool:
+    try:
+        lease.check(now)
+    except LeaseError:
+        return False
+    return True
+
+
 @dataclass(eq=False)
 class Task:
     """One task of one agent. Rules read what it declared (intent, id, depth, agent)
@@ -62,13 +74,24 @@ class Task:
     txn: str = field(default_factory=lambda: secrets.token_hex(16))
     children: list[Task] = field(default_factory=list)
     closed: bool = False
+    # Leases issued through `lease()`, oldest first (receipts name the usable ones).
+    _leases: tuple[Lease, ...] = field(default=(), init=False, repr=False)
     _decide: Callable[..., Decision] = field(init=False, repr=False)
     _clock: Callable[[], float] = field(init=False, repr=False)
+    # The receipt queue while this task's receipts need nothing captured at decision
+    # time (no `task_state`, no leases), and its capacity; None: `audit.task_decision`.
+    _receipts: deque[tuple[Any, ...]] | None = field(default=None, init=False, repr=False)
+    _receipt_room: int = field(default=0, init=False, repr=False)
+    # Set when the Guard has a shared store: every decision then goes through the tree.
+    shared: SharedTree | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Bound once: `authorize` is the hot path and attribute chains cost real time.
         self._decide = self.guard.engine.authorize_task
         self._clock = self.guard.clock
+        audit = self.guard.audit
+        if audit is not None and not audit.task_state:
+            self._receipts, self._receipt_room = audit._q, audit.capacity
 
     @property
     def agent_uid(self) -> str:
@@ -100,14 +123,27 @@ class Task:
         reasons: bool = False,
     ) -> Decision:
         """Decide one action now; a permit commits the state effects on this task
-        and every ancestor. Obligations are discharged only through `require`."""
+        and every ancestor. Obligations are discharged only through `require`.
+
+        With a shared store (`Guard(store=...)`) this raises `StoreUnavailable` while the
+        revocation view is not current (fail closed), and `Denied` (kind `BUDGET`) when a
+        permit's spending cannot be covered by the shared budget (in strict mode: any
+        spending, which needs the round trip of `await task.require(...)`)."""
+        if self.shared is not None:
+            d, owed = self._decide_shared(action, resource, context, reasons, None)
+            if owed:
+                raise self._refused_by_store(
+                    self.shared.denial(
+                        list(owed), "strict mode needs a round trip: use `await task.require`"
+                    )
+                )
+            return d
+        now = self._clock()
         if reasons:
-            d = self._decide(
-                self.handle, _action(action), resource, context, self._clock(), reasons=True
-            )
+            d = self._decide(self.handle, _action(action), resource, context, now, reasons=True)
         else:
-            d = self._decide(self.handle, _action(action), resource, context, self._clock())
-        return self._after(action, resource, context, d)
+            d = self._decide(self.handle, _action(action), resource, context, now)
+        return self._after(action, resource, context, d, now)
 
     def authorize_egress(
         self,
@@ -124,10 +160,72 @@ class Task:
         resource = resolve_domain(self.guard.engine, url)
         return self.authorize(action, resource, context, reasons=reasons)
 
-    def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
+    def _decide_shared(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None,
+        reasons: bool,
+        approved: list[str] | None,
+    ) -> tuple[Decision, dict[str, int]]:
+        """A decision of a task whose tree shares state; returns what strict budgets owe."""
+        assert self.shared is not None
+        uid = _action(action)
+        at: list[float] = []  # the clock is read inside, once the tree's lock is held
+
+        def decide() -> Decision:
+            at.append(self._clock())
+            if approved is None:
+                return self._decide(self.handle, uid, resource, context, at[-1], reasons=reasons)
+            return self._decide(
+                self.handle, uid, resource, context, at[-1], reasons=True, approved=approved
+            )
+
+        try:
+            d, owed = self.shared.decide(decide)
+        except SharedBudgetDenied as exc:
+            raise self._refused_by_store(exc) from None
+        return self._after(action, resource, context, d, at[-1]), owed
+
+    async def _decide_reserved(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Mapping[str, Any] | None,
+        approved: list[str] | None,
+    ) -> Decision:
+        """Decide with reasons; in strict mode, reserve a permit's spending on the store."""
+        assert self.shared is not None
+        d, owed = self._decide_shared(action, resource, context, True, approved)
+        if owed:
+            try:
+                await self.shared.reserve(owed)
+            except SharedBudgetDenied as exc:
+                raise self._refused_by_store(exc) from None
+        return d
+
+    def _refused_by_store(self, exc: SharedBudgetDenied) -> Denied:
+        """A permit the shared budget could not cover is a denial for the monitors (unless
+        only a refill was late)."""
+        if exc.counts:
+            revoked = self.handle.record_denial()
+            if revoked is not None:
+                self.guard._revoked_by_decision(self, revoked)
+        return exc
+
+    def _after(
+        self, action: EntityArg, resource: EntityArg, context: Any, d: Decision, now: float
+    ) -> Decision:
         guard = self.guard
-        if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
-            guard.audit.task_decision(self, action, resource, context, d)
+        # The receipt (tether.audit): the common case is queued here, inline, as a tuple
+        # of objects already held, touching nothing but this task and the queue (memory
+        # the decision evicted from the cache costs more than the work); other cases and
+        # all encoding and hashing are the log's.
+        q = self._receipts
+        if q is not None and len(q) < self._receipt_room:
+            q.append((self, action, resource, context, d, now))
+        elif guard.audit is not None:
+            guard.audit.task_decision(self, action, resource, context, d, now)
         if not d.allowed and d.revoked is not None:
             guard._revoked_by_decision(self, d.revoked)
         if guard.on_decision is not None:
@@ -143,18 +241,21 @@ class Task:
         """Authorize or raise `Denied`; obligations (approvals) are awaited, fail closed:
         each approval becomes a single-use grant bound to this exact request."""
         # With reasons: a refusal names the policies behind it (require is not the hot path).
-        d = self.authorize(action, resource, context, reasons=True)
+        if self.shared is not None:
+            d = await self._decide_reserved(action, resource, context, None)
+        else:
+            d = self.authorize(action, resource, context, reasons=True)
         if d.allowed:
             return d
         if d.kind == DenialKind.OBLIGATION:
             for obligation in d.obligations:
                 await self.guard._approve(self, obligation, action, resource, context)
-            d = self._with_grants(action, resource, context, d.obligations)
+            d = await self._with_grants(action, resource, context, d.obligations)
             if d.allowed:
                 return d
         raise self._denial(d)
 
-    def _with_grants(
+    async def _with_grants(
         self,
         action: EntityArg,
         resource: EntityArg,
@@ -171,10 +272,12 @@ class Task:
             guard._policy_digest.of(guard.engine),
             now,
         )
+        if self.shared is not None:
+            return await self._decide_reserved(action, resource, context, approved)
         d = self._decide(
             self.handle, _action(action), resource, context, now, reasons=True, approved=approved
         )
-        return self._after(action, resource, context, d)
+        return self._after(action, resource, context, d, now)
 
     def _denial(self, d: Decision) -> Denied:
         why = d.message or (
@@ -253,9 +356,21 @@ class Task:
             raise RuntimeError("this Guard has no CredentialBroker")
         if self.revoked is not None:
             raise TaskRevoked(f"task revoked: {self.revoked}", kind=DenialKind.REVOKED)
-        return await broker.issue(
+        lease = await broker.issue(
             self.ref(), provider, scope=None if scope is None else frozenset(scope), ttl=ttl
         )
+        now = broker.clock()
+        self._leases = (*(x for x in self._leases if _usable(x, now)), lease)
+        self._receipts = None  # receipts now name the usable leases: the log's path
+        return lease
+
+    def active_lease_ids(self) -> tuple[str, ...]:
+        """Ids of the leases issued through `lease()` that are usable now."""
+        broker = self.guard.broker
+        if broker is None or not self._leases:
+            return ()
+        now = broker.clock()
+        return tuple(x.lease_id for x in self._leases if _usable(x, now))
 
     def ref(self) -> TaskRef:
         """The task as the broker sees it; the deadline is moved onto the broker's clock
@@ -289,10 +404,23 @@ class Task:
         )
         return out
 
+    def explain(
+        self, action: EntityArg, resource: EntityArg, context: Mapping[str, Any] | None = None
+    ) -> Explanation:
+        """Why `authorize(action, resource, context)` would be allowed or denied now, by
+        policy and condition, with the `context.task` values each condition reads (the
+        task's state now, as the decision would see it). Scope, deadline and revocation,
+        which the task checks before any policy, are not part of the explanation."""
+        return self.guard.engine.explain(
+            self.agent_uid, _action(action), resource, {**(context or {}), "task": self.state()}
+        )
+
     def revoke(self, reason: str) -> None:
-        """Revoke this task and its descendants now; leases follow in the background."""
+        """Revoke this task and its descendants now; leases follow in the background, and
+        so does the revocation's broadcast through a shared store (`Guard(store=...)`)."""
         self.handle.revoke(reason)
         self.guard._after_revoke(self)
+        self.guard._broadcast_task_revocation(self, reason)
 
     async def close(self, reason: str = "task ended") -> None:
         """End the task: revoke it, its children and its leases. Every lease is unusable
