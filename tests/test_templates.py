@@ -226,3 +226,6 @@ def test_explain_sees_links_and_agrees_with_the_engine() -> None:
     ex = explain(eng, BOB, READ, SALARIES, entities=ENTITIES, schema=SCHEMA)
     assert not ex.allowed and ex.engine_allowed is False
     assert "permit alice-hr: scope does not match" in render_tree(ex)
+    # Against the engine's own snapshot (no entities given): the links are there too.
+    ex = explain(eng, ALICE, READ, SALARIES)
+    assert ex.allowed and ex.engine_allowed and list(ex.reasons) == ["alice-hr"]
