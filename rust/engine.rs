@@ -19,6 +19,7 @@ use crate::entities::{parse_entities, EntityStore};
 use crate::error::TetherError;
 use crate::request_schema::RequestShapes;
 use crate::state::{CompiledState, StateSpec};
+use crate::templates;
 use crate::value::{Euid, Interner};
 
 pub struct Snapshot {
@@ -39,8 +40,10 @@ pub struct Snapshot {
 /// The mutable face: holds the current snapshot and builds new ones.
 pub struct Core {
     pub current: ArcSwap<Snapshot>,
-    /// Serialises writers; readers never take it.
-    write: std::sync::Mutex<()>,
+    /// Serialises writers; readers never take it. It guards Cedar's own policy set
+    /// (static policies, templates, links), which `link`, `unlink` and `reload`
+    /// change in place: it is never cloned for a link.
+    write: std::sync::Mutex<cedar_policy::PolicySet>,
     pub on_error: OnError,
     /// Check each request against the schema, as Cedar does (on by default).
     pub validate_requests: bool,
@@ -85,7 +88,7 @@ impl Core {
             })
             .transpose()?
             .map(Arc::new);
-        let snap = build(
+        let (snap, cedar) = build(
             policies,
             schema,
             entities,
@@ -95,13 +98,13 @@ impl Core {
         )?;
         Ok(Core {
             current: ArcSwap::from_pointee(snap),
-            write: std::sync::Mutex::new(()),
+            write: std::sync::Mutex::new(cedar),
             on_error,
             validate_requests,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, cedar_policy::PolicySet> {
         // A poisoned lock only means another writer panicked before swapping; the
         // published snapshot is still whole, so carry on.
         self.write.lock().unwrap_or_else(|p| p.into_inner())
@@ -114,28 +117,171 @@ impl Core {
         schema: Option<&str>,
         validate: bool,
     ) -> Result<(), TetherError> {
-        let _w = self.lock();
+        let mut w = self.lock();
         let cur = self.current.load_full();
         let schema = match schema {
             Some(s) => Some(Arc::new(parse_schema(s)?)),
             None => cur.schema.clone(),
         };
-        let pset = compile::parse(policies)?;
-        let warnings = match (&schema, validate) {
-            (Some(s), true) => compile::validate(&pset, s, policies)?,
-            _ => Vec::new(),
-        };
-        if let (Some(s), true, Some(spec)) = (&schema, validate, cur.state_spec.as_deref()) {
-            compile::validate_state(spec, s)?;
+        let mut pset = compile::parse(policies)?;
+        // Links are part of the policy set: they follow their template into the new text.
+        templates::relink(&w, &mut pset)?;
+        let warnings = validate_set(
+            &pset,
+            policies,
+            schema.as_deref(),
+            validate,
+            cur.state_spec.as_deref(),
+        )?;
+        let mut interner = cur.interner.clone();
+        let validated = schema.is_some() && validate;
+        let set = compile_set(
+            policies,
+            &pset,
+            &mut interner,
+            warnings,
+            validated,
+            cur.state_spec.as_deref(),
+        )?;
+        let shapes = request_shapes(schema.as_deref(), self.validate_requests, &mut interner);
+        self.publish_set(&cur, interner, set, schema, shapes);
+        *w = pset;
+        Ok(())
+    }
+
+    /// Link templates (by name) as new policies, with the slot values given;
+    /// validated against the schema when the set was. All or nothing, and one
+    /// index rebuild however many links.
+    pub fn link(&self, links: &[templates::LinkRequest<'_>]) -> Result<(), TetherError> {
+        let mut w = self.lock();
+        let cur = self.current.load_full();
+        let mut made: Vec<&str> = Vec::new();
+        let out = self.link_into(&cur, &mut w, links, &mut made);
+        if out.is_err() {
+            // Cedar's set changes only on success: take back the links made so far.
+            for id in made {
+                let _ = w.unlink(cedar_policy::PolicyId::new(id));
+            }
+        }
+        out
+    }
+
+    fn link_into<'a>(
+        &self,
+        cur: &Snapshot,
+        pset: &mut cedar_policy::PolicySet,
+        links: &[templates::LinkRequest<'a>],
+        made: &mut Vec<&'a str>,
+    ) -> Result<(), TetherError> {
+        let mut names: Vec<&str> = cur.set.policies.iter().map(|p| p.id.as_str()).collect();
+        let mut warnings = cur.set.warnings.clone();
+        for l in links {
+            templates::link(
+                pset,
+                &names,
+                l.template,
+                l.policy_id,
+                l.principal,
+                l.resource,
+            )?;
+            made.push(l.policy_id);
+            names.push(l.policy_id);
+            if let (Some(schema), true) = (&cur.schema, cur.set.validated) {
+                for w in templates::validate_link(pset, l.policy_id, schema, &cur.set.text)? {
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+            }
         }
         let mut interner = cur.interner.clone();
-        let mut set = compile::compile(policies, &pset, &mut interner)?;
-        set.warnings = warnings;
-        set.state = Some(CompiledState::compile(
-            cur.state_spec.as_deref().unwrap_or(&StateSpec::default()),
+        let added: Vec<&cedar_policy::Policy> = links
+            .iter()
+            .filter_map(|l| pset.policy(&cedar_policy::PolicyId::new(l.policy_id)))
+            .collect();
+        let statics = pset.policies().filter(|p| p.is_static()).count();
+        let set = compile::with_links(&cur.set, statics, &added, &mut interner)?;
+        self.publish_linked(cur, interner, set, warnings)
+    }
+
+    /// Remove the template-linked policy `policy_id`. Atomic.
+    pub fn unlink(&self, policy_id: &str) -> Result<(), TetherError> {
+        let mut w = self.lock();
+        let cur = self.current.load_full();
+        templates::check_unlink(&w, policy_id)?;
+        // Cedar's validator names the policy in backquotes; the link's warnings go with it.
+        let mention = format!("`{policy_id}`");
+        let warnings = cur
+            .set
+            .warnings
+            .iter()
+            .filter(|w| !w.contains(&mention))
+            .cloned()
+            .collect();
+        let mut interner = cur.interner.clone();
+        let id = cedar_policy::PolicyId::new(policy_id);
+        // An unlinked policy's nodes stay behind until a full compile; once they
+        // could outweigh the live set, compile afresh (amortised over the unlinks).
+        if cur.set.unlinked < 64 + cur.set.policies.len() / 2 {
+            let set = compile::without_policy(&cur.set, policy_id);
+            self.publish_linked(&cur, interner, set, warnings)?;
+            templates::unlink(&mut w, policy_id)?;
+        } else {
+            let mut pset = w.clone();
+            templates::unlink(&mut pset, policy_id)?;
+            let set = compile::compile(&cur.set.text, &pset, &mut interner)?;
+            self.publish_linked(&cur, interner, set, warnings)?;
+            *w = pset;
+        }
+        debug_assert!(w.policy(&id).is_none());
+        Ok(())
+    }
+
+    /// Names of the templates, in text order.
+    pub fn templates(&self) -> Vec<String> {
+        templates::templates(&self.lock())
+    }
+
+    /// The template-linked policies, by id.
+    pub fn links(&self) -> Vec<templates::LinkInfo> {
+        templates::links(&self.lock())
+    }
+
+    /// The links and the snapshot compiled with exactly those links.
+    pub fn links_and_snapshot(&self) -> (Vec<templates::LinkInfo>, Arc<Snapshot>) {
+        let w = self.lock();
+        (templates::links(&w), self.current.load_full())
+    }
+
+    /// Publish `set` (the current text's policies with the links) with the
+    /// current schema and state.
+    fn publish_linked(
+        &self,
+        cur: &Snapshot,
+        mut interner: Interner,
+        set: CompiledSet,
+        warnings: Vec<String>,
+    ) -> Result<(), TetherError> {
+        let set = finish_set(
+            set,
             &mut interner,
-        )?);
-        let shapes = request_shapes(schema.as_deref(), self.validate_requests, &mut interner);
+            warnings,
+            cur.set.validated,
+            cur.state_spec.as_deref(),
+        )?;
+        self.publish_set(cur, interner, set, cur.schema.clone(), cur.shapes.clone());
+        Ok(())
+    }
+
+    /// Publish a new compiled set over the current entities.
+    fn publish_set(
+        &self,
+        cur: &Snapshot,
+        interner: Interner,
+        set: CompiledSet,
+        schema: Option<Arc<Schema>>,
+        shapes: Option<Arc<RequestShapes>>,
+    ) {
         let mut store = (*cur.store).clone();
         store.finish(&interner, &set.named_uids);
         let plans = Arc::new(plan(&set, &store, &interner));
@@ -149,7 +295,6 @@ impl Core {
             state_spec: cur.state_spec.clone(),
             version: cur.version + 1,
         }));
-        Ok(())
     }
 
     pub fn upsert_entities(&self, json: &str) -> Result<usize, TetherError> {
@@ -250,6 +395,56 @@ impl Core {
     }
 }
 
+/// Validate a policy set (and the state file's conditions) against the schema, when
+/// there is one and `validate` is on; returns Cedar's warnings.
+fn validate_set(
+    pset: &cedar_policy::PolicySet,
+    text: &str,
+    schema: Option<&Schema>,
+    validate: bool,
+    state_spec: Option<&StateSpec>,
+) -> Result<Vec<String>, TetherError> {
+    let Some(s) = schema.filter(|_| validate) else {
+        return Ok(Vec::new());
+    };
+    let warnings = compile::validate(pset, s, text)?;
+    if let Some(spec) = state_spec {
+        compile::validate_state(spec, s)?;
+    }
+    Ok(warnings)
+}
+
+/// Compile Cedar's set `pset` (parsed from `text`, plus any links) into a set to publish.
+fn compile_set(
+    text: &str,
+    pset: &cedar_policy::PolicySet,
+    interner: &mut Interner,
+    warnings: Vec<String>,
+    validated: bool,
+    state_spec: Option<&StateSpec>,
+) -> Result<CompiledSet, TetherError> {
+    let set = compile::compile(text, pset, interner)?;
+    finish_set(set, interner, warnings, validated, state_spec)
+}
+
+/// A compiled set made ready to publish: warnings, state.
+fn finish_set(
+    mut set: CompiledSet,
+    interner: &mut Interner,
+    warnings: Vec<String>,
+    validated: bool,
+    state_spec: Option<&StateSpec>,
+) -> Result<CompiledSet, TetherError> {
+    set.warnings = warnings;
+    // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
+    set.state = Some(CompiledState::compile(
+        state_spec.unwrap_or(&StateSpec::default()),
+        interner,
+    )?);
+    set.validated = validated;
+    Ok(set)
+}
+
 fn plan(set: &CompiledSet, store: &EntityStore, interner: &Interner) -> Plans {
     special::build(&set.nodes, &set.policies, &set.named_uids, store, interner)
 }
@@ -261,23 +456,25 @@ fn build(
     state_spec: Option<Arc<StateSpec>>,
     validate: bool,
     validate_requests: bool,
-) -> Result<Snapshot, TetherError> {
+) -> Result<(Snapshot, cedar_policy::PolicySet), TetherError> {
     let mut interner = Interner::default();
     let pset = compile::parse(policies)?;
-    let warnings = match (&schema, validate) {
-        (Some(s), true) => compile::validate(&pset, s, policies)?,
-        _ => Vec::new(),
-    };
-    if let (Some(s), true, Some(spec)) = (&schema, validate, state_spec.as_deref()) {
-        compile::validate_state(spec, s)?;
-    }
-    let mut set = compile::compile(policies, &pset, &mut interner)?;
-    set.warnings = warnings;
-    // Always compiled (an empty spec still gives `context.task.depth` and `.actors`).
-    set.state = Some(CompiledState::compile(
-        state_spec.as_deref().unwrap_or(&StateSpec::default()),
+    let warnings = validate_set(
+        &pset,
+        policies,
+        schema.as_deref(),
+        validate,
+        state_spec.as_deref(),
+    )?;
+    let validated = schema.is_some() && validate;
+    let set = compile_set(
+        policies,
+        &pset,
         &mut interner,
-    )?);
+        warnings,
+        validated,
+        state_spec.as_deref(),
+    )?;
     let mut store = EntityStore::default();
     // Always parse (even an empty list) so a schema's action entities are present.
     let parsed = parse_entities(entities.unwrap_or("[]"), schema.as_deref(), &mut interner)?;
@@ -287,7 +484,7 @@ fn build(
     let shapes = request_shapes(schema.as_deref(), validate_requests, &mut interner);
     store.finish(&interner, &set.named_uids);
     let plans = Arc::new(plan(&set, &store, &interner));
-    Ok(Snapshot {
+    let snap = Snapshot {
         interner,
         set: Arc::new(set),
         store: Arc::new(store),
@@ -296,7 +493,8 @@ fn build(
         shapes,
         state_spec,
         version: 0,
-    })
+    };
+    Ok((snap, pset))
 }
 
 fn request_shapes(

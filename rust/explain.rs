@@ -55,9 +55,7 @@ pub struct Explanation {
 }
 
 fn display_id(p: &Policy) -> String {
-    p.annotation("id")
-        .map(str::to_owned)
-        .unwrap_or_else(|| p.id().to_string())
+    crate::compile::policy_name(p)
 }
 
 fn uid(text: &str, role: &str) -> Result<EntityUid, String> {
@@ -170,11 +168,40 @@ pub fn explain(
     resource: &str,
     context: &str,
 ) -> Result<Explanation, String> {
+    explain_linked(
+        policies,
+        &[],
+        schema,
+        entities,
+        principal,
+        action,
+        resource,
+        context,
+    )
+}
+
+/// A template-linked policy to explain: (template, policy id, `?principal` and
+/// `?resource` values as `Type::"id"` text), as the engine lists its links.
+pub type Link = (String, String, Option<String>, Option<String>);
+
+/// `explain` over `policies` with `links` made (Cedar's `PolicySet::link`, as the engine does).
+#[allow(clippy::too_many_arguments)]
+pub fn explain_linked(
+    policies: &str,
+    links: &[Link],
+    schema: Option<&str>,
+    entities: &str,
+    principal: &str,
+    action: &str,
+    resource: &str,
+    context: &str,
+) -> Result<Explanation, String> {
     let schema = schema
         .map(crate::engine::parse_schema)
         .transpose()
         .map_err(|e| format!("schema: {e}"))?;
-    let set = PolicySet::from_str(policies).map_err(|e| format!("policies: {e}"))?;
+    let mut set = PolicySet::from_str(policies).map_err(|e| format!("policies: {e}"))?;
+    apply_links(&mut set, links)?;
     let entities =
         Entities::from_json_str(entities, schema.as_ref()).map_err(|e| format!("entities: {e}"))?;
     explain_parsed(
@@ -188,16 +215,44 @@ pub fn explain(
     )
 }
 
+/// Make `links` in `set` with Cedar's `PolicySet::link`, as the engine does.
+fn apply_links(set: &mut PolicySet, links: &[Link]) -> Result<(), String> {
+    fn slot<'a>(
+        v: &'a Option<String>,
+        policy_id: &str,
+    ) -> Result<Option<(&'a str, std::borrow::Cow<'a, str>)>, String> {
+        v.as_deref()
+            .map(crate::request::parse_uid)
+            .transpose()
+            .map_err(|e| format!("link `{policy_id}`: {e}"))
+    }
+    for (template, policy_id, p, r) in links {
+        let (p, r) = (slot(p, policy_id)?, slot(r, policy_id)?);
+        crate::templates::link(
+            set,
+            &[],
+            template,
+            policy_id,
+            p.as_ref().map(|(t, i)| (*t, i.as_ref())),
+            r.as_ref().map(|(t, i)| (*t, i.as_ref())),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Explain one request against an engine snapshot: its policy text, schema and entity
-/// store (exported to Cedar JSON for Cedar's evaluator).
+/// store (exported to Cedar JSON for Cedar's evaluator), and the engine's `links`.
 pub fn explain_snapshot(
     snap: &Snapshot,
+    links: &[Link],
     principal: &str,
     action: &str,
     resource: &str,
     context: &str,
 ) -> Result<Explanation, String> {
-    let set = PolicySet::from_str(&snap.set.text).map_err(|e| format!("policies: {e}"))?;
+    let mut set = PolicySet::from_str(&snap.set.text).map_err(|e| format!("policies: {e}"))?;
+    apply_links(&mut set, links)?;
     let schema = snap.schema.as_deref();
     let entities = Entities::from_json_value(snapshot_entities(snap, false)?, schema)
         .map_err(|e| format!("entities: {e}"))?;
@@ -370,8 +425,10 @@ pub fn explain_parsed(
 }
 
 /// `explain` as a JSON document (what the Python binding returns).
+#[allow(clippy::too_many_arguments)]
 pub fn explain_json(
     policies: &str,
+    links: &[Link],
     schema: Option<&str>,
     entities: &str,
     principal: &str,
@@ -379,8 +436,8 @@ pub fn explain_json(
     resource: &str,
     context: &str,
 ) -> Result<String, String> {
-    let ex = explain(
-        policies, schema, entities, principal, action, resource, context,
+    let ex = explain_linked(
+        policies, links, schema, entities, principal, action, resource, context,
     )?;
     serde_json::to_string(&ex).map_err(|e| e.to_string())
 }
@@ -528,6 +585,7 @@ permit (principal, action == Action::"egress", resource);
         .unwrap();
         let ex = explain_snapshot(
             &core.current.load(),
+            &[],
             r#"Agent::"a""#,
             r#"Action::"call_tool""#,
             r#"Tool::"shell""#,
@@ -542,5 +600,50 @@ permit (principal, action == Action::"egress", resource);
         assert!(explain("permit(", None, "[]", "A::\"a\"", "A::\"b\"", "A::\"c\"", "{}").is_err());
         assert!(explain(POLICIES, None, "[]", "nope", "A::\"b\"", "A::\"c\"", "{}").is_err());
         assert!(explain(POLICIES, None, "[]", "A::\"a\"", "A::\"b\"", "A::\"c\"", "[").is_err());
+    }
+
+    #[test]
+    fn linked_policies_are_explained_by_their_own_id() {
+        let text = "@id(\"grant\")\npermit (principal == ?principal, action, resource) when { resource.risk <= 5 };";
+        let ents = r#"[{"uid": {"type": "Tool", "id": "t"}, "attrs": {"risk": 1}, "parents": []}]"#;
+        let link = (
+            "grant".to_owned(),
+            "a-grant".to_owned(),
+            Some("Agent::\"a\"".to_owned()),
+            None,
+        );
+        let run = |who: &str| {
+            explain_linked(
+                text,
+                std::slice::from_ref(&link),
+                None,
+                ents,
+                who,
+                "Action::\"x\"",
+                "Tool::\"t\"",
+                "{}",
+            )
+            .unwrap()
+        };
+        let ex = run("Agent::\"a\"");
+        assert!(ex.allowed);
+        assert_eq!(ex.reasons, ["a-grant"]);
+        assert_eq!(ex.policies.len(), 1);
+        assert_eq!(ex.policies[0].id, "a-grant");
+        assert!(ex.policies[0].scope_matched && ex.policies[0].satisfied);
+        let other = run("Agent::\"b\"");
+        assert!(!other.allowed && !other.policies[0].scope_matched);
+        // The same text without the link explains nothing.
+        let none = explain(
+            text,
+            None,
+            ents,
+            "Agent::\"a\"",
+            "Action::\"x\"",
+            "Tool::\"t\"",
+            "{}",
+        )
+        .unwrap();
+        assert!(!none.allowed && none.policies.is_empty());
     }
 }

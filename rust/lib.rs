@@ -13,6 +13,7 @@ pub mod request;
 pub mod request_schema;
 pub mod state;
 pub mod task_decide;
+pub mod templates;
 pub mod value;
 
 #[cfg(feature = "python")]

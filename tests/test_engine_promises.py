@@ -50,12 +50,6 @@ def test_policy_error_names_the_unsupported_feature_and_policy() -> None:
     assert res.decision == cedarpy.Decision.Deny
 
 
-def test_templates_are_rejected_naming_the_feature() -> None:
-    with pytest.raises(PolicyError) as e:
-        Engine("permit (principal == ?principal, action, resource);")
-    assert e.value.feature is not None and "template" in e.value.feature.lower()
-
-
 def test_validation_error_names_policy_and_location() -> None:
     policies = (
         'permit (principal, action == Action::"read", resource);\n'

@@ -15,7 +15,7 @@ from typing import Any
 import cedarpy
 import pytest
 
-from tether import Engine, Entity, PolicyError, RequestError
+from tether import Engine, Entity, RequestError
 
 POLICIES = """
 forbid (principal, action, resource) when { context.requester == principal };
@@ -138,16 +138,3 @@ def test_non_finite_times_are_rejected(bad: float) -> None:
         eng.task_context(task, now=bad)
     # The finite twin is decided normally (before the deadline: allowed).
     assert eng.authorize_task(task, 'Action::"a"', 'Doc::"d"', now=999.0).allowed
-
-
-def test_templates_are_rejected_not_loaded_as_nothing() -> None:
-    text = (
-        "permit (principal, action, resource);\n"
-        "permit (principal == ?principal, action, resource in ?resource);\n"
-    )
-    with pytest.raises(PolicyError, match="template") as e:
-        Engine(text)
-    assert e.value.policy_id == "policy1" and e.value.line == 2
-    # Its static twin loads.
-    static = text.replace("?principal", 'User::"a"').replace("?resource", 'Doc::"d"')
-    assert Engine(static).policy_count == 2

@@ -93,6 +93,7 @@ def explain_json(
     action: str,
     resource: str,
     context: str,
+    links: list[tuple[str, str, str | None, str | None]] = ...,
 ) -> str: ...
 
 # One policy text, or named sources (one per file) whose errors are located per source.
@@ -137,6 +138,28 @@ class Engine:
     def reload(
         self, policies: PolicySource, schema: str | bytes | None = None, *, validate: bool = True
     ) -> None: ...
+    def link(
+        self,
+        template_id: str,
+        policy_id: str,
+        *,
+        principal: str | tuple[str, str] | Entity | None = None,
+        resource: str | tuple[str, str] | Entity | None = None,
+    ) -> None: ...
+    def link_all(
+        self,
+        links: Iterable[
+            tuple[
+                str,
+                str,
+                str | tuple[str, str] | Entity | None,
+                str | tuple[str, str] | Entity | None,
+            ]
+        ],
+    ) -> None: ...
+    def unlink(self, policy_id: str) -> None: ...
+    def templates(self) -> list[str]: ...
+    def links(self) -> list[tuple[str, str, str | None, str | None]]: ...
     def policy_ids(self) -> list[str]: ...
     def annotations(self, policy_id: str) -> list[tuple[str, str]]: ...
     def policy_text(self) -> str: ...

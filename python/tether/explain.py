@@ -91,7 +91,7 @@ def explain(
         raw = engine.explain_json(p, a, r, ctx)
     else:
         ents = entities if isinstance(entities, str) else json.dumps(entities or [])
-        raw = _core.explain_json(engine.policy_text(), schema, ents, p, a, r, ctx)
+        raw = _core.explain_json(engine.policy_text(), schema, ents, p, a, r, ctx, engine.links())
     ex = _DECODE.decode(raw)
     try:
         engine_allowed = engine.authorize(principal, a, resource, context).allowed

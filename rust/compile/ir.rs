@@ -44,7 +44,7 @@ pub enum PatElem {
     Wildcard,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Node {
     Lit(Value),
     Var(Var),
@@ -222,7 +222,7 @@ pub struct Clause {
     pub unless: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CompiledPolicy {
     pub id: String,
     pub effect: Effect,

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
-use super::convert::{entities_json, text_arg, Converter, Entity, PolicyText};
+use super::convert::{entities_json, text_arg, uid_strings, Converter, Entity, PolicyText};
 use super::decision::{Decision, DenialKind};
 use super::task::{TaskHandle, TaskOptions};
 use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
 use crate::error::TetherError as CoreError;
 use crate::request;
 use crate::task_decide::TaskOutcome;
+use crate::templates::LinkRequest;
 
 /// A compiled Cedar policy set with its entities: the authorization engine.
 #[pyclass(frozen, subclass, module = "tether._core")]
@@ -41,6 +42,15 @@ pub(crate) fn with_big_stack<T: Send>(
         h.join()
             .unwrap_or_else(|_| Err(CoreError::policy("internal error while compiling policies")))
     })
+}
+/// A link's slot value: None (or Python None) when not given.
+fn slot_arg(
+    v: Option<&Bound<'_, PyAny>>,
+    role: &str,
+) -> Result<Option<(String, String)>, CoreError> {
+    v.filter(|v| !v.is_none())
+        .map(|v| uid_strings(v, role))
+        .transpose()
 }
 fn action_count(snap: &Snapshot) -> usize {
     snap.store.count_where(|u| {
@@ -370,6 +380,93 @@ impl Engine {
         .map_err(PyErr::from)
     }
 
+    /// Link template `template_id` (by name) as the policy `policy_id`, filling its
+    /// `?principal`/`?resource` slots; atomic (on error nothing changes).
+    #[pyo3(signature = (template_id, policy_id, *, principal=None, resource=None))]
+    fn link(
+        &self,
+        py: Python<'_>,
+        template_id: &str,
+        policy_id: &str,
+        principal: Option<&Bound<'_, PyAny>>,
+        resource: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (p, r) = (
+            slot_arg(principal, "principal")?,
+            slot_arg(resource, "resource")?,
+        );
+        let req = LinkRequest {
+            template: template_id,
+            policy_id,
+            principal: p.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+            resource: r.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+        };
+        py.allow_threads(|| with_big_stack(|| self.core.link(&[req])))
+            .map_err(PyErr::from)
+    }
+
+    /// Make many links at once: `(template_id, policy_id, principal, resource)` tuples
+    /// (the form `links()` returns). All or nothing, and one recompile.
+    fn link_all(&self, py: Python<'_>, links: &Bound<'_, PyAny>) -> PyResult<()> {
+        type Owned = (
+            String,
+            String,
+            Option<(String, String)>,
+            Option<(String, String)>,
+        );
+        let mut owned: Vec<Owned> = Vec::new();
+        for (i, l) in links.try_iter()?.enumerate() {
+            let l = l?;
+            let bad = || {
+                PyErr::from(CoreError::Request(format!(
+                    "link #{i}: expected (template_id, policy_id, principal, resource)"
+                )))
+            };
+            let t = l.downcast::<PyTuple>().map_err(|_| bad())?;
+            if t.len() != 4 {
+                return Err(bad());
+            }
+            owned.push((
+                t.get_item(0)?.extract().map_err(|_| bad())?,
+                t.get_item(1)?.extract().map_err(|_| bad())?,
+                slot_arg(Some(&t.get_item(2)?), "principal")?,
+                slot_arg(Some(&t.get_item(3)?), "resource")?,
+            ));
+        }
+        let reqs: Vec<LinkRequest<'_>> = owned
+            .iter()
+            .map(|(t, p, pr, r)| LinkRequest {
+                template: t,
+                policy_id: p,
+                principal: pr.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+                resource: r.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+            })
+            .collect();
+        py.allow_threads(|| with_big_stack(|| self.core.link(&reqs)))
+            .map_err(PyErr::from)
+    }
+
+    /// Remove the template-linked policy `policy_id`; atomic.
+    fn unlink(&self, py: Python<'_>, policy_id: &str) -> PyResult<()> {
+        py.allow_threads(|| with_big_stack(|| self.core.unlink(policy_id)))
+            .map_err(PyErr::from)
+    }
+
+    /// Names of the templates, in file order.
+    fn templates(&self, py: Python<'_>) -> Vec<String> {
+        py.allow_threads(|| self.core.templates())
+    }
+
+    /// The template-linked policies, by id: `(template_id, policy_id, principal,
+    /// resource)` (`link`'s arguments, and what `link_all` takes), each slot value as
+    /// `Type::"id"` text (None if the template has no such slot).
+    fn links(&self, py: Python<'_>) -> Vec<(String, String, Option<String>, Option<String>)> {
+        py.allow_threads(|| self.core.links())
+            .into_iter()
+            .map(|l| (l.template, l.policy_id, l.principal, l.resource))
+            .collect()
+    }
+
     /// Check a Cedar JSON context against the schema's context type for `action`
     /// and return it in canonical form (explicit `__entity`/`__extn` escapes), as a
     /// JSON string. Without a schema (or with `validate=False`) it is only
@@ -510,7 +607,7 @@ impl Engine {
         ids
     }
 
-    /// Ids of the policies, in file order.
+    /// Ids of the policies, in file order; template-linked policies after them.
     fn policy_ids(&self) -> Vec<String> {
         self.core
             .current

@@ -5,9 +5,10 @@ use pyo3::prelude::*;
 use super::errors::RequestError;
 
 /// Explain one request: JSON with the decision, the determining policies and, per policy,
-/// whether its scope matched and each condition's value or error.
+/// whether its scope matched and each condition's value or error. `links`: the
+/// engine's template-linked policies (`Engine.links()`).
 #[pyfunction]
-#[pyo3(signature = (policies, schema, entities, principal, action, resource, context))]
+#[pyo3(signature = (policies, schema, entities, principal, action, resource, context, links=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn explain_json(
     py: Python<'_>,
@@ -18,10 +19,11 @@ pub fn explain_json(
     action: &str,
     resource: &str,
     context: &str,
+    links: Vec<crate::explain::Link>,
 ) -> PyResult<String> {
     py.allow_threads(|| {
         crate::explain::explain_json(
-            policies, schema, entities, principal, action, resource, context,
+            policies, &links, schema, entities, principal, action, resource, context,
         )
     })
     .map_err(RequestError::new_err)
@@ -37,9 +39,13 @@ pub(crate) fn engine_explain_json(
     resource: &str,
     context: &str,
 ) -> PyResult<String> {
-    let snap = engine.core.current.load_full();
     py.allow_threads(|| {
-        crate::explain::explain_snapshot(&snap, principal, action, resource, context)
+        let (links, snap) = engine.core.links_and_snapshot();
+        let links: Vec<crate::explain::Link> = links
+            .into_iter()
+            .map(|l| (l.template, l.policy_id, l.principal, l.resource))
+            .collect();
+        crate::explain::explain_snapshot(&snap, &links, principal, action, resource, context)
             .and_then(|ex| serde_json::to_string(&ex).map_err(|e| e.to_string()))
     })
     .map_err(RequestError::new_err)
