@@ -111,14 +111,13 @@ class Task:
         permit's spending cannot be covered by the shared budget (in strict mode: any
         spending, which needs the round trip of `await task.require(...)`)."""
         if self.shared is not None:
-            d, owed = self._decide_shared(action, resource, context, reasons, None)
-            if owed:
+            d, spent = self._decide_shared(action, resource, context, reasons, None)
+            if self.shared.owes(spent):
+                why = "strict mode needs a round trip: use `await task.require`"
                 raise self._refused_by_store(
-                    self.shared.denial(
-                        list(owed), "strict mode needs a round trip: use `await task.require`"
-                    )
+                    self.shared.refuse(self.handle, spent, why), action, resource, context
                 )
-            return d
+            return self._after(action, resource, context, d)
         if reasons:
             d = self._decide(
                 self.handle, _action(action), resource, context, self._clock(), reasons=True
@@ -150,8 +149,11 @@ class Task:
         reasons: bool,
         approved: list[str] | None,
     ) -> tuple[Decision, dict[str, int]]:
-        """A decision of a task whose tree shares state; returns what strict budgets owe."""
-        assert self.shared is not None
+        """A decision of a task whose tree shares state, not yet reported (receipt,
+        monitors' revocations, `on_decision`): a permit of a strict budget still needs its
+        reservation. Returns the decision and what a permit spent per budget."""
+        shared = self.shared
+        assert shared is not None
         uid = _action(action)
 
         def decide() -> Decision:
@@ -164,10 +166,12 @@ class Task:
             )
 
         try:
-            d, owed = self.shared.decide(decide)
+            d, spent = shared.decide(self.handle, decide)
         except SharedBudgetDenied as exc:
-            raise self._refused_by_store(exc) from None
-        return self._after(action, resource, context, d), owed
+            raise self._refused_by_store(exc, action, resource, context) from None
+        if d.allowed and self.guard.labels is not None:
+            self.guard.labels.acquired(self)
+        return d, spent
 
     async def _decide_reserved(
         self,
@@ -178,21 +182,24 @@ class Task:
     ) -> Decision:
         """Decide with reasons; in strict mode, reserve a permit's spending on the store."""
         assert self.shared is not None
-        d, owed = self._decide_shared(action, resource, context, True, approved)
-        if owed:
+        d, spent = self._decide_shared(action, resource, context, True, approved)
+        if self.shared.owes(spent):
             try:
-                await self.shared.reserve(owed)
+                await self.shared.reserve(
+                    self.handle, spent, lambda u: self._after(action, resource, context, u)
+                )
             except SharedBudgetDenied as exc:
-                raise self._refused_by_store(exc) from None
-        return d
+                raise self._refused_by_store(exc, action, resource, context) from None
+        return self._after(action, resource, context, d)
 
-    def _refused_by_store(self, exc: SharedBudgetDenied) -> Denied:
-        """A permit the shared budget could not cover is a denial for the monitors (unless
-        only a refill was late)."""
-        if exc.counts:
-            revoked = self.handle.record_denial()
-            if revoked is not None:
-                self.guard._revoked_by_decision(self, revoked)
+    def _refused_by_store(
+        self, exc: SharedBudgetDenied, action: EntityArg, resource: EntityArg, context: Any
+    ) -> Denied:
+        """A permit the shared budget could not cover was undone in Rust (a denial for the
+        monitors unless only a refill was late); the denial it became is reported like any
+        decision: receipt, revocation if a monitor tripped, `on_decision`."""
+        if exc.decision is not None:
+            self._after(action, resource, context, exc.decision)
         return exc
 
     def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
@@ -285,6 +292,7 @@ class Task:
             elif not child_scope <= self.scope:
                 wider = ", ".join(sorted(child_scope - self.scope))
                 raise Denied(f"delegation would widen scope with: {wider}", kind=DenialKind.SCOPE)
+        labels = await guard._load_labels(agent)
         remaining = self.deadline - self._clock()
         child_ttl = remaining if ttl is None else min(ttl, remaining)
         return guard._open(
@@ -294,6 +302,7 @@ class Task:
             child_ttl,
             parent=self,
             outlive_credential=outlive_credential,
+            labels=labels,
         )
 
     async def escalate(self, actions: Iterable[str], *, reason: str, ttl: float) -> frozenset[str]:
