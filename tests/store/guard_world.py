@@ -62,6 +62,7 @@ def guard(
     hold_ttl: float | None = 30.0,
     agent_labels: bool = False,
     audit: AuditLog | None = None,
+    tree_monitors: bool = False,
 ) -> Guard:
     budgets = None
     if mode != "none":
@@ -81,4 +82,5 @@ def guard(
         allow_unauthenticated=True,
         monitors=Monitors(max_deny_streak=max_deny_streak, max_deny_ratio=0),
         audit=audit,
+        tree_monitors=tree_monitors,
     )

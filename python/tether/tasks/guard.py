@@ -35,6 +35,7 @@ from tether.tasks.errors import ApprovalRefused, TaskRevoked
 from tether.tasks.monitors import Monitors
 from tether.tasks.shared import SharedBudgets, SharedTree
 from tether.tasks.shared_labels import SharedLabels
+from tether.tasks.shared_monitors import TreeMonitors
 from tether.tasks.task import Task, action_uid
 
 if TYPE_CHECKING:
@@ -130,7 +131,9 @@ class Guard:
     `StoreUnavailable` while the revocation view is older than `max_staleness` seconds;
     `"allow"` decides on the last view (budgets stay bounded either way). Agent-scoped
     labels of the state file go through the store too: a task opens with those its agent
-    holds there, and those its decisions acquire are written back (`SharedLabels`)."""
+    holds there, and those its decisions acquire are written back (`SharedLabels`).
+    `tree_monitors=True` also counts the deny streak and ratio of a shared tree over all
+    its processes (`TreeMonitors`): a trip revokes the tree everywhere."""
 
     def __init__(
         self,
@@ -153,6 +156,7 @@ class Guard:
         shared_budgets: SharedBudgets | None = None,
         on_store_error: Literal["deny", "allow"] = "deny",
         max_staleness: float = 5.0,
+        tree_monitors: bool = False,
     ) -> None:
         if on_error not in ("deny", "skip"):
             raise ValueError("on_error must be 'deny' or 'skip'")
@@ -160,6 +164,9 @@ class Guard:
             raise ValueError("on_store_error must be 'deny' or 'allow'")
         if shared_budgets is not None and store is None:
             raise ValueError("shared_budgets need a store (Guard(store=...))")
+        if tree_monitors and store is None:
+            raise ValueError("tree_monitors need a store (Guard(store=...))")
+        self.tree_monitors = tree_monitors
         self.store = store
         self.shared_budgets = shared_budgets
         self.on_store_error = on_store_error
@@ -423,6 +430,14 @@ class Guard:
             clock=self.clock,
         )
         tree.check_fresh()
+        if self.tree_monitors:
+            tree.monitors = TreeMonitors(
+                self.store,
+                f"tree/{task.txn}/monitors",
+                self.monitors,
+                trip=lambda why: task.revoke(why) if task.revoked is None else None,
+                in_background=self._in_background,
+            )
         if self._tg is not None:
             await tree.start(self._tg)
         task.shared = tree

@@ -27,6 +27,7 @@ from tether.store.budgets import BudgetSlice, StrictBudget
 from tether.store.revocation_feed import RevocationFeed
 from tether.store.shared_state import Charge, SharedStore, StoreUnavailable, check_amount
 from tether.tasks.errors import Denied
+from tether.tasks.shared_monitors import TreeMonitors
 
 if TYPE_CHECKING:
     from tether.engine import Engine
@@ -130,6 +131,8 @@ class SharedTree:
         self.strict: dict[str, StrictBudget] = {}
         self._accounted: dict[str, int] = {}
         self._scope: anyio.CancelScope | None = None
+        # Deny monitors over the tree across processes (`Guard(tree_monitors=True)`).
+        self.monitors: TreeMonitors | None = None
         if budgets is None:
             return
         declared = self._read_budgets()

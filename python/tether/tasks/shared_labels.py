@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from tether.store.shared_state import SharedStore, StoreUnavailable
+from tether.tasks.retrying import RetryingSender
 
 if TYPE_CHECKING:
     from tether.engine import Engine
@@ -43,12 +44,16 @@ class SharedLabels:
         self.store = store
         self.fail_closed = fail_closed
         self._engine = engine
-        self._in_background = in_background
         self.declared = frozenset(name for name, _ in engine.state_labels)
         # Agent uid -> labels acquired here and not yet stored.
         self.pending: dict[str, set[str]] = {}
         self._lock = anyio.Lock()
-        self._sending = False
+        self._sender = RetryingSender(
+            self.flush,
+            lambda: bool(self.pending),
+            in_background=in_background,
+            what=f"agent labels in {store.name}",
+        )
 
     async def load(self, agent: str) -> list[str]:
         """The labels the store holds for ``agent`` that this state file declares. While
@@ -76,9 +81,7 @@ class SharedLabels:
             return
         for uid in task.actors:
             self.pending.setdefault(uid, set()).update(names)
-        if not self._sending:
-            self._sending = True
-            self._in_background(self._send)
+        self._sender.kick()
 
     async def flush(self) -> None:
         """Store every pending label now (raises ``StoreUnavailable``)."""
@@ -90,22 +93,3 @@ class SharedLabels:
                 names -= sent  # labels added while the write was on its way stay pending
                 if not names:
                     self.pending.pop(uid, None)
-
-    async def _send(self) -> None:
-        delay = 0.05
-        try:
-            while True:
-                try:
-                    await self.flush()
-                except Exception as exc:
-                    log.warning("agent labels not yet stored in %s: %s", self.store.name, exc)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                self._sending = False
-                if not self.pending:  # nothing queued since the flush ended
-                    return
-                self._sending = True
-        except BaseException:
-            self._sending = False
-            raise

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 EntityArg = Any
 
+# Denials the monitors count (as in Rust: not obligations, nor decisions on a dead task).
+_COUNTED_DENIALS = frozenset(
+    {DenialKind.POLICY, DenialKind.SCOPE, DenialKind.BUDGET, DenialKind.MONITOR, DenialKind.ERROR}
+)
+
 # Short action names seen so far, mapped to their uid text (saves formatting per call).
 _ACTION_UIDS: dict[str, str] = {}
 
@@ -199,11 +204,22 @@ class Task:
         monitors unless only a refill was late); the denial it became is reported like any
         decision: receipt, revocation if a monitor tripped, `on_decision`."""
         if exc.decision is not None:
-            self._after(action, resource, context, exc.decision)
+            self._after(action, resource, context, exc.decision, exc.counts)
         return exc
 
-    def _after(self, action: EntityArg, resource: EntityArg, context: Any, d: Decision) -> Decision:
+    def _after(
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Any,
+        d: Decision,
+        counted: bool = True,
+    ) -> Decision:
         guard = self.guard
+        shared = self.shared
+        if shared is not None and shared.monitors is not None and counted:
+            if d.allowed or d.kind in _COUNTED_DENIALS:
+                shared.monitors.record(d.allowed)
         if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
             guard.audit.task_decision(self, action, resource, context, d)
         if not d.allowed and d.revoked is not None:
