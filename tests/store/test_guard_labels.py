@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from tests.store.guard_world import ORCH, RESEARCHER, guard
+from tests.store.guard_world import ORCH, RESEARCHER, engine, guard
 
+from tether.identity import Authenticator, LocalIssuer
 from tether.store.memory_state import MemoryStore
 from tether.store.shared_state import SharedStore, StoreUnavailable
+from tether.tasks import Guard
 
 pytestmark = pytest.mark.anyio
 
@@ -70,3 +72,25 @@ async def test_a_task_cannot_open_without_its_agents_labels() -> None:
     async with guard(LabelsDown(), agent_labels=True, on_store_error="allow") as g:
         async with g.task(ORCH, intent="x") as task:
             assert task.authorize("egress", GITHUB).allowed
+
+
+@pytest.mark.parametrize(("stored", "egress_allowed"), [({"restricted"}, False), (set(), True)])
+async def test_a_delegated_child_opens_with_its_own_agents_labels(
+    store: SharedStore, stored: set[str], egress_allowed: bool
+) -> None:
+    # Attack: the researcher was tainted in another process; delegating to it in a fresh
+    # tree must not clear that. Twin: the same delegation to an untainted researcher.
+    issuer = LocalIssuer("example.org")
+    if stored:
+        await store.add_labels(RESEARCHER, sorted(stored))
+    g = Guard(
+        engine(agent_labels=True),
+        Authenticator(issuer.bundle_set(), audience="tests"),
+        store=store,
+        allow_unauthenticated=True,
+    )
+    async with g, g.task(ORCH, intent="x") as parent:
+        researcher_id = RESEARCHER.split('"')[1]
+        child = await parent.delegate(issuer.mint_svid(researcher_id, "tests"))
+        assert child.authorize("egress", GITHUB).allowed is egress_allowed
+        assert parent.authorize("egress", GITHUB).allowed is egress_allowed  # taint flows up
