@@ -8,10 +8,14 @@ use std::str::FromStr;
 
 use cedar_policy::{
     eval_expression, Authorizer, Context, Decision, Entities, EntityUid, Expression, Policy,
-    PolicyId, PolicySet, Request,
+    PolicyId, PolicySet, Request, Schema,
 };
+use cedar_policy_core::entities::json::CedarValueJson;
 use serde::Serialize;
 use serde_json::{json, Value as Json};
+
+use crate::engine::Snapshot;
+use crate::value::{Euid, Interner, Record, Sym, Value};
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Condition {
@@ -173,10 +177,113 @@ pub fn explain(
     let set = PolicySet::from_str(policies).map_err(|e| format!("policies: {e}"))?;
     let entities =
         Entities::from_json_str(entities, schema.as_ref()).map_err(|e| format!("entities: {e}"))?;
+    explain_parsed(
+        &set,
+        schema.as_ref(),
+        &entities,
+        principal,
+        action,
+        resource,
+        context,
+    )
+}
+
+/// Explain one request against an engine snapshot: its policy text, schema and entity
+/// store (exported to Cedar JSON for Cedar's evaluator).
+pub fn explain_snapshot(
+    snap: &Snapshot,
+    principal: &str,
+    action: &str,
+    resource: &str,
+    context: &str,
+) -> Result<Explanation, String> {
+    let set = PolicySet::from_str(&snap.set.text).map_err(|e| format!("policies: {e}"))?;
+    let schema = snap.schema.as_deref();
+    let entities = Entities::from_json_value(snapshot_entities(snap, false)?, schema)
+        .map_err(|e| format!("entities: {e}"))?;
+    explain_parsed(
+        &set, schema, &entities, principal, action, resource, context,
+    )
+}
+
+fn value_json(v: &Value, names: &Interner) -> Result<Json, String> {
+    let name = |s: Sym| {
+        names
+            .get(s)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("symbol {s} is not in the snapshot"))
+    };
+    Ok(match v {
+        Value::Bool(b) => json!(b),
+        Value::Long(n) => json!(n),
+        Value::Str(s) => json!(name(*s)?),
+        Value::Entity(u) => json!({"__entity": {"type": name(u.ty)?, "id": name(u.id)?}}),
+        Value::Set(items) => Json::Array(
+            items
+                .iter()
+                .map(|i| value_json(i, names))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Record(r) => record_json(r, names)?,
+        Value::Ext(x) => {
+            let j = CedarValueJson::from_value(x.as_ref().clone()).map_err(|e| e.to_string())?;
+            serde_json::to_value(j).map_err(|e| e.to_string())?
+        }
+    })
+}
+
+fn record_json(r: &Record, names: &Interner) -> Result<Json, String> {
+    let mut m = serde_json::Map::with_capacity(r.fields.len());
+    for (k, v) in &r.fields {
+        let k = names.get(*k).ok_or("record key is not in the snapshot")?;
+        m.insert(k.to_owned(), value_json(v, names)?);
+    }
+    Ok(Json::Object(m))
+}
+
+/// The snapshot's entity store as Cedar JSON (direct parents, attributes, tags). With a
+/// schema, its action entities are left out unless `schema_actions`: Cedar adds them
+/// from the schema itself when the JSON is read with that schema.
+pub fn snapshot_entities(snap: &Snapshot, schema_actions: bool) -> Result<Json, String> {
+    let names = &snap.interner;
+    let mut uids: Vec<Euid> = snap.store.uids().collect();
+    uids.sort_unstable();
+    let mut out = Vec::with_capacity(uids.len());
+    for u in uids {
+        let ty = names.get(u.ty).unwrap_or_default();
+        if !schema_actions && snap.schema.is_some() && (ty == "Action" || ty.ends_with("::Action"))
+        {
+            continue;
+        }
+        let Some(data) = snap.store.get(&u) else {
+            continue;
+        };
+        let uid_json =
+            |e: &Euid| value_json(&Value::Entity(*e), names).map(|j| j["__entity"].clone());
+        out.push(json!({
+            "uid": uid_json(&u)?,
+            "attrs": record_json(&data.attrs, names)?,
+            "tags": record_json(&data.tags, names)?,
+            "parents": data.parents.iter().map(uid_json).collect::<Result<Vec<_>, _>>()?,
+        }));
+    }
+    Ok(Json::Array(out))
+}
+
+/// Explain one request against parsed policies, schema and entities.
+pub fn explain_parsed(
+    set: &PolicySet,
+    schema: Option<&Schema>,
+    entities: &Entities,
+    principal: &str,
+    action: &str,
+    resource: &str,
+    context: &str,
+) -> Result<Explanation, String> {
     let action_uid = uid(action, "action")?;
     let ctx_json: Json =
         serde_json::from_str(context).map_err(|e| format!("context is not JSON: {e}"))?;
-    let ctx = Context::from_json_value(ctx_json, schema.as_ref().map(|s| (s, &action_uid)))
+    let ctx = Context::from_json_value(ctx_json, schema.map(|s| (s, &action_uid)))
         .map_err(|e| format!("context: {e}"))?;
     let req = Request::new(
         uid(principal, "principal")?,
@@ -187,13 +294,19 @@ pub fn explain(
     )
     .map_err(|e| e.to_string())?;
     let auth = Authorizer::new();
-    let full = auth.is_authorized(&req, &set, &entities);
+    let full = auth.is_authorized(&req, set, entities);
     let name = |id: &PolicyId| {
         set.policy(id)
             .map(display_id)
             .unwrap_or_else(|| id.to_string())
     };
-    let reasons: Vec<String> = full.diagnostics().reason().map(name).collect();
+    // Cedar's reasons are a set: listed here in policy-set order, so output is stable.
+    let decisive: std::collections::HashSet<&PolicyId> = full.diagnostics().reason().collect();
+    let reasons: Vec<String> = set
+        .policies()
+        .filter(|p| decisive.contains(p.id()))
+        .map(display_id)
+        .collect();
     let errored: Vec<(String, String)> = full
         .diagnostics()
         .errors()
@@ -208,7 +321,7 @@ pub fn explain(
         let id = display_id(p);
         let est = p.to_json().map_err(|e| e.to_string())?;
         let scope_matched = auth
-            .is_authorized(&req, &probe(&est, json!([]), false)?, &entities)
+            .is_authorized(&req, &probe(&est, json!([]), false)?, entities)
             .decision()
             == Decision::Allow;
         let mut conditions = Vec::new();
@@ -219,7 +332,7 @@ pub fn explain(
                 } else {
                     "when"
                 };
-                conditions.push(condition(kind, &c["body"], &req, &entities)?);
+                conditions.push(condition(kind, &c["body"], &req, entities)?);
             }
         }
         let error = errored
@@ -368,6 +481,60 @@ permit (principal, action == Action::"egress", resource);
         assert!(p.scope_matched);
         assert!(p.conditions[0].error.is_some(), "{p:?}");
         assert!(p.error.is_some() && !ex.errors.is_empty());
+    }
+
+    #[test]
+    fn the_store_exports_as_the_entities_it_was_loaded_from() {
+        let ents = r#"[
+ {"uid": {"type": "Host", "id": "h"}, "parents": [{"type": "Net", "id": "corp"}],
+  "attrs": {"ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}, "n": 3, "ok": true,
+            "tags": ["a", "b"], "owner": {"__entity": {"type": "User", "id": "u"}},
+            "rec": {"d": {"__extn": {"fn": "decimal", "arg": "1.25"}}}},
+  "tags": {"t": "x"}},
+ {"uid": {"type": "Net", "id": "corp"}, "attrs": {}, "parents": []}
+]"#;
+        let core = crate::engine::Core::new(
+            POLICIES,
+            None,
+            Some(ents),
+            None,
+            false,
+            crate::engine::OnError::Skip,
+            false,
+        )
+        .unwrap();
+        let exported = snapshot_entities(&core.current.load(), false).unwrap();
+        // Cedar lists entities in no fixed order: compare sorted by uid.
+        let sorted = |e: Entities| {
+            let mut v = e.to_json_value().unwrap().as_array().unwrap().clone();
+            v.sort_by_key(|x| x["uid"].to_string());
+            v
+        };
+        assert_eq!(
+            sorted(Entities::from_json_value(exported, None).unwrap()),
+            sorted(Entities::from_json_str(ents, None).unwrap()),
+            "the export reads back as the same entities"
+        );
+        // And explaining over a snapshot matches explaining over its entity text.
+        let core = crate::engine::Core::new(
+            POLICIES,
+            None,
+            Some(ENTITIES),
+            None,
+            false,
+            crate::engine::OnError::Skip,
+            false,
+        )
+        .unwrap();
+        let ex = explain_snapshot(
+            &core.current.load(),
+            r#"Agent::"a""#,
+            r#"Action::"call_tool""#,
+            r#"Tool::"shell""#,
+            "{}",
+        )
+        .unwrap();
+        assert_eq!(ex, run(r#"Action::"call_tool""#, r#"Tool::"shell""#, "{}"));
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct CompiledState {
     pub agent_labels: u64,
     pub label_ttls: Vec<Option<u64>>,
     pub keys: Keys,
+    /// Height of the tallest expression in `nodes`: the stack its evaluation may
+    /// need (see `eval::stack`).
+    pub max_height: usize,
 }
 
 /// Interned attribute names of the `context.task` record.
@@ -239,6 +242,10 @@ impl CompiledState {
             st.budgets.push((interner.intern(name), add, when, b.limit));
             st.budget_names.push(name.clone());
         }
+        st.max_height = crate::compile::ir::heights(&st.nodes)
+            .into_iter()
+            .max()
+            .unwrap_or(0) as usize;
         st.keys = Keys {
             task: interner.intern("task"),
             labels: interner.intern("labels"),

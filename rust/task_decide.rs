@@ -431,7 +431,12 @@ impl Snapshot {
         mut result: TaskOutcome,
     ) -> TaskOutcome {
         let ctx = req.context.clone().unwrap_or(Value::Bool(false));
-        let fx = match effects(st, self, req, &ctx, chain.inner[0].labels) {
+        // The state file's expressions are as deep as policies may be: evaluate
+        // them with the same stack guard.
+        let labels = chain.inner[0].labels;
+        let fx = match crate::eval::stack::guarded(st.max_height, || {
+            effects(st, self, req, &ctx, labels)
+        }) {
             Ok(fx) => fx,
             Err(msg) => {
                 result.outcome.allowed = false;

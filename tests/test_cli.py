@@ -375,6 +375,12 @@ def test_serve_answers_authzen_requests() -> None:
         }
         r = httpx.post(f"{url}/access/v1/evaluation", json=body, timeout=30)
         assert r.status_code == 200 and r.json() == {"decision": True}
+        # Search through the same server: every user may read the todos.
+        search = {**body, "subject": {"type": "user"}}
+        r = httpx.post(f"{url}/access/v1/search/subject", json=search, timeout=30)
+        users = json.loads((todo / "entities.json").read_text())
+        assert r.status_code == 200
+        assert {x["id"] for x in r.json()["results"]} == {u["uid"]["id"] for u in users}
     finally:
         proc.terminate()
         proc.wait(30)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conformance.cedar_gen import random_world
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,3 +131,41 @@ def test_no_policy_text_crashes_the_process() -> None:
         worker.wait(timeout=60)
     # Both outcomes must occur, or the cases test nothing.
     assert seen.get("loaded", 0) > 0 and seen.get("PolicyError", 0) > 0, seen
+
+
+DEEP_STATE_SCRIPT = """
+import json, sys, threading
+from tether import Engine
+depth = int(sys.argv[1])
+chain = " || ".join(["context.x == 1"] * depth)
+state = {"labels": {"deep": {"set_when": chain}},
+         "budgets": {"b": {"add": "1", "when": chain, "limit": 100}}}
+eng = Engine('permit (principal, action, resource);', state=json.dumps(state), validate=False)
+task = eng.open_task('User::"u"')
+out = []
+def run():
+    d = eng.authorize_task(task, 'Action::"a"', 'User::"r"', {"x": 2})
+    out.append(d.allowed)
+threading.stack_size(64 << 10)
+t = threading.Thread(target=run)
+t.start()
+t.join()
+print("ok" if out == [True] else f"unexpected {out}")
+"""
+
+
+@pytest.mark.parametrize("depth", [10, 900])
+def test_deep_state_expressions_on_a_small_thread_stack(depth: int) -> None:
+    """The state file's conditions run under the same stack guard as policies: a condition
+    near the depth limit, evaluated on a 64 KiB thread, answers instead of crashing (the
+    shallow twin checks the script itself decides)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", DEEP_STATE_SCRIPT, str(depth)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.strip() == "ok", done.stdout + done.stderr[-2000:]

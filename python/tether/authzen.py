@@ -2,7 +2,8 @@
 
 Endpoints: `POST /access/v1/evaluation`, `POST /access/v1/evaluations` (defaults and
 `options.evaluations_semantic`: `execute_all`, `deny_on_first_deny`,
-`permit_on_first_permit`) and `GET /.well-known/authzen-configuration`. A deny is
+`permit_on_first_permit`), `POST /access/v1/search/{subject,resource,action}` and
+`GET /.well-known/authzen-configuration`. A deny is
 HTTP 200 with `"decision": false`; a malformed body is 400 with a message; a caller
 without a valid JWT-SVID bearer token is 401; `X-Request-ID` is echoed.
 
@@ -25,12 +26,17 @@ Mapping to Cedar (the request becomes one `engine.authorize` call):
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import math
 import re
+import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -120,11 +126,24 @@ def to_cedar(req: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
     return principal, f"Action::{json.dumps(act['name'])}", resource, context
 
 
-class Pdp:
-    """Decides AuthZEN requests with an engine; HTTP-free so it can be tested alone."""
+SEARCH_KINDS = ("subject", "resource", "action")
 
-    def __init__(self, engine: Engine) -> None:
+
+class Pdp:
+    """Decides AuthZEN requests with an engine; HTTP-free so it can be tested alone.
+
+    Searches (spec section 8) enumerate the candidates of the requested type from the
+    engine's store (entities of that type, and uids of that type the policies name;
+    actions are the `Action` entities) and decide each with one `authorize_batch` call,
+    so a result is exactly what an evaluation of it would decide. Pagination: results
+    are in sorted order; `page.limit` (or `max_page`, when the caller gives none) cuts
+    a page, and `next_token` is an opaque HMAC-bound offset valid only for the same
+    request (anything but `page.token` changed is a 400, as the spec recommends)."""
+
+    def __init__(self, engine: Engine, *, max_page: int = 1000) -> None:
         self.engine = engine
+        self.max_page = max_page
+        self._key = secrets.token_bytes(32)  # tokens are valid for this PDP's lifetime
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
         from tether import TetherError
@@ -180,6 +199,103 @@ class Pdp:
                 break
         return {"evaluations": out}
 
+    def search(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One search: `kind` is "subject", "resource" or "action" (the key searched)."""
+        from tether import TetherError
+
+        page = body.get("page")
+        if page is None:
+            page = {}
+        if not isinstance(page, dict):
+            raise BadRequest("`page` must be an object")
+        limit = page.get("limit")
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
+            raise BadRequest("`page.limit` must be a non-negative integer")
+        # The searched entity needs only its type (an id is ignored, per the spec);
+        # a placeholder id lets the rest of the request go through the usual checks.
+        probe = {k: v for k, v in body.items() if k in ("subject", "action", "resource", "context")}
+        if kind == "action":
+            probe["action"] = {"name": "_"}
+        else:
+            target = body.get(kind)
+            if not isinstance(target, dict) or not isinstance(target.get("type"), str):
+                raise BadRequest(f"`{kind}` must be an object with a string `type`")
+            probe[kind] = {**target, "id": "_"}
+        p, a, r, ctx = to_cedar(probe)
+        ctype = probe[kind]["type"] if kind != "action" else "Action"
+        ids = self.engine.entity_ids(ctype)
+        # Candidates as (type, id) tuples: no uid text to format and parse per candidate.
+        reqs: list[tuple[Any, Any, Any]]
+        if kind == "subject":
+            reqs = [((ctype, i), a, r) for i in ids]
+        elif kind == "resource":
+            reqs = [(p, a, (ctype, i)) for i in ids]
+        else:
+            reqs = [(p, (ctype, i), r) for i in ids]
+        try:
+            allowed = self.engine.authorize_batch(reqs, ctx) if reqs else []
+        except TetherError as e:
+            raise BadRequest(str(e)) from None
+        found = [i for i, ok in zip(ids, allowed, strict=True) if ok]
+        results = [{"name": i} if kind == "action" else {"type": ctype, "id": i} for i in found]
+        digest = self._request_digest(kind, body)
+        start, limit = self._open_token(page.get("token"), digest, limit)
+        if not page and len(results) <= self.max_page:
+            return {"results": results}
+        size = self.max_page if limit is None else limit
+        chunk = results[start : start + size]
+        end = start + len(chunk)
+        more = end < len(results) or (size == 0 and start < len(results))
+        return {
+            "page": {
+                "next_token": self._token(end, digest, limit) if more else "",
+                "count": len(chunk),
+                "total": len(results),
+            },
+            "results": chunk,
+        }
+
+    def _request_digest(self, kind: str, body: dict[str, Any]) -> bytes:
+        """What a token binds: the search kind and the request without `page.token`."""
+        page = body.get("page") or {}
+        rest = {k: v for k, v in body.items() if k != "page"}
+        extra = {k: v for k, v in page.items() if k not in ("token", "limit")}
+        return hashlib.sha256(
+            json.dumps([kind, rest, extra], sort_keys=True, separators=(",", ":")).encode()
+        ).digest()
+
+    def _token(self, offset: int, digest: bytes, limit: int | None) -> str:
+        payload = f"{offset}:{'' if limit is None else limit}"
+        mac = hmac.new(self._key, digest + payload.encode(), hashlib.sha256).digest()[:16]
+        raw = payload.encode() + b":" + base64.urlsafe_b64encode(mac).rstrip(b"=")
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def _open_token(self, token: Any, digest: bytes, limit: int | None) -> tuple[int, int | None]:
+        """(offset, limit) from a `page.token`; (0, limit) without one."""
+        if token is None or token == "":
+            return 0, limit
+        if not isinstance(token, str):
+            raise BadRequest("`page.token` must be a string")
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            offset_s, limit_s, mac = raw.split(":")
+            payload = f"{offset_s}:{limit_s}"
+            want = hmac.new(self._key, digest + payload.encode(), hashlib.sha256).digest()[:16]
+            ok = hmac.compare_digest(base64.urlsafe_b64encode(want).rstrip(b"=").decode(), mac)
+            offset, token_limit = int(offset_s), (int(limit_s) if limit_s else None)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("`page.token` is not a token this PDP issued") from None
+        if not ok:
+            raise BadRequest(
+                "`page.token` does not belong to this request (the request changed since"
+                " the token was issued, or the token is not from this PDP)"
+            )
+        if limit is not None and limit != token_limit:
+            raise BadRequest("`page.limit` changed since the token was issued")
+        return offset, token_limit
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
@@ -225,6 +341,7 @@ def create_app(
                 "policy_decision_point": base,
                 "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
                 "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+                **{f"search_{k}_endpoint": f"{base}/access/v1/search/{k}" for k in SEARCH_KINDS},
             }
         )
 
@@ -232,6 +349,10 @@ def create_app(
         routes=[
             Route("/access/v1/evaluation", endpoint(pdp.decide), methods=["POST"]),
             Route("/access/v1/evaluations", endpoint(pdp.batch), methods=["POST"]),
+            *(
+                Route(f"/access/v1/search/{k}", endpoint(partial(pdp.search, k)), methods=["POST"])
+                for k in SEARCH_KINDS
+            ),
             Route("/.well-known/authzen-configuration", configuration, methods=["GET"]),
         ],
         middleware=[Middleware(EchoRequestId)],

@@ -265,14 +265,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from tether import TetherError
-    from tether.explain import explain, render_for_model, render_tree
+    from tether.explain import render_for_model, render_tree
 
     engine = _engine(args)
     principal, action, resource, ctx = _request(args)
-    entities = read_text(args.entities, "entities") if args.entities else None
-    schema = read_text(args.schema, "schema") if args.schema else None
     try:
-        ex = explain(engine, principal, action, resource, ctx, entities=entities, schema=schema)
+        ex = engine.explain(principal, action, resource, ctx)
     except TetherError as e:
         raise InputError(f"request: {e}") from None
     print(render_for_model(ex) if args.for_model else render_tree(ex))

@@ -78,23 +78,20 @@ def explain(
     entities: str | list[dict[str, Any]] | None = None,
     schema: str | None = None,
 ) -> Explanation:
-    """Explain one request against `engine`'s policies. Cedar's evaluator needs the
-    entity data as Cedar JSON (`entities`: the text or list the engine was loaded with);
-    for a task decision pass `context={"task": task.state(), ...}`."""
+    """Explain one request against `engine`'s policies. By default Cedar's evaluator
+    reads the engine's own schema and entity store (`engine.explain(...)`); pass
+    `entities` (Cedar JSON text or list) and `schema` (text) to explain against other
+    data. For a task decision use `task.explain(...)`, which adds `context.task`."""
     from tether.tasks import action_uid
 
     a = uid_text(action_uid(action))
     p, r = uid_text(principal), uid_text(resource)
-    ents = entities if isinstance(entities, str) else json.dumps(entities or [])
-    raw = _core.explain_json(
-        engine.policy_text(),
-        schema,
-        ents,
-        p,
-        a,
-        r,
-        json.dumps(dict(context or {}), default=_json_default),
-    )
+    ctx = json.dumps(dict(context or {}), default=_json_default)
+    if entities is None and schema is None:
+        raw = engine.explain_json(p, a, r, ctx)
+    else:
+        ents = entities if isinstance(entities, str) else json.dumps(entities or [])
+        raw = _core.explain_json(engine.policy_text(), schema, ents, p, a, r, ctx)
     ex = _DECODE.decode(raw)
     try:
         engine_allowed = engine.authorize(principal, a, resource, context).allowed

@@ -685,7 +685,10 @@ mod tests {
         assert!(read.rest.forbids[0].never);
         assert!(!send.rest.forbids[0].never);
         let node = |c: &Cand| &p.nodes[c.clauses[0].node as usize];
-        assert!(matches!(node(&send.rest.forbids[0]), Node::CmpLong(_, CmpLong::Gt, 2)));
+        assert!(matches!(
+            node(&send.rest.forbids[0]),
+            Node::CmpLong(_, CmpLong::Gt, 2)
+        ));
         assert!(matches!(node(&send.rest.forbids[1]), Node::InLitSet(..)));
         assert!(matches!(node(&send.rest.permits[0]), Node::ContainsLit(..)));
     }

@@ -87,14 +87,35 @@ impl<'s> Converter<'s> {
         })
     }
 
+    /// A stored entity named by its text: the common case, kept apart from the
+    /// error-building general path so it stays small.
+    #[inline]
+    fn known_uid(&self, s: &Bound<'_, PyString>) -> Option<Euid> {
+        self.snap.store.uid_by_text(s.to_str().ok()?)
+    }
+
+    /// `entity`, with the common case (a stored entity's text) tried first
+    /// without building the general path's large result.
+    #[inline]
+    fn entity_arg(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
+        match obj
+            .downcast::<PyString>()
+            .ok()
+            .and_then(|s| self.known_uid(s))
+        {
+            Some(uid) => Ok(uid),
+            None => self.entity(obj, role),
+        }
+    }
+
     pub(crate) fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
         if let Ok(s) = obj.downcast::<PyString>() {
+            if let Some(uid) = self.known_uid(s) {
+                return Ok(uid);
+            }
             let s = s
                 .to_str()
                 .map_err(|_| CoreError::Request(format!("{role}: not valid UTF-8")))?;
-            if let Some(uid) = self.snap.store.uid_by_text(s) {
-                return Ok(uid);
-            }
             // `parse_uid` has validated the type name already.
             let (ty, id) =
                 request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
@@ -328,9 +349,9 @@ impl<'s> Converter<'s> {
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> Result<ResolvedRequest, CoreError> {
-        let principal = self.entity(principal, "principal")?;
-        let action = self.entity(action, "action")?;
-        let resource = self.entity(resource, "resource")?;
+        let principal = self.entity_arg(principal, "principal")?;
+        let action = self.entity_arg(action, "action")?;
+        let resource = self.entity_arg(resource, "resource")?;
         let snap = self.snap;
         // Request validation walks the whole context, and so does a policy that
         // uses `context` as a value; otherwise only the keys the plan reads.

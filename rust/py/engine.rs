@@ -472,6 +472,46 @@ impl Engine {
         self.task_context_impl(py, task, now)
     }
 
+    /// Explain one request with Cedar's own evaluator against this engine's policies,
+    /// schema and entities (uids as text, context as Cedar JSON); JSON out.
+    #[pyo3(signature = (principal, action, resource, context="{}"))]
+    fn explain_json(
+        &self,
+        py: Python<'_>,
+        principal: &str,
+        action: &str,
+        resource: &str,
+        context: &str,
+    ) -> PyResult<String> {
+        super::explain::engine_explain_json(py, self, principal, action, resource, context)
+    }
+
+    /// The entity store as Cedar JSON text; the schema's action entities only with
+    /// `actions=True` (for a consumer that reads it without the schema).
+    #[pyo3(signature = (*, actions=false))]
+    fn entities_json(&self, py: Python<'_>, actions: bool) -> PyResult<String> {
+        super::explain::engine_entities_json(py, self, actions)
+    }
+
+    /// Ids of the entities of type `type`: those stored and those the policies name,
+    /// sorted (the candidates an AuthZEN search decides one by one).
+    fn entity_ids(&self, r#type: &str) -> Vec<String> {
+        let snap = self.core.current.load();
+        let Some(ty) = snap.interner.lookup(r#type) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = snap
+            .store
+            .uids()
+            .chain(snap.set.named_uids.iter().copied())
+            .filter(|u| u.ty == ty)
+            .filter_map(|u| snap.interner.get(u.id).map(str::to_owned))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Ids of the policies, in file order.
     fn policy_ids(&self) -> Vec<String> {
         self.core

@@ -351,3 +351,100 @@ async def test_shadow_of_task_decisions_needs_the_exact_task_state(engine: Engin
         # The same policies in the shadow: with the task state, no difference is found.
         assert log.shadow_checked == checked and log.shadow_diffs == 0
         assert log.shadow_skipped == 2 - checked
+
+
+def decisions(lines: list[bytes]) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in lines if b'"kind"' not in x]
+
+
+@pytest.mark.anyio
+async def test_lease_ids_are_those_usable_at_decision_time(engine: Engine) -> None:
+    from tests.tasks.conftest import RecordingSource
+
+    from tether.leases import CredentialBroker
+    from tether.store import MemoryLeaseStore
+
+    clock = FakeClock(T0)
+    broker = CredentialBroker(MemoryLeaseStore(), {"db": RecordingSource().provider()}, clock=clock)
+    # The writer is held back (a long flush interval: nothing drains until close), so
+    # every receipt is built after everything below has happened.
+    sink: list[bytes] = []
+    log = AuditLog(sink.append, clock=clock, flush_interval=3600)
+    with log:
+        async with Guard(
+            engine, broker=broker, clock=clock, audit=log, allow_unauthenticated=True
+        ) as guard:
+            async with guard.task(ORCH, intent="report") as task:
+                task.authorize("call_tool", 'Tool::"search"')  # no lease yet
+                lease = await task.lease("db")
+                task.authorize("call_tool", 'Tool::"search"')  # the lease is usable
+                await broker.revoke(lease.lease_id)
+                task.authorize("call_tool", 'Tool::"search"')  # revoked before this one
+                assert len(sink) == 1  # only the opening checkpoint: nothing drained
+    before, holding, after = decisions(sink)
+    # Receipts are written after the revocation, yet each names what held when decided.
+    assert before.get("leases", []) == []
+    assert holding["leases"] == [lease.lease_id]
+    assert after.get("leases", []) == []
+
+
+@pytest.mark.anyio
+async def test_state_and_time_are_taken_at_decision_time(engine: Engine) -> None:
+    clock = FakeClock(T0)
+    sink: list[bytes] = []
+    log = AuditLog(sink.append, clock=clock, flush_interval=3600, task_state=True)
+    with log:
+        async with Guard(engine, clock=clock, audit=log, allow_unauthenticated=True) as guard:
+            async with guard.task(ORCH, intent="report") as task:
+                task.authorize("call_tool", 'Tool::"search"')
+                clock.advance(5)
+                task.authorize("read", 'Dataset::"payroll"')  # taints the task
+                untainted = json.loads(guard.engine.task_context(task.handle, now=T0))
+                clock.advance(100)  # the writer builds every receipt after this
+    first, second = decisions(sink)
+    assert (first["time"], second["time"]) == (T0, T0 + 5)
+    assert first["state"] != second["state"]
+    assert untainted["labels"] == ["restricted"]  # the state now; the receipt kept the old
+
+
+def test_batch_decisions_are_receipted() -> None:
+    got: list[bytes] = []
+    e = plain_engine()
+    log = AuditLog(got.append)
+    log.attach(e)
+    read = 'Action::"read"'
+    with log:
+        shared = e.authorize_batch(
+            [(ORCH, read, 'Dataset::"payroll"'), (ORCH, 'Action::"call_tool"', 'Tool::"shell"')],
+            {"i": 1},
+        )
+        own = e.authorize_batch(iter([(ORCH, read, 'Dataset::"wiki"', {"i": 2})]))
+    assert shared == [True, False] and own == [True]
+    recs = [json.loads(x) for x in got if b'"kind"' not in x]
+    assert [(r["resource"], r["decision"]) for r in recs] == [
+        ('Dataset::"payroll"', "allow"),
+        ('Tool::"shell"', "deny"),
+        ('Dataset::"wiki"', "allow"),
+    ]
+    assert recs[0]["context"] == recs[1]["context"] != recs[2]["context"]
+    assert all(r["policies"] == e.version for r in recs)
+
+
+@pytest.mark.anyio
+async def test_task_decisions_follow_the_overflow_policy(engine: Engine) -> None:
+    # The task path queues inline; a full buffer must still reach the overflow policy.
+    for overflow in ("deny", "drop"):
+        log, sink, _ = stalled(overflow)
+        async with Guard(engine, audit=log, allow_unauthenticated=True) as guard:
+            async with guard.task(ORCH, intent="report") as task:
+                assert task.authorize("call_tool", 'Tool::"search"').allowed
+                assert task.authorize("call_tool", 'Tool::"search"').allowed  # buffer full
+                if overflow == "deny":
+                    with pytest.raises(AuditOverflow):
+                        task.authorize("call_tool", 'Tool::"search"')
+                    assert log.refused == 1 and log.dropped == 0
+                else:
+                    assert task.authorize("call_tool", 'Tool::"search"').allowed
+                    assert log.dropped == 1 and log.refused == 0
+                sink.release.set()
+        log.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,10 @@ class Pdp:
         return self.client.post(path, json=body, **kw)
 
 
-@pytest.fixture(scope="module")
-def pdp() -> Iterator[Pdp]:
-    engine = Engine.from_files(TODO / "todo.cedar", entities=TODO / "entities.json")
+@contextmanager
+def serving(engine: Engine) -> Iterator[Pdp]:
+    """`create_app(engine)` served by uvicorn on 127.0.0.1, and a client holding a
+    trusted JWT-SVID."""
     issuer = LocalIssuer("example.org")
     app = create_app(engine, Authenticator(issuer.trust_bundle(), AUD))
     # Bound and listening before the server starts: the first request simply waits in
@@ -54,11 +56,19 @@ def pdp() -> Iterator[Pdp]:
     thread.start()
     token = issuer.mint_svid("pep/todo-app", AUD)
     p = Pdp(f"http://127.0.0.1:{port}", token, issuer)
-    yield p
-    p.client.close()
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    try:
+        yield p
+    finally:
+        p.client.close()
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def pdp() -> Iterator[Pdp]:
+    with serving(Engine.from_files(TODO / "todo.cedar", entities=TODO / "entities.json")) as p:
+        yield p
 
 
 def subject(sid: str = RICK) -> dict[str, Any]:
@@ -97,6 +107,8 @@ def test_well_known_configuration(pdp: Pdp) -> None:
     assert doc["policy_decision_point"] == pdp.url
     assert doc["access_evaluation_endpoint"] == f"{pdp.url}/access/v1/evaluation"
     assert doc["access_evaluations_endpoint"] == f"{pdp.url}/access/v1/evaluations"
+    for kind in ("subject", "resource", "action"):
+        assert doc[f"search_{kind}_endpoint"] == f"{pdp.url}/access/v1/search/{kind}"
 
 
 def test_deny_is_200_with_false(pdp: Pdp) -> None:

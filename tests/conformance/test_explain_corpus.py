@@ -65,5 +65,11 @@ def test_explain_agrees_with_cedar_conformance_cases() -> None:
             permits = any(p.satisfied for p in ex.policies if p.effect == "permit")
             forbids = any(p.satisfied for p in ex.policies if p.effect == "forbid")
             assert ex.allowed == (permits and not forbids), where
+            # `engine.explain` reads the engine's own store (exported to Cedar JSON): the
+            # same explanation as from the entity file the engine was loaded with.
+            own = engine.explain(
+                uid(req["principal"]), uid(req["action"]), uid(req["resource"]), ctx
+            )
+            assert own == ex, where
             checked += 1
     assert checked > 0

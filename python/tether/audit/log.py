@@ -42,12 +42,15 @@ from tether.audit.sinks import CallableSink, JsonlFileSink, Sink
 if TYPE_CHECKING:
     from tether._core import Decision
     from tether.engine import Engine
+    from tether.shadow import Shadow
     from tether.tasks import Task
 
 Overflow = Literal["block", "drop", "deny"]
 
-_TASK = 0
-_ENGINE = 1
+# Queue entries: a task decision is `(task, action, resource, context, decision, now)`,
+# or with what was captured at decision time `(..., now, state, lease_ids)`; a plain
+# engine decision is `(None, time, version, principal, action, resource, context, decision)`.
+_ENGINE = None
 
 # Context keys whose values are never written, even with `record_requests=True`.
 _SECRET_KEY = re.compile(r"(?i)(secret|token|password|passwd|credential|authorization|api_?key)")
@@ -136,7 +139,7 @@ class AuditLog:
         task_state: bool = False,
         flush_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
-        shadow: Engine | None = None,
+        shadow: Engine | Shadow | None = None,
     ) -> None:
         if overflow not in ("block", "drop", "deny"):
             raise ValueError(f"overflow must be block, drop or deny, not {overflow!r}")
@@ -161,10 +164,11 @@ class AuditLog:
         self.clock = clock
         # Shadow mode: a candidate engine decides each receipted request on the writer
         # thread (never enforced); a different verdict goes in the receipt's `shadow`.
-        self.shadow = shadow
-        self.shadow_checked = 0
-        self.shadow_diffs = 0
-        self.shadow_skipped = 0  # task decisions without `task_state` (no exact context.task)
+        self.shadow: Shadow | None = None
+        if shadow is not None:
+            from tether.shadow import Shadow
+
+            self.shadow = shadow if isinstance(shadow, Shadow) else Shadow(shadow)
         self.written = 0  # decision receipts written
         self.dropped = 0  # decisions dropped by the "drop" policy
         self.refused = 0  # decisions refused by the "deny" policy
@@ -173,6 +177,7 @@ class AuditLog:
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._stop = False
+        self._draining = False
         self._thread: threading.Thread | None = None
         self._seq = 0
         self._prev = GENESIS
@@ -183,6 +188,22 @@ class AuditLog:
         # and entity handles repeat; both would otherwise be re-encoded per receipt.
         self._last_context: tuple[Any, str] | None = None
         self._uids: dict[Any, str] = {}
+        self._offsets: dict[int, float] = {}  # guard id -> log clock minus task clock
+        self._headers: dict[Any, tuple[str, str, str | None]] = {}
+        self._actions: dict[Any, str] = {}
+
+    @property
+    def shadow_checked(self) -> int:
+        return 0 if self.shadow is None else self.shadow.stats().checked
+
+    @property
+    def shadow_diffs(self) -> int:
+        return 0 if self.shadow is None else self.shadow.stats().diffs
+
+    @property
+    def shadow_skipped(self) -> int:
+        """Task decisions not compared: logs without `task_state` lack the exact state."""
+        return 0 if self.shadow is None else self.shadow.stats().skipped
 
     # -- lifecycle -------------------------------------------------------
 
@@ -229,7 +250,9 @@ class AuditLog:
         """Wait until everything queued so far is written (for tests and shutdown)."""
         with self._room:
             self._wake.set()
-            while self._q and self._thread is not None and self._failure is None:
+            while (
+                (self._q or self._draining) and self._thread is not None and self._failure is None
+            ):
                 self._room.wait(0.5)
                 self._wake.set()
 
@@ -253,19 +276,43 @@ class AuditLog:
         resource: Any,
         context: Mapping[str, Any] | None,
         decision: Decision,
+        now: float | None = None,
     ) -> None:
-        """Queue the receipt of one task decision (called by `Task.authorize`). The
-        writer wakes on its own every `flush_interval`, or at once when the buffer is
-        full, so this does no signalling: one length check, one clock read, one append."""
+        """Queue the receipt of one task decision (called by `Task.authorize` with `now`,
+        the task clock's reading the decision was made at). The hot path is one length
+        check and one append of objects the caller already holds: the writer maps `now`
+        to the log's clock and does all encoding and hashing. What changes after the
+        decision is captured here, at decision time: the lease ids of a task holding
+        leases, and the task state with `task_state=True`. The writer wakes on its own
+        every `flush_interval`, or at once when the buffer is full (no signalling here)."""
         q = self._q
         if len(q) >= self.capacity and not self._make_room():
             return
+        if self.task_state or task._leases:
+            q.append(self._task_item(task, action, resource, context, decision, now))
+            return
+        q.append((task, action, resource, context, decision, now))
+
+    def _task_item(
+        self,
+        task: Task,
+        action: Any,
+        resource: Any,
+        context: Mapping[str, Any] | None,
+        decision: Decision,
+        now: float | None,
+    ) -> tuple[Any, ...]:
+        """The queue entry with what the writer could not read later: the task state
+        after the decision (`task_state=True`) and the leases usable at decision time."""
         state = (
-            task.guard.engine.task_context(task.handle, now=task.guard.clock())
+            task.guard.engine.task_context(
+                task.handle, now=now if now is not None else task.guard.clock()
+            )
             if self.task_state
             else None
         )
-        q.append((_TASK, self.clock(), task, action, resource, context, decision, state))
+        leases = task.active_lease_ids() if task._leases else None
+        return (task, action, resource, context, decision, now, state, leases)
 
     def engine_decision(
         self,
@@ -285,10 +332,20 @@ class AuditLog:
 
     def attach(self, engine: Any) -> Any:
         """Record every `authorize` and `is_allowed` call of `engine` (a Python `Engine`
-        instance: the methods are wrapped on the instance, the class is untouched)."""
+        instance: the methods are wrapped on the instance, the class is untouched). An
+        engine's shadow (`engine.shadow(...)`) is then compared by this log's writer and
+        its differences written into the receipts."""
+        shadow = engine.__dict__.get("_shadow")
+        if shadow is not None:
+            shadow.unwatch(engine)  # the writer thread compares from now on
+            self.shadow = shadow
+        engine.__dict__["_audit"] = self
         authorize = engine.authorize
         is_allowed = engine.is_allowed
+        batch = engine.authorize_batch
 
+        # The version is read before deciding: the call then loads the snapshot it
+        # decides with (a reload landing between the two reads is not told apart).
         def audited_authorize(
             principal: Any,
             action: Any,
@@ -296,19 +353,31 @@ class AuditLog:
             context: Mapping[str, Any] | None = None,
             **kw: Any,
         ) -> Decision:
+            version = engine.version
             d: Decision = authorize(principal, action, resource, context, **kw)
-            self.engine_decision(engine.version, principal, action, resource, context, d)
+            self.engine_decision(version, principal, action, resource, context, d)
             return d
 
         def audited_is_allowed(
             principal: Any, action: Any, resource: Any, context: Mapping[str, Any] | None = None
         ) -> bool:
+            version = engine.version
             ok: bool = is_allowed(principal, action, resource, context)
-            self.engine_decision(engine.version, principal, action, resource, context, ok)
+            self.engine_decision(version, principal, action, resource, context, ok)
             return ok
+
+        def audited_batch(requests: Any, context: Mapping[str, Any] | None = None) -> list[bool]:
+            requests = requests if isinstance(requests, list) else list(requests)
+            version = engine.version
+            out: list[bool] = batch(requests, context)
+            for r, ok in zip(requests, out, strict=True):
+                ctx = r[3] if len(r) == 4 else context
+                self.engine_decision(version, r[0], r[1], r[2], ctx, ok)
+            return out
 
         engine.authorize = audited_authorize
         engine.is_allowed = audited_is_allowed
+        engine.authorize_batch = audited_batch
         return engine
 
     def _make_room(self) -> bool:
@@ -341,16 +410,22 @@ class AuditLog:
         while not self._stop:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
+            # `flush` waits while this is set: entries taken off the queue are not yet
+            # written until the drain ends.
+            self._draining = True
             try:
                 self._drain()
             except BaseException as e:  # a failing sink must surface, not vanish
                 self._failure = e
-                with self._room:
-                    self._room.notify_all()
                 return
+            finally:
+                with self._room:
+                    self._draining = False
+                    self._room.notify_all()
 
     def _drain(self) -> None:
         q = self._q
+        self._offsets.clear()
         while q or self.dropped != self._dropped_written:
             lines: list[bytes] = []
             for _ in range(min(len(q), 4096)):
@@ -393,31 +468,42 @@ class AuditLog:
             r.sig = sign_checkpoint(self.signing_key, r)
         return self._encode(r)
 
-    def _build(self, item: tuple[Any, ...]) -> Receipt:
-        if item[0] == _TASK:
-            _, t, task, action, resource, context, d, state = item
-            from tether.tasks import action_uid
+    def _task_time(self, task: Task, now: float | None) -> float:
+        """The log-clock time of a task decision made at task-clock time `now`: the two
+        clocks' offset is sampled once per drained batch and guard."""
+        if now is None:
+            return self.clock()
+        guard = task.guard
+        offset = self._offsets.get(id(guard))
+        if offset is None:
+            offset = self._offsets[id(guard)] = self.clock() - guard.clock()
+        return now + offset
 
-            agent = task.agent
+    def _build(self, item: tuple[Any, ...]) -> Receipt:
+        if item[0] is not _ENGINE:
+            task, action, resource, context, d, now = item[:6]
+            state, leases = item[6:] if len(item) == 8 else (None, None)
+            txn, agent, jti = self._task_header(task)
             r = Receipt(
                 seq=0,
-                time=t,
-                txn=task.txn,
-                agent=task.agent_uid,
-                action=self._uid(action_uid(action)),
+                time=self._task_time(task, now),
+                txn=txn,
+                agent=agent,
+                action=self._action(action),
                 resource=self._uid(resource),
                 policies=task.guard.engine.version,
                 state=digest(state.encode()) if state is not None else None,
                 context=self._context_digest(context),
-                leases=self._leases(task),
-                jti=getattr(agent, "token_id", None),
+                leases=list(leases) if leases else [],
+                jti=jti,
             )
             if self.record_requests:
                 r.request = {"context": redact(context or {})}
                 if state is not None:
                     r.request["task"] = msgspec.json.decode(state)
+            live: Decision | bool = d
         else:
-            _, t, version, principal, action, resource, context, d = item
+            _, t, version, principal, action, resource, context, live = item
             r = Receipt(
                 seq=0,
                 time=t,
@@ -430,15 +516,45 @@ class AuditLog:
             if self.record_requests:
                 r.request = {"context": redact(context or {})}
         self._decide_shadow(r, item)
-        if isinstance(d, bool):
-            r.decision = "allow" if d else "deny"
-            r.denial = None if d else "deny"
+        if isinstance(live, bool):
+            r.decision = "allow" if live else "deny"
+            r.denial = None if live else "deny"
         else:
-            r.decision = "allow" if d.allowed else "deny"
-            r.reasons = list(d.reasons)
-            r.errors = list(d.errors)
-            r.denial = denial_kind(d)
+            r.decision = "allow" if live.allowed else "deny"
+            r.reasons = live.reasons  # a fresh list from each read
+            r.errors = live.errors
+            r.denial = denial_kind(live)
         return r
+
+    def _task_header(self, task: Task) -> tuple[str, str, str | None]:
+        """(txn, agent uid, token jti) of a task: fixed for its life, so cached (the cache
+        holds the task, so its identity cannot be reused while cached)."""
+        try:
+            return self._headers[task]
+        except KeyError:
+            if len(self._headers) >= 4096:
+                self._headers.clear()
+            h = self._headers[task] = (
+                task.txn,
+                task.agent_uid,
+                getattr(task.agent, "token_id", None),
+            )
+            return h
+
+    def _action(self, action: Any) -> str:
+        """The uid text of a task's action (`"read"` is `Action::"read"`)."""
+        try:
+            return self._actions[action]
+        except (KeyError, TypeError):
+            from tether.tasks import action_uid
+
+            text = self._uid(action_uid(action))
+            if len(self._actions) < 4096:
+                try:
+                    self._actions[action] = text
+                except TypeError:
+                    pass
+            return text
 
     def _context_digest(self, context: Mapping[str, Any] | None) -> str:
         last = self._last_context
@@ -465,40 +581,21 @@ class AuditLog:
     def _decide_shadow(self, r: Receipt, item: tuple[Any, ...]) -> None:
         if self.shadow is None:
             return
-        from tether import TetherError
-
-        d = item[-2] if item[0] == _TASK else item[-1]
-        live = d if isinstance(d, bool) else d.allowed
-        if item[0] == _TASK:
-            state = item[-1]
+        if item[0] is not _ENGINE:
+            ctx, d = item[3], item[4]
+            state = item[6] if len(item) == 8 else None
             if state is None:
-                self.shadow_skipped += 1
+                self.shadow.skip()
                 return
-            context = {**(item[5] or {}), "task": msgspec.json.decode(state)}
+            live = bool(d.allowed)
+            context = {**(ctx or {}), "task": msgspec.json.decode(state)}
             principal: Any = r.agent
             action: Any = r.action
             resource: Any = r.resource
         else:
-            context = dict(item[6] or {})
-            principal, action, resource = item[3], item[4], item[5]
-        try:
-            shadow = self.shadow.is_allowed(principal, action, resource, context)
-        except TetherError:
-            shadow = False  # the candidate fails closed, as it would if enforced
-        self.shadow_checked += 1
-        if shadow != live:
-            self.shadow_diffs += 1
+            _, _t, _v, principal, action, resource, ctx, d = item
+            live = d if isinstance(d, bool) else bool(d.allowed)
+            context = dict(ctx or {})
+        shadow = self.shadow.compare(principal, action, resource, context, live)
+        if shadow is not None:
             r.shadow = "allow" if shadow else "deny"
-
-    @staticmethod
-    def _leases(task: Task) -> list[str]:
-        broker = task.guard.broker
-        if broker is None:
-            return []
-        # The broker lives on the event loop thread; its dict may change while read.
-        for _ in range(3):
-            try:
-                return sorted(lease.lease_id for lease in broker.active(f"tasks/{task.txn}/"))
-            except RuntimeError:
-                continue
-        return []

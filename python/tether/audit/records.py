@@ -29,7 +29,9 @@ DECISION = "decision"
 CHECKPOINT_KINDS = ("open", "mark", "close")
 
 
-class Receipt(msgspec.Struct, kw_only=True, omit_defaults=True):
+# gc=False: a receipt holds only JSON data (strings, numbers, lists and dicts of them),
+# never a cycle, so the garbage collector need not track the writer's many receipts.
+class Receipt(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One line of a receipt log: a decision or a checkpoint.
 
     Decision fields: `txn` (task), `agent` (principal uid), `action`, `resource`,

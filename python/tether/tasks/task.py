@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,13 +16,14 @@ import anyio
 from tether._core import Decision, DenialKind, TaskHandle
 from tether.domains import resolve_domain
 from tether.identity import Agent
-from tether.leases import Lease, TaskRef
+from tether.leases import Lease, LeaseError, TaskRef
 from tether.tasks.agents import agent_uid, spiffe_of
 from tether.tasks.approvals import context_digest
 from tether.tasks.errors import REVOKING_KINDS, Denied, TaskRevoked
 from tether.tasks.shared import SharedBudgetDenied
 
 if TYPE_CHECKING:
+    from tether.explain import Explanation
     from tether.tasks.guard import Guard
     from tether.tasks.shared import SharedTree
 
@@ -54,6 +56,14 @@ def _action(action: EntityArg) -> EntityArg:
     return uid
 
 
+def _usable(lease: Lease, now: float) -> bool:
+    try:
+        lease.check(now)
+    except LeaseError:
+        return False
+    return True
+
+
 @dataclass(eq=False)
 class Task:
     """One task of one agent. Rules read what it declared (intent, id, depth, agent)
@@ -69,8 +79,14 @@ class Task:
     txn: str = field(default_factory=lambda: secrets.token_hex(16))
     children: list[Task] = field(default_factory=list)
     closed: bool = False
+    # Leases issued through `lease()`, oldest first (receipts name the usable ones).
+    _leases: tuple[Lease, ...] = field(default=(), init=False, repr=False)
     _decide: Callable[..., Decision] = field(init=False, repr=False)
     _clock: Callable[[], float] = field(init=False, repr=False)
+    # The receipt queue while this task's receipts need nothing captured at decision
+    # time (no `task_state`, no leases), and its capacity; None: `audit.task_decision`.
+    _receipts: deque[tuple[Any, ...]] | None = field(default=None, init=False, repr=False)
+    _receipt_room: int = field(default=0, init=False, repr=False)
     # Set when the Guard has a shared store: every decision then goes through the tree.
     shared: SharedTree | None = field(default=None, init=False, repr=False)
 
@@ -78,6 +94,9 @@ class Task:
         # Bound once: `authorize` is the hot path and attribute chains cost real time.
         self._decide = self.guard.engine.authorize_task
         self._clock = self.guard.clock
+        audit = self.guard.audit
+        if audit is not None and not audit.task_state:
+            self._receipts, self._receipt_room = audit._q, audit.capacity
 
     @property
     def agent_uid(self) -> str:
@@ -116,20 +135,18 @@ class Task:
         permit's spending cannot be covered by the shared budget (in strict mode: any
         spending, which needs the round trip of `await task.require(...)`)."""
         if self.shared is not None:
-            d, spent = self._decide_shared(action, resource, context, reasons, None)
+            d, spent, at = self._decide_shared(action, resource, context, reasons, None)
             if self.shared.owes(spent):
                 why = "strict mode needs a round trip: use `await task.require`"
-                raise self._refused_by_store(
-                    self.shared.refuse(self.handle, spent, why), action, resource, context
-                )
-            return self._after(action, resource, context, d)
+                refused = self.shared.refuse(self.handle, spent, why)
+                raise self._refused_by_store(refused, action, resource, context, at)
+            return self._after(action, resource, context, d, at)
+        now = self._clock()
         if reasons:
-            d = self._decide(
-                self.handle, _action(action), resource, context, self._clock(), reasons=True
-            )
+            d = self._decide(self.handle, _action(action), resource, context, now, reasons=True)
         else:
-            d = self._decide(self.handle, _action(action), resource, context, self._clock())
-        return self._after(action, resource, context, d)
+            d = self._decide(self.handle, _action(action), resource, context, now)
+        return self._after(action, resource, context, d, now)
 
     def authorize_egress(
         self,
@@ -153,30 +170,31 @@ class Task:
         context: Mapping[str, Any] | None,
         reasons: bool,
         approved: list[str] | None,
-    ) -> tuple[Decision, dict[str, int]]:
+    ) -> tuple[Decision, dict[str, int], float]:
         """A decision of a task whose tree shares state, not yet reported (receipt,
         monitors' revocations, `on_decision`): a permit of a strict budget still needs its
-        reservation. Returns the decision and what a permit spent per budget."""
+        reservation. Returns the decision, what a permit spent per budget, and the task
+        clock's reading it was made at."""
         shared = self.shared
         assert shared is not None
         uid = _action(action)
+        at: list[float] = []  # the clock is read inside, once the tree's lock is held
 
         def decide() -> Decision:
+            at.append(self._clock())
             if approved is None:
-                return self._decide(
-                    self.handle, uid, resource, context, self._clock(), reasons=reasons
-                )
+                return self._decide(self.handle, uid, resource, context, at[-1], reasons=reasons)
             return self._decide(
-                self.handle, uid, resource, context, self._clock(), reasons=True, approved=approved
+                self.handle, uid, resource, context, at[-1], reasons=True, approved=approved
             )
 
         try:
             d, spent = shared.decide(self.handle, decide)
         except SharedBudgetDenied as exc:
-            raise self._refused_by_store(exc, action, resource, context) from None
+            raise self._refused_by_store(exc, action, resource, context, at[-1]) from None
         if d.allowed and self.guard.labels is not None:
             self.guard.labels.acquired(self)
-        return d, spent
+        return d, spent, at[-1]
 
     async def _decide_reserved(
         self,
@@ -187,24 +205,29 @@ class Task:
     ) -> Decision:
         """Decide with reasons; in strict mode, reserve a permit's spending on the store."""
         assert self.shared is not None
-        d, spent = self._decide_shared(action, resource, context, True, approved)
+        d, spent, at = self._decide_shared(action, resource, context, True, approved)
         if self.shared.owes(spent):
             try:
                 await self.shared.reserve(
-                    self.handle, spent, lambda u: self._after(action, resource, context, u)
+                    self.handle, spent, lambda u: self._after(action, resource, context, u, at)
                 )
             except SharedBudgetDenied as exc:
-                raise self._refused_by_store(exc, action, resource, context) from None
-        return self._after(action, resource, context, d)
+                raise self._refused_by_store(exc, action, resource, context, at) from None
+        return self._after(action, resource, context, d, at)
 
     def _refused_by_store(
-        self, exc: SharedBudgetDenied, action: EntityArg, resource: EntityArg, context: Any
+        self,
+        exc: SharedBudgetDenied,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Any,
+        now: float,
     ) -> Denied:
         """A permit the shared budget could not cover was undone in Rust (a denial for the
         monitors unless only a refill was late); the denial it became is reported like any
         decision: receipt, revocation if a monitor tripped, `on_decision`."""
         if exc.decision is not None:
-            self._after(action, resource, context, exc.decision, exc.counts)
+            self._after(action, resource, context, exc.decision, now, exc.counts)
         return exc
 
     def _after(
@@ -213,6 +236,7 @@ class Task:
         resource: EntityArg,
         context: Any,
         d: Decision,
+        now: float,
         counted: bool = True,
     ) -> Decision:
         guard = self.guard
@@ -220,8 +244,15 @@ class Task:
         if shared is not None and shared.monitors is not None and counted:
             if d.allowed or d.kind in _COUNTED_DENIALS:
                 shared.monitors.record(d.allowed)
-        if guard.audit is not None:  # receipts (tether.audit), queued off the hot path
-            guard.audit.task_decision(self, action, resource, context, d)
+        # The receipt (tether.audit): the common case is queued here, inline, as a tuple
+        # of objects already held, touching nothing but this task and the queue (memory
+        # the decision evicted from the cache costs more than the work); other cases and
+        # all encoding and hashing are the log's.
+        q = self._receipts
+        if q is not None and len(q) < self._receipt_room:
+            q.append((self, action, resource, context, d, now))
+        elif guard.audit is not None:
+            guard.audit.task_decision(self, action, resource, context, d, now)
         if not d.allowed and d.revoked is not None:
             guard._revoked_by_decision(self, d.revoked)
         if guard.on_decision is not None:
@@ -273,7 +304,7 @@ class Task:
         d = self._decide(
             self.handle, _action(action), resource, context, now, reasons=True, approved=approved
         )
-        return self._after(action, resource, context, d)
+        return self._after(action, resource, context, d, now)
 
     def _denial(self, d: Decision) -> Denied:
         why = d.message or (
@@ -354,9 +385,21 @@ class Task:
             raise RuntimeError("this Guard has no CredentialBroker")
         if self.revoked is not None:
             raise TaskRevoked(f"task revoked: {self.revoked}", kind=DenialKind.REVOKED)
-        return await broker.issue(
+        lease = await broker.issue(
             self.ref(), provider, scope=None if scope is None else frozenset(scope), ttl=ttl
         )
+        now = broker.clock()
+        self._leases = (*(x for x in self._leases if _usable(x, now)), lease)
+        self._receipts = None  # receipts now name the usable leases: the log's path
+        return lease
+
+    def active_lease_ids(self) -> tuple[str, ...]:
+        """Ids of the leases issued through `lease()` that are usable now."""
+        broker = self.guard.broker
+        if broker is None or not self._leases:
+            return ()
+        now = broker.clock()
+        return tuple(x.lease_id for x in self._leases if _usable(x, now))
 
     def ref(self) -> TaskRef:
         """The task as the broker sees it; the deadline is moved onto the broker's clock
@@ -389,6 +432,17 @@ class Task:
             self.guard.engine.task_context(self.handle, now=self._clock())
         )
         return out
+
+    def explain(
+        self, action: EntityArg, resource: EntityArg, context: Mapping[str, Any] | None = None
+    ) -> Explanation:
+        """Why `authorize(action, resource, context)` would be allowed or denied now, by
+        policy and condition, with the `context.task` values each condition reads (the
+        task's state now, as the decision would see it). Scope, deadline and revocation,
+        which the task checks before any policy, are not part of the explanation."""
+        return self.guard.engine.explain(
+            self.agent_uid, _action(action), resource, {**(context or {}), "task": self.state()}
+        )
 
     def revoke(self, reason: str) -> None:
         """Revoke this task and its descendants now; leases follow in the background, and
