@@ -147,6 +147,39 @@ fn compile_expr(
 }
 
 impl CompiledState {
+    /// The label bits of `names` (labels a task is opened with); an undeclared
+    /// name is an error that lists the declared ones.
+    pub fn label_bits<S: AsRef<str>>(&self, names: &[S]) -> Result<u64, String> {
+        let mut bits = 0u64;
+        for name in names {
+            let name = name.as_ref();
+            match self.label_names.iter().position(|n| n == name) {
+                Some(i) => bits |= 1u64 << i,
+                None => {
+                    return Err(format!(
+                        "unknown label `{name}`: the state file declares {}",
+                        if self.label_names.is_empty() {
+                            "no labels".to_owned()
+                        } else {
+                            self.label_names.join(", ")
+                        }
+                    ))
+                }
+            }
+        }
+        Ok(bits)
+    }
+
+    /// The names of the labels among `bits`, in state-file order.
+    pub fn label_names_of(&self, bits: u64) -> Vec<String> {
+        self.label_names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1u64 << i) != 0)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
     pub fn compile(spec: &StateSpec, interner: &mut Interner) -> Result<Self, TetherError> {
         if spec.labels.len() > MAX_LABELS {
             return Err(TetherError::policy(format!(
@@ -334,6 +367,12 @@ pub struct TaskInner {
     /// Actions granted by an escalation, each until a time (ms on the task clock).
     /// Only this task's own scope widens; ancestors' scopes and children are unchanged.
     pub escalated: Vec<(Euid, u64)>,
+    /// Agent-scoped labels this task's decisions acquired that the caller has not
+    /// yet taken (to share them beyond this engine, e.g. through a store).
+    pub unshared_agent_labels: u64,
+    /// The deny streak the last permit reset, so a permit undone afterwards
+    /// (a shared budget refused it) does not break the streak.
+    pub streak_before_permit: u32,
 }
 
 impl TaskInner {
@@ -430,6 +469,8 @@ impl TaskSlot {
                 rate: Window::new(limits.rate_window_ms.max(1)),
                 ctx_cache: None,
                 escalated: Vec::new(),
+                unshared_agent_labels: 0,
+                streak_before_permit: 0,
             }),
         })
     }

@@ -212,6 +212,7 @@ impl<'a> Chain<'a> {
         for (i, (t, g)) in members.skip(from) {
             let lim = t.limits;
             if allowed {
+                g.streak_before_permit = g.deny_streak;
                 g.deny_streak = 0;
                 g.allowed_total = g.allowed_total.saturating_add(1);
                 continue;
@@ -485,6 +486,7 @@ impl Snapshot {
             }
         }
         if new_labels & st.agent_labels != 0 {
+            chain.inner[0].unshared_agent_labels |= new_labels & st.agent_labels;
             for t in &chain.slots {
                 if let Some(m) = &t.memory {
                     m.remember(st, t.agent, new_labels, now_ms);
@@ -514,6 +516,30 @@ pub fn record_denial(slot: &TaskSlot) -> Option<String> {
     chain.revoke(i, DenyKind::Monitor, why).revoked_now
 }
 
+/// Undo a permit whose action did not happen after all (a budget shared beyond
+/// this engine refused it): `spend[b]` (per budget, as the permit spent it) goes
+/// back on the task and every ancestor, and the permit no longer counts for the
+/// monitors: its streak reset is undone, and with `counts` it is a denial instead
+/// (which may trip a monitor: returns why it revoked, if it did). Counter windows
+/// and labels keep the permit's effects: they only ever over-count.
+pub fn revert_permit(slot: &TaskSlot, spend: &[i64], counts: bool) -> Option<String> {
+    let mut chain = Chain::lock(slot);
+    for g in chain.inner.iter_mut() {
+        for (s, amount) in g.spent.iter_mut().zip(spend) {
+            *s = s.saturating_sub(*amount).max(0);
+        }
+        g.allowed_total = g.allowed_total.saturating_sub(1);
+        // Denials since the permit stay counted on top of the streak it reset.
+        g.deny_streak = g.streak_before_permit.saturating_add(g.deny_streak);
+        g.streak_before_permit = 0;
+    }
+    if !counts || chain.revoked().is_some() {
+        return None;
+    }
+    let (i, why) = chain.monitor_outcome(false, 0)?;
+    chain.revoke(i, DenyKind::Monitor, why).revoked_now
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Barrier};
@@ -529,6 +555,15 @@ mod tests {
     const STATE: &str = r#"{"budgets": {"risk": {"add": "1", "limit": 41}}, "counters": {"n": {"window_ms": 60000, "count_when": "true"}}}"#;
 
     fn open(core: &Core, id: u64, parent: Option<Arc<TaskSlot>>) -> Arc<TaskSlot> {
+        open_with(core, id, parent, Limits::default())
+    }
+
+    fn open_with(
+        core: &Core,
+        id: u64,
+        parent: Option<Arc<TaskSlot>>,
+        limits: Limits,
+    ) -> Arc<TaskSlot> {
         let snap = core.current.load();
         let st = snap.set.state.as_ref().unwrap();
         let windows: Vec<u64> = st.counters.iter().map(|c| c.1).collect();
@@ -537,13 +572,26 @@ mod tests {
             agent: core.intern_uid("Agent", &format!("a{id}")).unwrap(),
             scope: None,
             deadline_ms: None,
-            limits: Limits::default(),
+            limits,
             on_error: None,
             intent: core.intern_uid("Agent", "x").unwrap().id,
             memory: None,
             labels: 0,
         };
         Arc::new(TaskSlot::new(init, parent, &windows, st.budgets.len()).unwrap())
+    }
+
+    fn core() -> Core {
+        Core::new(
+            POLICIES,
+            None,
+            None,
+            Some(STATE),
+            false,
+            OnError::Skip,
+            false,
+        )
+        .unwrap()
     }
 
     fn spent(slot: &TaskSlot) -> i64 {
@@ -554,16 +602,7 @@ mod tests {
     /// is ever charged past its limit, and each is charged exactly its subtree's spend.
     #[test]
     fn tree_budget_race_in_threads() {
-        let core = Core::new(
-            POLICIES,
-            None,
-            None,
-            Some(STATE),
-            false,
-            OnError::Skip,
-            false,
-        )
-        .unwrap();
+        let core = core();
         let action = core.intern_uid("Action", "spend").unwrap();
         let thing = core.intern_uid("Thing", "t").unwrap();
         for round in 0..50 {
@@ -609,6 +648,54 @@ mod tests {
             assert_eq!(spent(&kids[1]), allowed[1] + allowed[4] + allowed[5]);
             let counted = root.lock().counters[0].count(1);
             assert_eq!(counted, 41, "every permitted decision counted on the root");
+        }
+    }
+
+    fn decide(core: &Core, slot: &TaskSlot, action: &str) -> bool {
+        let snap = core.current.load_full();
+        let mut req = ResolvedRequest {
+            fields: Default::default(),
+            principal: slot.agent,
+            action: core.intern_uid("Action", action).unwrap(),
+            resource: core.intern_uid("Thing", "t").unwrap(),
+            context: None,
+            locals: Locals::new(&snap.interner),
+        };
+        snap.authorize_task(slot, &mut req, false, OnError::Skip, 1, &[])
+            .outcome
+            .allowed
+    }
+
+    /// A permit undone as a denial gives its spend back on the whole chain and
+    /// extends the deny streak it had reset (so refusals in a row trip the
+    /// monitor); undone as "not the agent's doing" it only restores the streak.
+    #[test]
+    fn revert_permit_refunds_and_counts_as_denial() {
+        let core = core();
+        let limits = Limits {
+            max_deny_streak: 3,
+            ..Limits::default()
+        };
+        for counts in [true, false] {
+            let root = open_with(&core, 1, None, limits);
+            let child = open_with(&core, 2, Some(root.clone()), limits);
+            assert!(!decide(&core, &child, "other"));
+            assert!(!decide(&core, &child, "other"));
+            assert!(decide(&core, &child, "spend"));
+            assert_eq!((spent(&child), spent(&root)), (1, 1));
+            let revoked = super::revert_permit(&child, &[1], counts);
+            assert_eq!((spent(&child), spent(&root)), (0, 0));
+            let g = child.lock();
+            if counts {
+                assert_eq!(g.deny_streak, 3);
+                assert_eq!(revoked.as_deref(), Some("monitor: 3 denials in a row"));
+                assert!(g.revoked.is_some());
+            } else {
+                assert_eq!(g.deny_streak, 2);
+                assert_eq!(revoked, None);
+                assert!(g.revoked.is_none());
+            }
+            assert_eq!(g.allowed_total, 0);
         }
     }
 }

@@ -1,6 +1,6 @@
 """Typed stub of the native module `tether._core` (built from `rust/` by maturin)."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self, final
 
 from typing_extensions import disjoint_base
@@ -196,6 +196,7 @@ class Engine:
         max_deny_ratio: float = 0.0,
         min_denials: int = 0,
         revoke_on_budget_exhausted: bool = True,
+        labels: Sequence[str] | None = None,
     ) -> TaskHandle: ...
     def authorize_task(
         self,
@@ -212,3 +213,15 @@ class Engine:
         self, task: TaskHandle, actions: Iterable[EntityArg], until: float
     ) -> None: ...
     def task_context(self, task: TaskHandle, *, now: float | None = None) -> str: ...
+    def take_task_labels(self, task: TaskHandle) -> list[str]: ...
+    def revert_permit(
+        self,
+        task: TaskHandle,
+        spent: Mapping[str, int],
+        *,
+        message: str,
+        kind: DenialKind = ...,
+        counts: bool = True,
+    ) -> Decision: ...
+    @property
+    def state_labels(self) -> list[tuple[str, str]]: ...

@@ -490,7 +490,7 @@ impl Engine {
     }
 
     /// Open a task for `agent` (see `open_task_impl`).
-    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, intent="", on_error=None, now=None, max_deny_streak=0, max_rate=0, rate_window=1.0, max_deny_ratio=0.0, min_denials=0, revoke_on_budget_exhausted=true))]
+    #[pyo3(signature = (agent, *, scope=None, deadline=None, parent=None, intent="", on_error=None, now=None, max_deny_streak=0, max_rate=0, rate_window=1.0, max_deny_ratio=0.0, min_denials=0, revoke_on_budget_exhausted=true, labels=None))]
     #[allow(clippy::too_many_arguments)]
     fn open_task(
         &self,
@@ -508,6 +508,7 @@ impl Engine {
         max_deny_ratio: f64,
         min_denials: u32,
         revoke_on_budget_exhausted: bool,
+        labels: Option<Vec<String>>,
     ) -> PyResult<TaskHandle> {
         let opts = TaskOptions {
             scope,
@@ -525,6 +526,7 @@ impl Engine {
                 max_deny_ratio,
                 min_denials,
             },
+            labels,
         };
         self.open_task_impl(py, agent, opts)
     }
@@ -673,5 +675,29 @@ impl Engine {
     #[getter]
     fn policy_count(&self) -> usize {
         self.core.current.load().set.policies.len()
+    }
+
+    /// Agent-scoped labels a task acquired since the last call (see `take_task_labels_impl`).
+    fn take_task_labels(&self, task: &TaskHandle) -> PyResult<Vec<String>> {
+        self.take_task_labels_impl(task)
+    }
+
+    /// Undo a permit whose action did not happen (see `revert_permit_impl`).
+    #[pyo3(signature = (task, spent, *, message, kind=DenialKind::Budget, counts=true))]
+    fn revert_permit(
+        &self,
+        task: &TaskHandle,
+        spent: std::collections::HashMap<String, i64>,
+        message: String,
+        kind: DenialKind,
+        counts: bool,
+    ) -> PyResult<Decision> {
+        self.revert_permit_impl(task, spent, message, kind, counts)
+    }
+
+    /// The state file's labels: name to scope (`"task"` or `"agent"`), in file order.
+    #[getter]
+    fn state_labels(&self) -> Vec<(String, &'static str)> {
+        self.state_labels_impl()
     }
 }

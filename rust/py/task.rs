@@ -96,6 +96,8 @@ pub(crate) struct TaskOptions<'a, 'py> {
     pub(crate) on_error: Option<OnError>,
     pub(crate) now: Option<f64>,
     pub(crate) limits: state::Limits,
+    /// Label names the task starts with (e.g. agent-scoped labels from a store).
+    pub(crate) labels: Option<Vec<String>>,
 }
 
 impl Engine {
@@ -146,6 +148,17 @@ impl Engine {
             .map(|s| s.counters.iter().map(|c| c.1).collect())
             .unwrap_or_default();
         let n_budgets = st.map_or(0, |s| s.budgets.len());
+        let seeded = match (&opts.labels, st) {
+            (None, _) => 0,
+            (Some(l), _) if l.is_empty() => 0,
+            (Some(_), None) => {
+                return Err(CoreError::Request(
+                    "labels given but the engine has no task state file".into(),
+                )
+                .into())
+            }
+            (Some(l), Some(st)) => st.label_bits(l).map_err(CoreError::Request)?,
+        };
         let parent_slot = opts.parent.map(|p| p.slot.clone());
         let mut deadline_ms = opts.deadline.map(ms_of).transpose()?;
         if let Some(p) = &parent_slot {
@@ -164,7 +177,7 @@ impl Engine {
             on_error: opts.on_error,
             intent,
             memory: Some(self.memory.clone()),
-            labels: self.memory.recall(&agent, now_ms),
+            labels: self.memory.recall(&agent, now_ms) | seeded,
         };
         let slot = state::TaskSlot::new(init, parent_slot, &windows, n_budgets)
             .map_err(CoreError::Request)?;
@@ -263,5 +276,81 @@ impl Engine {
             Some(st) => state::task_json(st, &task.slot, &inner, now, &snap.interner).to_string(),
             None => "{}".to_owned(),
         })
+    }
+
+    /// Agent-scoped labels the task's decisions acquired since the last call
+    /// (taken: each is returned once), for sharing beyond this engine.
+    pub(crate) fn take_task_labels_impl(&self, task: &TaskHandle) -> PyResult<Vec<String>> {
+        if task.engine_id != self.id() {
+            return Err(CoreError::Request("task belongs to another engine".into()).into());
+        }
+        let bits = std::mem::take(&mut task.slot.lock().unshared_agent_labels);
+        let snap = self.core.current.load();
+        Ok(match (bits, snap.set.state.as_ref()) {
+            (0, _) | (_, None) => Vec::new(),
+            (b, Some(st)) => st.label_names_of(b),
+        })
+    }
+
+    /// Undo a permit whose action did not happen (see `task_decide::revert_permit`):
+    /// `spent` maps budget names to what the permit spent. Returns the denial that
+    /// stands in its place (for receipts), with `revoked` set if a monitor tripped.
+    pub(crate) fn revert_permit_impl(
+        &self,
+        task: &TaskHandle,
+        spent: std::collections::HashMap<String, i64>,
+        message: String,
+        kind: super::decision::DenialKind,
+        counts: bool,
+    ) -> PyResult<Decision> {
+        if task.engine_id != self.id() {
+            return Err(CoreError::Request("task belongs to another engine".into()).into());
+        }
+        let snap = self.core.current.load();
+        let names: &[String] = snap.set.state.as_ref().map_or(&[], |s| &s.budget_names);
+        let mut spend = vec![0i64; names.len()];
+        for (name, amount) in spent {
+            let Some(b) = names.iter().position(|n| *n == name) else {
+                return Err(CoreError::Request(format!(
+                    "unknown budget `{name}` (the state file declares: {})",
+                    names.join(", ")
+                ))
+                .into());
+            };
+            if amount < 0 {
+                return Err(CoreError::Request(format!(
+                    "budget `{name}`: a refund must not be negative, got {amount}"
+                ))
+                .into());
+            }
+            spend[b] = amount;
+        }
+        let revoked = crate::task_decide::revert_permit(&task.slot, &spend, counts);
+        Ok(Decision {
+            allowed: false,
+            reasons: Vec::new(),
+            errors: Vec::new(),
+            error_messages: Vec::new(),
+            message: Some(message),
+            obligations: Vec::new(),
+            revoked,
+            kind: Some(kind),
+        })
+    }
+
+    /// The state file's labels and their scopes (`"task"` or `"agent"`).
+    pub(crate) fn state_labels_impl(&self) -> Vec<(String, &'static str)> {
+        let snap = self.core.current.load();
+        let Some(st) = snap.set.state.as_ref() else {
+            return Vec::new();
+        };
+        st.label_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let agent = st.agent_labels & (1u64 << i) != 0;
+                (n.clone(), if agent { "agent" } else { "task" })
+            })
+            .collect()
     }
 }

@@ -45,6 +45,23 @@ async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Sh
     await made.aclose()
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def pair(
+    request: pytest.FixtureRequest, prefix: str
+) -> AsyncIterator[tuple[SharedStore, SharedStore]]:
+    """Two handles on one store, one per Guard (one object for the in-memory store)."""
+    if request.param == "memory":
+        m = MemoryStore()
+        yield m, m
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    a = RedisStore.from_url(server.url, prefix=prefix)
+    b = RedisStore.from_url(server.url, prefix=prefix)
+    yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path

@@ -6,16 +6,14 @@ clients). Waiting for propagation polls with a deadline: it asserts what was obs
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 
 import anyio
 import anyio.to_thread
 import pytest
-from tests.store.guard_world import ORCH, RESEARCHER, SEARCH, SHELL, SUMMARIZE, guard
-from tests.store.redis_server import RedisServer
+from tests.store.guard_world import ORCH, RESEARCHER, SEARCH, SHELL, SUMMARIZE, guard, until
 
 from tether.store.memory_state import MemoryStore
-from tether.store.redis_state import RedisStore
 from tether.store.shared_state import (
     Charge,
     Grant,
@@ -28,30 +26,6 @@ from tether.tasks import Denied, Guard, Task, TaskRevoked
 from tether.tasks.shared import SharedBudgetDenied, SharedBudgets
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def pair(
-    request: pytest.FixtureRequest, prefix: str
-) -> AsyncIterator[tuple[SharedStore, SharedStore]]:
-    """Two handles on one store, one per Guard (one object for the in-memory store)."""
-    if request.param == "memory":
-        m = MemoryStore()
-        yield m, m
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    a = RedisStore.from_url(server.url, prefix=prefix)
-    b = RedisStore.from_url(server.url, prefix=prefix)
-    yield a, b
-    await a.aclose()
-    await b.aclose()
-
-
-async def until(check: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll until `check()` holds; fail after `limit` seconds."""
-    with anyio.fail_after(limit):
-        while not check():
-            await anyio.sleep(0.001)
 
 
 def revoked(task: Task) -> bool:
@@ -362,22 +336,28 @@ async def test_a_late_refill_is_not_held_against_the_agent() -> None:
                 with pytest.raises(SharedBudgetDenied, match="being refilled") as caught:
                     task.authorize("call_tool", SEARCH)
                 assert not caught.value.counts
+                assert task.state()["budgets"]["risk"]["spent"] == 1  # given back
             assert task.revoked is None  # ...which is no deny streak
 
 
 async def test_hammering_an_exhausted_shared_budget_is_refused_then_revoked() -> None:
     store = MemoryStore()
     await store.reserve([Charge("tree/t/risk", 4)], 2)  # another process spent half
-    async with guard(store, mode="sliced", risk_limit=4, slice_size=2) as g:
+    async with guard(store, mode="sliced", risk_limit=4, slice_size=2, max_deny_streak=3) as g:
         async with g.task(ORCH, intent="x", txn="t") as task:
             assert spends(task) and spends(task)  # the rest of the shared budget
-            for _ in range(5):  # attack: keep spending what is not there
-                try:
-                    assert not task.authorize("call_tool", SEARCH).allowed
-                except SharedBudgetDenied as refused:
-                    assert refused.counts and "exhausted across processes" in str(refused)
+            for _ in range(2):  # attack: keep spending what is not there
+                with pytest.raises(SharedBudgetDenied) as refused:
+                    task.authorize("call_tool", SEARCH)
+                assert refused.value.counts and "exhausted across processes" in str(refused.value)
+                # Undone in Rust: only what happened is spent locally...
+                assert task.state()["budgets"]["risk"]["spent"] == 2
+                assert task.revoked is None
                 await anyio.sleep(0)  # refills run in between: still nothing to take
-            # Refused spends still count locally, so the local budget runs out as well and
-            # revokes the task (revoke_on_budget_exhausted), in every process of the tree.
-            assert "budget `risk` exhausted" in (task.revoked or "")
+            # ...and each refusal is a denial in a row (not a permit that reset the streak).
+            with pytest.raises(SharedBudgetDenied) as third:
+                task.authorize("call_tool", SEARCH)
+            assert third.value.decision is not None
+            assert third.value.decision.revoked == "monitor: 3 denials in a row"
+            assert "3 denials in a row" in (task.revoked or "")
     assert await store.spent("tree/t/risk") == 4

@@ -59,6 +59,10 @@ class StrictBudget:
         grant = await self.store.reserve(self.charges, amount)
         return grant.granted == amount
 
+    async def refund(self, amount: int) -> None:
+        """Give back a reservation whose action did not happen (raises ``StoreUnavailable``)."""
+        await self.store.release([c.key for c in self.charges], amount)
+
 
 class BudgetSlice:
     """A per-process slice of a shared budget, spent without I/O."""
@@ -141,6 +145,20 @@ class BudgetSlice:
         if self.available < self.low_water:
             self._poke()
         return True
+
+    def refund(self, amount: int) -> None:
+        """Undo the :meth:`try_spend` just made (its action did not happen): debt first,
+        then the slice. What a renewal already reported as used stays spent (it may
+        over-count, never overspend)."""
+        check_amount("amount", amount)
+        if self._lock.locked():
+            # A refill (maybe on another thread) is settling debt and usage: keep it spent.
+            return
+        from_debt = min(self.debt, amount)
+        self.debt -= from_debt
+        back = min(amount - from_debt, self._used)
+        self._used -= back
+        self.available += back
 
     async def refill(self) -> int:
         """Settle the debt and top the slice up to ``slice_size``; returns what was granted.

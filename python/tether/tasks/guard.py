@@ -34,6 +34,8 @@ from tether.tasks.approvals import (
 from tether.tasks.errors import ApprovalRefused, TaskRevoked
 from tether.tasks.monitors import Monitors
 from tether.tasks.shared import SharedBudgets, SharedTree
+from tether.tasks.shared_labels import SharedLabels
+from tether.tasks.shared_monitors import TreeMonitors
 from tether.tasks.task import Task, action_uid
 
 if TYPE_CHECKING:
@@ -45,13 +47,16 @@ log = logging.getLogger("tether.tasks")
 class _TaskOpener:
     """`async with guard.task(...) as task:` opens on enter and closes on exit."""
 
-    def __init__(self, guard: Guard, open_: Callable[[], Task]) -> None:
+    def __init__(
+        self, guard: Guard, agent: Agent | str, open_: Callable[[Sequence[str]], Task]
+    ) -> None:
         self._guard = guard
+        self._agent = agent
         self._open = open_
         self._task: Task | None = None
 
     async def __aenter__(self) -> Task:
-        task = self._open()
+        task = self._open(await self._guard._load_labels(self._agent))
         try:
             await self._guard._share(task)
         except BaseException:
@@ -124,7 +129,11 @@ class Guard:
     `shared_budgets` names the state file's budgets a task tree spends through the store.
     `on_store_error="deny"` (default) fails every task decision closed with
     `StoreUnavailable` while the revocation view is older than `max_staleness` seconds;
-    `"allow"` decides on the last view (budgets stay bounded either way)."""
+    `"allow"` decides on the last view (budgets stay bounded either way). Agent-scoped
+    labels of the state file go through the store too: a task opens with those its agent
+    holds there, and those its decisions acquire are written back (`SharedLabels`).
+    `tree_monitors=True` also counts the deny streak and ratio of a shared tree over all
+    its processes (`TreeMonitors`): a trip revokes the tree everywhere."""
 
     def __init__(
         self,
@@ -147,6 +156,7 @@ class Guard:
         shared_budgets: SharedBudgets | None = None,
         on_store_error: Literal["deny", "allow"] = "deny",
         max_staleness: float = 5.0,
+        tree_monitors: bool = False,
     ) -> None:
         if on_error not in ("deny", "skip"):
             raise ValueError("on_error must be 'deny' or 'skip'")
@@ -154,6 +164,9 @@ class Guard:
             raise ValueError("on_store_error must be 'deny' or 'allow'")
         if shared_budgets is not None and store is None:
             raise ValueError("shared_budgets need a store (Guard(store=...))")
+        if tree_monitors and store is None:
+            raise ValueError("tree_monitors need a store (Guard(store=...))")
+        self.tree_monitors = tree_monitors
         self.store = store
         self.shared_budgets = shared_budgets
         self.on_store_error = on_store_error
@@ -165,6 +178,15 @@ class Guard:
                 max_staleness=max_staleness,
                 poll=min(1.0, max_staleness / 2),
                 clock=clock,
+            )
+        # Agent-scoped labels shared through the store (when the state file has any).
+        self.labels: SharedLabels | None = None
+        if store is not None and any(scope == "agent" for _, scope in engine.state_labels):
+            self.labels = SharedLabels(
+                store,
+                engine,
+                fail_closed=on_store_error == "deny",
+                in_background=self._in_background,
             )
         self.revoked_txns: dict[str, str] = {}
         self._broadcasts: set[_Broadcast] = set()
@@ -264,7 +286,8 @@ class Guard:
         frozen = None if scope is None else frozenset(scope)
         return _TaskOpener(
             self,
-            lambda: self._open(
+            agent,
+            lambda labels: self._open(
                 agent,
                 intent,
                 frozen,
@@ -272,6 +295,7 @@ class Guard:
                 parent=None,
                 outlive_credential=outlive_credential,
                 txn=txn,
+                labels=labels,
             ),
         )
 
@@ -406,9 +430,23 @@ class Guard:
             clock=self.clock,
         )
         tree.check_fresh()
+        if self.tree_monitors:
+            tree.monitors = TreeMonitors(
+                self.store,
+                f"tree/{task.txn}/monitors",
+                self.monitors,
+                trip=lambda why: task.revoke(why) if task.revoked is None else None,
+                in_background=self._in_background,
+            )
         if self._tg is not None:
             await tree.start(self._tg)
         task.shared = tree
+
+    async def _load_labels(self, agent: Agent | str) -> list[str]:
+        """The agent-scoped labels the shared store holds for `agent` (none without one)."""
+        if self.labels is None:
+            return []
+        return await self.labels.load(agent_uid(agent))
 
     def _check_not_revoked(self, agent: Agent | str) -> None:
         uid = agent_uid(agent)
@@ -439,6 +477,7 @@ class Guard:
         parent: Task | None,
         outlive_credential: bool = False,
         txn: str | None = None,
+        labels: Sequence[str] = (),
     ) -> Task:
         self._check_not_revoked(agent)
         if txn is not None:
@@ -470,6 +509,7 @@ class Guard:
             max_deny_ratio=m.max_deny_ratio,
             min_denials=m.min_denials,
             revoke_on_budget_exhausted=m.revoke_on_budget_exhausted,
+            labels=list(labels) if labels else None,
         )
         task = Task(self, agent, intent, scope, deadline, handle, parent=parent)
         if txn is not None:
@@ -522,6 +562,12 @@ class Guard:
         root = family[0]
         if root.parent is None and root.shared is not None:
             await root.shared.release()
+        if root.parent is None and self.labels is not None and self.labels.pending:
+            try:
+                with anyio.fail_after(5.0):  # then the background sender keeps trying
+                    await self.labels.flush()
+            except Exception as exc:
+                log.error("agent labels not yet stored in %s: %s", self.labels.store.name, exc)
         if root.parent is not None and root in root.parent.children:
             root.parent.children.remove(root)
         if self.broker is not None:

@@ -2,12 +2,13 @@
 
 A :class:`SharedTree` is one task tree's shared state in this process. Every decision of
 the tree goes through :meth:`SharedTree.decide`: a local freshness check of the revocation
-feed (no I/O), then the Rust decision, then, for a permit, what it spent on each shared
-budget is read from the tree's root (local) and charged to the budget's slice (sliced
-mode, no I/O) or reserved on the store (strict mode, one round trip, done by the caller
-that can await). A charge that cannot be covered turns the permit into a :class:`Denied`
-of kind ``BUDGET``: the local Rust state keeps the amount, which only ever over-counts
-(denies sooner), never under-counts.
+feed (no I/O), then the Rust decision, then, for a permit, what it spent on each budget is
+read from the tree's root (local) and charged to the shared budget's slice (sliced mode,
+no I/O) or reserved on the store (strict mode, one round trip, done by the caller that
+can await). A charge that cannot be covered turns the permit into a
+:class:`SharedBudgetDenied` (kind ``BUDGET``): the permit is undone in Rust
+(``engine.revert_permit``: what it spent goes back on the whole chain, and it counts as a
+denial for the monitors) and the denial it becomes is the decision the receipts record.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import msgspec
 from tether._core import Decision, DenialKind, TaskHandle
 from tether.store.budgets import BudgetSlice, StrictBudget
 from tether.store.revocation_feed import RevocationFeed
-from tether.store.shared_state import Charge, SharedStore, check_amount
+from tether.store.shared_state import Charge, SharedStore, StoreUnavailable, check_amount
 from tether.tasks.errors import Denied
+from tether.tasks.shared_monitors import TreeMonitors
 
 if TYPE_CHECKING:
     from tether.engine import Engine
@@ -43,8 +45,8 @@ class SharedBudgetDenied(Denied):
     task's monitors (deny streak, ratio).
     """
 
-    def __init__(self, message: str, *, counts: bool) -> None:
-        super().__init__(message, kind=DenialKind.BUDGET)
+    def __init__(self, message: str, *, counts: bool, decision: Decision | None = None) -> None:
+        super().__init__(message, decision, kind=DenialKind.BUDGET)
         self.counts = counts
 
 
@@ -129,6 +131,8 @@ class SharedTree:
         self.strict: dict[str, StrictBudget] = {}
         self._accounted: dict[str, int] = {}
         self._scope: anyio.CancelScope | None = None
+        # Deny monitors over the tree across processes (`Guard(tree_monitors=True)`).
+        self.monitors: TreeMonitors | None = None
         if budgets is None:
             return
         declared = self._read_budgets()
@@ -137,9 +141,10 @@ class SharedTree:
             raise ValueError(
                 f"shared budgets not declared in the state file: {', '.join(sorted(unknown))}"
             )
+        # Every budget, shared or not: a refused permit gives back all it spent.
+        self._accounted = {name: spent for name, (spent, _) in declared.items()}
         for name in sorted(budgets.names):
-            spent, limit = declared[name]
-            self._accounted[name] = spent
+            limit = declared[name][1]
             charges = [Charge(budget_key(txn, name), limit)]
             if budgets.mode == "strict":
                 self.strict[name] = StrictBudget(store, charges)
@@ -164,9 +169,12 @@ class SharedTree:
         if self.fail_closed and self.feed is not None:
             self.feed.check()
 
-    def decide(self, decide: Callable[[], Decision]) -> tuple[Decision, dict[str, int]]:
-        """Decide and charge the shared budgets; returns the decision and, in strict mode,
-        what must still be reserved on the store before the permit stands."""
+    def decide(
+        self, handle: TaskHandle, decide: Callable[[], Decision]
+    ) -> tuple[Decision, dict[str, int]]:
+        """Decide and charge the shared slices; returns the decision and what a permit
+        spent on each budget (strict budgets among them still need :meth:`reserve`).
+        Raises :class:`SharedBudgetDenied` when a slice cannot cover a permit (undone)."""
         self.check_fresh()
         if self.config is None:
             return decide(), {}
@@ -182,24 +190,79 @@ class SharedTree:
                 if now_spent > before:
                     owed[name] = now_spent - before
                     self._accounted[name] = now_spent
-            short = [
-                n
-                for n in [n for n in owed if n in self.slices]
-                if not self.slices[n].try_spend(owed.pop(n))
-            ]
-        if short:
+            paid: list[str] = []
+            short: list[str] = []
+            for n in owed:
+                if n in self.slices:
+                    (paid if self.slices[n].try_spend(owed[n]) else short).append(n)
+            if not short:
+                return d, owed
+            for n in paid:
+                self.slices[n].refund(owed[n])
             if any(self.slices[n].exhausted for n in short):
-                raise self.denial(short, "no budget left in this process's slice")
+                raise self._undo(handle, owed, short, "no budget left in this process's slice")
             # Not the agent's doing: the refill is on its way. Not a denial for monitors.
-            raise self.denial(short, "this process's slice is being refilled", counts=False)
-        return d, owed
+            raise self._undo(handle, owed, short, "this process's slice is being refilled", False)
 
-    async def reserve(self, owed: dict[str, int]) -> None:
-        """Strict mode: reserve what a permit spent, one round trip per budget (raises
-        ``StoreUnavailable``, or ``Denied`` when the shared budget cannot cover it)."""
-        short = [n for n, amount in owed.items() if not await self.strict[n].spend(amount)]
+    def owes(self, spent: dict[str, int]) -> list[str]:
+        """The strict budgets a permit's spending must still be reserved on."""
+        return [n for n in spent if n in self.strict] if self.strict else []
+
+    async def reserve(
+        self, handle: TaskHandle, spent: dict[str, int], report: Callable[[Decision], object]
+    ) -> None:
+        """Strict mode: reserve what a permit spent, one round trip per budget. Raises
+        ``SharedBudgetDenied`` when the shared budget cannot cover it and
+        ``StoreUnavailable`` when the store cannot answer (the denial the permit became is
+        given to ``report`` first); either way the permit is undone (what was reserved on
+        other budgets goes back)."""
+        reserved: list[str] = []
+        short: list[str] = []
+        try:
+            for n in self.owes(spent):
+                if await self.strict[n].spend(spent[n]):
+                    reserved.append(n)
+                else:
+                    short.append(n)
+        except StoreUnavailable as exc:
+            await self._give_back(reserved, spent)
+            with self._lock:
+                undone = self._undo(handle, spent, self.owes(spent), str(exc), False)
+            if undone.decision is not None:
+                report(undone.decision)
+            raise
         if short:
-            raise self.denial(short, "the shared budget cannot cover it")
+            await self._give_back(reserved, spent)
+            with self._lock:
+                raise self._undo(handle, spent, short, "the shared budget cannot cover it")
+
+    async def _give_back(self, names: list[str], spent: dict[str, int]) -> None:
+        for n in names:
+            try:
+                await self.strict[n].refund(spent[n])
+            except Exception as exc:  # stays reserved: over-counts, never overspends
+                log.warning("reservation on %s not returned: %s", self.store.name, exc)
+
+    def refuse(self, handle: TaskHandle, spent: dict[str, int], why: str) -> SharedBudgetDenied:
+        """Undo a permit the caller cannot let stand (strict spending without a round trip)."""
+        with self._lock:
+            return self._undo(handle, spent, self.owes(spent), why)
+
+    def _undo(
+        self,
+        handle: TaskHandle,
+        spent: dict[str, int],
+        names: list[str],
+        why: str,
+        counts: bool = True,
+    ) -> SharedBudgetDenied:
+        """With ``self._lock`` held: give back locally everything the permit spent (every
+        task of its chain, and the root's accounting) and turn it into the denial."""
+        for n, amount in spent.items():
+            self._accounted[n] -= amount
+        exc = self.denial(names, why, counts=counts)
+        exc.decision = self._engine.revert_permit(handle, spent, message=str(exc), counts=counts)
+        return exc
 
     def denial(self, names: list[str], why: str, *, counts: bool = True) -> SharedBudgetDenied:
         """A refusal by the shared budget; ``counts``: a denial for the task's monitors."""

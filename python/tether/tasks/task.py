@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 EntityArg = Any
 
+# Denials the monitors count (as in Rust: not obligations, nor decisions on a dead task).
+_COUNTED_DENIALS = frozenset(
+    {DenialKind.POLICY, DenialKind.SCOPE, DenialKind.BUDGET, DenialKind.MONITOR, DenialKind.ERROR}
+)
+
 # Short action names seen so far, mapped to their uid text (saves formatting per call).
 _ACTION_UIDS: dict[str, str] = {}
 
@@ -130,14 +135,12 @@ class Task:
         permit's spending cannot be covered by the shared budget (in strict mode: any
         spending, which needs the round trip of `await task.require(...)`)."""
         if self.shared is not None:
-            d, owed = self._decide_shared(action, resource, context, reasons, None)
-            if owed:
-                raise self._refused_by_store(
-                    self.shared.denial(
-                        list(owed), "strict mode needs a round trip: use `await task.require`"
-                    )
-                )
-            return d
+            d, spent, at = self._decide_shared(action, resource, context, reasons, None)
+            if self.shared.owes(spent):
+                why = "strict mode needs a round trip: use `await task.require`"
+                refused = self.shared.refuse(self.handle, spent, why)
+                raise self._refused_by_store(refused, action, resource, context, at)
+            return self._after(action, resource, context, d, at)
         now = self._clock()
         if reasons:
             d = self._decide(self.handle, _action(action), resource, context, now, reasons=True)
@@ -167,9 +170,13 @@ class Task:
         context: Mapping[str, Any] | None,
         reasons: bool,
         approved: list[str] | None,
-    ) -> tuple[Decision, dict[str, int]]:
-        """A decision of a task whose tree shares state; returns what strict budgets owe."""
-        assert self.shared is not None
+    ) -> tuple[Decision, dict[str, int], float]:
+        """A decision of a task whose tree shares state, not yet reported (receipt,
+        monitors' revocations, `on_decision`): a permit of a strict budget still needs its
+        reservation. Returns the decision, what a permit spent per budget, and the task
+        clock's reading it was made at."""
+        shared = self.shared
+        assert shared is not None
         uid = _action(action)
         at: list[float] = []  # the clock is read inside, once the tree's lock is held
 
@@ -182,10 +189,12 @@ class Task:
             )
 
         try:
-            d, owed = self.shared.decide(decide)
+            d, spent = shared.decide(self.handle, decide)
         except SharedBudgetDenied as exc:
-            raise self._refused_by_store(exc) from None
-        return self._after(action, resource, context, d, at[-1]), owed
+            raise self._refused_by_store(exc, action, resource, context, at[-1]) from None
+        if d.allowed and self.guard.labels is not None:
+            self.guard.labels.acquired(self)
+        return d, spent, at[-1]
 
     async def _decide_reserved(
         self,
@@ -196,27 +205,45 @@ class Task:
     ) -> Decision:
         """Decide with reasons; in strict mode, reserve a permit's spending on the store."""
         assert self.shared is not None
-        d, owed = self._decide_shared(action, resource, context, True, approved)
-        if owed:
+        d, spent, at = self._decide_shared(action, resource, context, True, approved)
+        if self.shared.owes(spent):
             try:
-                await self.shared.reserve(owed)
+                await self.shared.reserve(
+                    self.handle, spent, lambda u: self._after(action, resource, context, u, at)
+                )
             except SharedBudgetDenied as exc:
-                raise self._refused_by_store(exc) from None
-        return d
+                raise self._refused_by_store(exc, action, resource, context, at) from None
+        return self._after(action, resource, context, d, at)
 
-    def _refused_by_store(self, exc: SharedBudgetDenied) -> Denied:
-        """A permit the shared budget could not cover is a denial for the monitors (unless
-        only a refill was late)."""
-        if exc.counts:
-            revoked = self.handle.record_denial()
-            if revoked is not None:
-                self.guard._revoked_by_decision(self, revoked)
+    def _refused_by_store(
+        self,
+        exc: SharedBudgetDenied,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Any,
+        now: float,
+    ) -> Denied:
+        """A permit the shared budget could not cover was undone in Rust (a denial for the
+        monitors unless only a refill was late); the denial it became is reported like any
+        decision: receipt, revocation if a monitor tripped, `on_decision`."""
+        if exc.decision is not None:
+            self._after(action, resource, context, exc.decision, now, exc.counts)
         return exc
 
     def _after(
-        self, action: EntityArg, resource: EntityArg, context: Any, d: Decision, now: float
+        self,
+        action: EntityArg,
+        resource: EntityArg,
+        context: Any,
+        d: Decision,
+        now: float,
+        counted: bool = True,
     ) -> Decision:
         guard = self.guard
+        shared = self.shared
+        if shared is not None and shared.monitors is not None and counted:
+            if d.allowed or d.kind in _COUNTED_DENIALS:
+                shared.monitors.record(d.allowed)
         # The receipt (tether.audit): the common case is queued here, inline, as a tuple
         # of objects already held, touching nothing but this task and the queue (memory
         # the decision evicted from the cache costs more than the work); other cases and
@@ -312,6 +339,7 @@ class Task:
             elif not child_scope <= self.scope:
                 wider = ", ".join(sorted(child_scope - self.scope))
                 raise Denied(f"delegation would widen scope with: {wider}", kind=DenialKind.SCOPE)
+        labels = await guard._load_labels(agent)
         remaining = self.deadline - self._clock()
         child_ttl = remaining if ttl is None else min(ttl, remaining)
         return guard._open(
@@ -321,6 +349,7 @@ class Task:
             child_ttl,
             parent=self,
             outlive_credential=outlive_credential,
+            labels=labels,
         )
 
     async def escalate(self, actions: Iterable[str], *, reason: str, ttl: float) -> frozenset[str]:
