@@ -8,6 +8,8 @@ pub mod entities;
 pub mod error;
 pub mod eval;
 pub mod explain;
+pub mod plan_deps;
+pub mod pmap;
 pub mod request;
 pub mod request_schema;
 pub mod state;

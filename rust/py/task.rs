@@ -114,21 +114,24 @@ impl Engine {
         opts: TaskOptions<'_, '_>,
     ) -> PyResult<TaskHandle> {
         let (agent_ty, agent_id) = uid_strings(agent, "agent")?;
-        let agent = self.core.intern_uid(&agent_ty, &agent_id)?;
-        // Interned for good, like the agent uid (`intern_uid` is the core's only
-        // stable interning entry; the type is already known, so only the intent is new).
-        let intent = self.core.intern_uid(&agent_ty, opts.intent)?.id;
-        let scope = match opts.scope.filter(|s| !s.is_none()) {
+        let scope_names = match opts.scope.filter(|s| !s.is_none()) {
             None => None,
-            Some(s) => {
-                let mut set = rustc_hash::FxHashSet::default();
-                for a in s.try_iter()? {
-                    let (t, i) = uid_strings(&a?, "scope action")?;
-                    set.insert(self.core.intern_uid(&t, &i)?);
-                }
-                Some(set)
-            }
+            Some(s) => Some(
+                s.try_iter()?
+                    .map(|a| Ok(uid_strings(&a?, "scope action")?))
+                    .collect::<PyResult<Vec<_>>>()?,
+            ),
         };
+        // The intent is interned for good, like the agent uid (`intern_uids` is the
+        // core's only stable interning entry; the type is known, so only the id is new).
+        let mut names: Vec<(&str, &str)> = vec![(&agent_ty, &agent_id), (&agent_ty, opts.intent)];
+        for (t, i) in scope_names.iter().flatten() {
+            names.push((t, i));
+        }
+        // New names wait for the write lock: let other threads run meanwhile.
+        let uids = py.allow_threads(|| self.core.intern_uids(&names))?;
+        let (agent, intent) = (uids[0], uids[1].id);
+        let scope = scope_names.map(|_| uids[2..].iter().copied().collect());
         if let Some(p) = opts.parent {
             if p.engine_id != self.id() {
                 return Err(
