@@ -151,6 +151,8 @@ impl EntityStore {
         // Entities whose ancestry may have changed: their descendants follow.
         let mut roots: Vec<Euid> = Vec::new();
         let mut actions_changed = false;
+        self.map.reserve(upserts.len());
+        self.by_text.reserve(upserts.len());
         for (uid, mut data) in upserts {
             data.parents.sort_unstable();
             data.parents.dedup();
@@ -389,8 +391,8 @@ impl UidSyms<'_> {
         Ok((
             uid,
             EntityData {
-                attrs: Arc::new(attrs),
-                tags: Arc::new(tags),
+                attrs: attrs.shared(),
+                tags: tags.shared(),
                 parents,
                 ancestors: FxHashSet::default(),
             },
@@ -406,6 +408,11 @@ pub fn parse_entities(
     schema: Option<&cedar_policy::Schema>,
     interner: &mut Interner,
 ) -> Result<Vec<(Euid, EntityData)>, TetherError> {
+    if schema.is_none() {
+        if let Some(plain) = crate::entities_json::read_plain(text, interner) {
+            return Ok(plain);
+        }
+    }
     let core_schema = schema.map(|s| CoreSchema::new(s.as_ref()));
     let parse = |tc| {
         EntityJsonParser::new(core_schema.as_ref(), Extensions::all_available(), tc)

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod engine;
 pub mod entities;
+pub mod entities_json;
 pub mod error;
 pub mod eval;
 pub mod explain;

@@ -140,6 +140,14 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         self.shard_mut(i).get_mut(k)
     }
 
+    /// Make room for `more` entries (resharding once, not at every 4x of growth).
+    pub fn reserve(&mut self, more: usize) {
+        let bits = bits_for(self.len + more);
+        if bits > self.bits {
+            self.reshard(bits);
+        }
+    }
+
     /// Rebuild with `bits` shard bits (after growth: amortised O(1) an insert).
     fn reshard(&mut self, bits: u32) {
         let mut next = Self::with_bits(bits);

@@ -46,6 +46,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// Behind an `Arc`, sharing one allocation for every empty record (most
+    /// entities have no tags, many no attributes).
+    pub fn shared(self) -> Arc<Record> {
+        static EMPTY: std::sync::OnceLock<Arc<Record>> = std::sync::OnceLock::new();
+        if self.fields.is_empty() {
+            EMPTY.get_or_init(Default::default).clone()
+        } else {
+            Arc::new(self)
+        }
+    }
+
     pub fn from_unsorted(mut fields: Vec<(Sym, Value)>) -> Self {
         fields.sort_by_key(|(k, _)| *k);
         fields.dedup_by_key(|(k, _)| *k);
