@@ -417,6 +417,7 @@ pub fn parse_entities(
     let parse = |tc| {
         EntityJsonParser::new(core_schema.as_ref(), Extensions::all_available(), tc)
             .from_json_str(text)
+            .map_err(|e| TetherError::Entity(crate::error::render_diag(&e)))
     };
     // Cedar's own closure is quadratic on deep hierarchies; ours is not, so Cedar
     // is told the closure is done. Only a schema's check of action entities reads
@@ -424,11 +425,18 @@ pub fn parse_entities(
     let parsed = match parse(TCComputation::AssumeAlreadyComputed) {
         Ok(p) => p,
         Err(first) => match schema {
-            Some(_) => parse(TCComputation::ComputeNow)
-                .map_err(|e| TetherError::Entity(crate::error::render_diag(&e)))?,
-            None => return Err(TetherError::Entity(crate::error::render_diag(&first))),
+            Some(_) => parse(TCComputation::ComputeNow)?,
+            None => return Err(first),
         },
     };
+    convert_core(&parsed, interner)
+}
+
+/// Cedar's entities as store entries (direct parents; ancestors are ours).
+pub fn convert_core(
+    parsed: &cedar_policy_core::entities::Entities,
+    interner: &mut Interner,
+) -> Result<Vec<(Euid, EntityData)>, TetherError> {
     let mut syms = UidSyms {
         interner,
         types: FxHashMap::default(),

@@ -305,3 +305,131 @@ fn convert(e: PlainEntity<'_>, interner: &mut Interner) -> Option<(Euid, EntityD
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cedar's reading of `text` (no schema), converted, in our interner.
+    fn cedar(text: &str, interner: &mut Interner) -> Result<Vec<(Euid, EntityData)>, String> {
+        let parsed = cedar_policy_core::entities::EntityJsonParser::new(
+            None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+            cedar_policy_core::extensions::Extensions::all_available(),
+            cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+        )
+        .from_json_str(text)
+        .map_err(|e| e.to_string())?;
+        crate::entities::convert_core(&parsed, interner).map_err(|e| e.to_string())
+    }
+
+    fn canonical(mut v: Vec<(Euid, EntityData)>) -> Vec<String> {
+        v.sort_by_key(|(u, _)| *u);
+        v.into_iter()
+            .map(|(u, mut d)| {
+                d.parents.sort_unstable();
+                d.parents.dedup();
+                format!("{u:?} {:?} {:?} {:?}", d.attrs, d.tags, d.parents)
+            })
+            .collect()
+    }
+
+    /// The plain reader either gives up or reads exactly what Cedar reads (and
+    /// never accepts what Cedar rejects).
+    fn agrees(text: &str) -> Option<bool> {
+        let mut interner = Interner::default();
+        let theirs = cedar(text, &mut interner);
+        let ours = read_plain(text, &mut interner)?;
+        match theirs {
+            Ok(t) => assert_eq!(canonical(ours), canonical(t), "differs on {text}"),
+            Err(e) => panic!("plain reader accepted what Cedar rejects ({e}): {text}"),
+        }
+        Some(true)
+    }
+
+    #[test]
+    fn edge_cases_agree_or_fall_back() {
+        let uid = r#"{"type": "User", "id": "a"}"#;
+        let one = |attrs: &str| format!(r#"[{{"uid": {uid}, "attrs": {attrs}, "parents": []}}]"#);
+        // Read by the plain reader, identically to Cedar.
+        for attrs in [
+            r#"{}"#,
+            r#"{"b": true, "n": -9223372036854775808, "s": "\u00e9\n", "x": 9223372036854775807}"#,
+            r#"{"set": [1, 1, "a", true, [], {}], "r": {"type": "User", "id": "a"}}"#,
+            r#"{"e": {"__entity": {"type": "NS::User", "id": ""}}, "deep": {"a": {"b": [{"c": 1}]}}}"#,
+        ] {
+            assert_eq!(agrees(&one(attrs)), Some(true), "{attrs}");
+        }
+        let with_parents = format!(
+            r#"[{{"uid": {{"__entity": {uid}}}, "attrs": {{}}, "parents": [{uid}, {{"__entity": {{"type": "G", "id": "g"}}}}], "tags": {{"t": 1}}}}]"#
+        );
+        assert_eq!(agrees(&with_parents), Some(true));
+        // Left to Cedar (accepted or rejected there).
+        for attrs in [
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"r": {"k": 1, "k": 1}}"#,
+            r#"{"d": {"__extn": {"fn": "decimal", "arg": "1.5"}}}"#,
+            r#"{"f": 1.5}"#,
+            r#"{"big": 9223372036854775808}"#,
+            r#"{"n": null}"#,
+            r#"{"e": {"__entity": {"type": "User", "id": "a"}, "x": 1}}"#,
+            r#"{"e": {"__entity": {"type": "if", "id": "a"}}}"#,
+            r#"{"__entity": {"type": "User", "id": "a"}}"#,
+            r#"{"e": {"__expr": "1"}}"#,
+        ] {
+            assert_eq!(agrees(&one(attrs)), None, "{attrs}");
+        }
+        for text in [
+            r#"[{"uid": {"type": "User", "id": "a"}, "parents": []}]"#,
+            r#"[{"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [], "x": 1}]"#,
+            r#"[{"uid": {"type": "Us er", "id": "a"}, "attrs": {}, "parents": []}]"#,
+            r#"[{"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": []},
+                {"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": []}]"#,
+            r#"{"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": []}"#,
+            r#"[] []"#,
+        ] {
+            assert_eq!(agrees(text), None, "{text}");
+        }
+    }
+
+    /// Every entity file of Cedar's corpus: the plain reader agrees with Cedar
+    /// wherever it reads at all, and reads most of them.
+    #[test]
+    fn corpus_entities_agree_with_cedar() {
+        let Some(root) = std::env::var_os("TETHER_CEDAR_CORPUS") else {
+            eprintln!("skipped: set TETHER_CEDAR_CORPUS to Cedar's integration tests");
+            return;
+        };
+        let root = std::path::PathBuf::from(root);
+        let mut texts = Vec::new();
+        let file = std::fs::File::open(root.join("corpus-tests.tar.gz")).expect("corpus tarball");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(".entities.json")
+            {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut s).unwrap();
+                texts.push(s);
+            }
+        }
+        for sample in ["sandbox_a", "sandbox_b"] {
+            let p = root.join("sample-data").join(sample).join("entities.json");
+            texts.push(std::fs::read_to_string(p).unwrap());
+        }
+        assert!(texts.len() > 1000, "only {} entity files", texts.len());
+        let read = texts.iter().filter(|t| agrees(t).is_some()).count();
+        eprintln!(
+            "plain reader read {read} of {} corpus entity files",
+            texts.len()
+        );
+        assert!(
+            read * 2 > texts.len(),
+            "read only {read} of {}",
+            texts.len()
+        );
+    }
+}

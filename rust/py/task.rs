@@ -56,8 +56,8 @@ impl TaskHandle {
 }
 /// NaN and infinities are rejected: NaN would compare as "never expired" for one
 /// check and "expired" for another.
-fn ms_of(secs: f64) -> PyResult<u64> {
-    Ok((finite(secs, "time")?.max(0.0) * 1000.0) as u64)
+fn ms_of(secs: f64, what: &str) -> PyResult<u64> {
+    Ok((finite(secs, what)?.max(0.0) * 1000.0) as u64)
 }
 
 pub(crate) fn finite(x: f64, what: &str) -> PyResult<f64> {
@@ -84,7 +84,7 @@ pub(crate) fn now_ms(py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
             .call0(py)?
             .extract::<f64>(py)?,
     };
-    ms_of(secs)
+    ms_of(secs, "now")
 }
 
 /// How a task is opened, besides its agent.
@@ -150,7 +150,7 @@ impl Engine {
             .unwrap_or_default();
         let n_budgets = st.map_or(0, |s| s.budgets.len());
         let parent_slot = opts.parent.map(|p| p.slot.clone());
-        let mut deadline_ms = opts.deadline.map(ms_of).transpose()?;
+        let mut deadline_ms = opts.deadline.map(|d| ms_of(d, "deadline")).transpose()?;
         if let Some(p) = &parent_slot {
             // A child never outlives its parent.
             deadline_ms = match (deadline_ms, p.deadline_ms) {
@@ -232,7 +232,7 @@ impl Engine {
         if task.engine_id != self.id() {
             return Err(CoreError::Request("task belongs to another engine".into()).into());
         }
-        let until = ms_of(until)?;
+        let until = ms_of(until, "until")?;
         let mut granted = Vec::new();
         for a in actions.try_iter()? {
             let (t, i) = uid_strings(&a?, "escalated action")?;
