@@ -68,13 +68,18 @@ fn policy_offsets(text: &str) -> Vec<(String, usize)> {
 fn policy_names(
     text: &str,
     policies: &[&cedar_policy::Policy],
+    psts: &Psts,
 ) -> Result<Vec<String>, TetherError> {
     let names: Vec<String> = policies
         .iter()
         .map(|p| {
-            p.annotation("id")
-                .map(str::to_owned)
-                .unwrap_or_else(|| p.id().to_string())
+            let id: &str = p.id().as_ref();
+            // The PST's annotations when there is one (`Policy::annotation` parses its key).
+            let annotated = match psts.get(id) {
+                Some(Ok(pst)) => pst.body().annotations.get("id").map(|v| v.to_string()),
+                _ => p.annotation("id").map(str::to_owned),
+            };
+            annotated.unwrap_or_else(|| id.to_owned())
         })
         .collect();
     let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
@@ -120,6 +125,30 @@ pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
             feature: None,
         }
     })
+}
+
+/// The PST of every static policy, by Cedar's policy id, from one parse of the
+/// whole text. `Policy::to_pst` builds the same thing (text to lossless EST to PST)
+/// but parses each policy's text again, with a fresh lexer each time: most of a
+/// large set's load. Empty if the text does not parse (the caller then asks each
+/// policy, which reports the error).
+type Psts = rustc_hash::FxHashMap<
+    String,
+    Result<cedar_policy::pst::Policy, cedar_policy::pst::PstConstructionError>,
+>;
+
+fn static_psts(text: &str) -> Psts {
+    let Ok((ests, _)) = cedar_policy_core::parser::parse_policyset_to_ests_and_pset(text) else {
+        return Default::default();
+    };
+    ests.into_iter()
+        .map(|(id, est)| {
+            let pst = cedar_policy::pst::Template::try_from(est)
+                .and_then(|t| cedar_policy::pst::StaticPolicy::try_from(t).map_err(Into::into))
+                .map(cedar_policy::pst::Policy::Static);
+            (id.to_string(), pst)
+        })
+        .collect()
 }
 
 /// Validate against a schema (strict mode); the first error is reported with its
@@ -192,7 +221,8 @@ pub fn compile(
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();
     let mut out = Vec::with_capacity(policies.len());
-    let names = policy_names(text, &policies)?;
+    let mut psts = static_psts(text);
+    let names = policy_names(text, &policies, &psts)?;
     for (p, name) in policies.into_iter().zip(names) {
         let id = p.id().to_string();
         let unsupported = |feature: String| {
@@ -207,9 +237,11 @@ pub fn compile(
                 feature: Some(feature),
             }
         };
-        let pst = p
-            .to_pst()
-            .map_err(|e| unsupported(format!("policy form: {e}")))?;
+        let pst = match psts.remove(AsRef::<str>::as_ref(p.id())) {
+            Some(pst) => pst,
+            None => p.to_pst(),
+        }
+        .map_err(|e| unsupported(format!("policy form: {e}")))?;
         let body = pst.body();
         let mut lw = lower::Lowerer {
             nodes: &mut nodes,
