@@ -33,12 +33,12 @@ Case = Callable[[Path], dict[str, float]]
 def users_json(n: int, groups: int = 1000) -> str:
     """n users, each in one of `groups` groups, with a string, a long and a bool attribute."""
     parts = [
-        '{"uid":{"type":"Group","id":"g%d"},"attrs":{},"parents":[]}' % g for g in range(groups)
+        f'{{"uid":{{"type":"Group","id":"g{g}"}},"attrs":{{}},"parents":[]}}' for g in range(groups)
     ]
     parts.extend(
-        '{"uid":{"type":"User","id":"u%d"},"attrs":{"dept":"d%d","level":%d,"active":%s},'
-        '"parents":[{"type":"Group","id":"g%d"}]}'
-        % (i, i % 50, i % 7, "true" if i % 3 else "false", i % groups)
+        f'{{"uid":{{"type":"User","id":"u{i}"}},"attrs":{{"dept":"d{i % 50}","level":{i % 7},'
+        f'"active":{"true" if i % 3 else "false"}}},'
+        f'"parents":[{{"type":"Group","id":"g{i % groups}"}}]}}'
         for i in range(n)
     )
     return "[" + ",".join(parts) + "]"
@@ -46,9 +46,12 @@ def users_json(n: int, groups: int = 1000) -> str:
 
 def chain_json(n: int) -> str:
     """n entities, each the parent of the one before: node0 in node1 in ... node(n-1)."""
+
+    def parent(i: int) -> str:
+        return f'{{"type":"Node","id":"n{i + 1}"}}' if i + 1 < n else ""
+
     parts = [
-        '{"uid":{"type":"Node","id":"n%d"},"attrs":{},"parents":[%s]}'
-        % (i, '{"type":"Node","id":"n%d"}' % (i + 1) if i + 1 < n else "")
+        f'{{"uid":{{"type":"Node","id":"n{i}"}},"attrs":{{}},"parents":[{parent(i)}]}}'
         for i in range(n)
     ]
     return "[" + ",".join(parts) + "]"
@@ -109,7 +112,7 @@ def run_case(name: str, data: Path) -> dict[str, float]:
         assert engine.is_allowed('Node::"n0"', 'Action::"a"', 'Node::"n0"')
         return m
     if name == "upsert-1-into-1M":
-        engine = Engine("permit (principal in Group::\"g7\", action, resource);", entities=text)
+        engine = Engine('permit (principal in Group::"g7", action, resource);', entities=text)
         times = []
         for i in range(20):
             new = [
@@ -174,7 +177,11 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name, size_mb, runs in rows:
         secs = [r["seconds"] for r in runs]
-        t = spread([s * 1000 for s in secs], "ms", "{:,.1f}") if max(secs) < 1 else spread(secs, "s")
+        t = (
+            spread([s * 1000 for s in secs], "ms", "{:,.1f}")
+            if max(secs) < 1
+            else spread(secs, "s")
+        )
         if name.startswith("upsert"):
             print(f"| {name} | {size_mb:,.0f} MB | {t} | - | - | - |")
             continue

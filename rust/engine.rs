@@ -660,6 +660,7 @@ fn build(
     let parsed = parse_entities(entities.unwrap_or("[]"), schema.as_deref(), &mut interner)?;
     let shapes = request_shapes(schema.as_deref(), validate_requests, &mut interner);
     store.apply(parsed, &[], &interner)?;
+    interner.compact();
     store.set_named(&interner, &set.named_uids);
     let (plans, plan_deps) = plan(&set, &store, &interner);
     Ok(Snapshot {

@@ -167,8 +167,8 @@ pub fn value_eq(a: &Value, b: &Value) -> bool {
 
 /// Interns strings to dense symbols. Read-only inside a snapshot; a writer clones
 /// it and appends. A clone is cheap: the bulk lives in a shared, frozen `base`, and
-/// only the recent `delta` is copied, until it grows to a fraction of the base and
-/// is folded in (amortised O(1) an intern).
+/// only the recent `delta` is copied, until it grows to about sqrt(n) and is
+/// folded in (amortised O(sqrt n) an intern, as is a clone).
 #[derive(Clone, Default, Debug)]
 pub struct Interner {
     base: Arc<InternTable>,
@@ -190,13 +190,24 @@ impl Interner {
         let a: Arc<str> = Arc::from(s);
         self.delta.strs.push(a.clone());
         self.delta.map.insert(a, id);
-        if self.delta.strs.len() > (self.base.strs.len() / 8).max(1024) {
-            let base = Arc::make_mut(&mut self.base);
-            let delta = std::mem::take(&mut self.delta);
-            base.map.extend(delta.map);
-            base.strs.extend(delta.strs);
+        // About sqrt(n) strings in the delta: a clone copies O(sqrt n), and a fold
+        // (O(n)) comes once every O(sqrt n) interns.
+        let limit = 4 * (self.base.strs.len() as f64).sqrt() as usize;
+        if self.delta.strs.len() > limit.max(1024) {
+            self.compact();
         }
         id
+    }
+
+    /// Fold the delta into the base (after a bulk load, so later clones are cheap).
+    pub fn compact(&mut self) {
+        if self.delta.strs.is_empty() {
+            return;
+        }
+        let base = Arc::make_mut(&mut self.base);
+        let delta = std::mem::take(&mut self.delta);
+        base.map.extend(delta.map);
+        base.strs.extend(delta.strs);
     }
 
     #[inline]

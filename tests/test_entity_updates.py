@@ -211,6 +211,23 @@ def test_a_big_upsert_lets_other_threads_run() -> None:
     assert engine.is_allowed('User::"u5"', 'Action::"in"', 'User::"g5"')
 
 
+def ran_while_holding(engine: Engine, big: str, call: Callable[[], object]) -> bool:
+    """`ran_during(call)` while another thread's upsert of `big` holds the write lock."""
+    holding = threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        engine.upsert_entities(big)
+
+    holder = threading.Thread(target=hold)
+    with no_forced_switches():
+        holder.start()
+        holding.wait()  # returns once `hold` releases the GIL, inside the upsert
+        during = ran_during(call)
+    holder.join()
+    return during
+
+
 def test_writers_waiting_for_the_lock_let_other_threads_run() -> None:
     engine = Engine(POLICIES, entities=big_store_json(1000))
     big = big_store_json(300_000)
@@ -225,18 +242,7 @@ def test_writers_waiting_for_the_lock_let_other_threads_run() -> None:
         # before the holder's upsert takes it: a few tries make that race irrelevant.
         seen = []
         for i in range(4):
-            holding = threading.Event()
-
-            def hold() -> None:
-                holding.set()
-                engine.upsert_entities(big)
-
-            holder = threading.Thread(target=hold)
-            with no_forced_switches():
-                holder.start()
-                holding.wait()  # returns once `hold` releases the GIL, inside the upsert
-                seen.append(ran_during(lambda: call(i)))
-            holder.join()
+            seen.append(ran_while_holding(engine, big, lambda c=call, n=i: c(n)))
             if seen[-1]:
                 break
         assert any(seen)

@@ -14,7 +14,7 @@ import pytest
 
 from tether import Engine, RequestError
 
-POLICIES = 'permit (principal, action, resource);'
+POLICIES = "permit (principal, action, resource);"
 
 
 @pytest.fixture
@@ -41,15 +41,15 @@ BAD_TYPES = ["Us er", "", "User::", "::User", "if", "User:x", "1User"]
 def test_an_invalid_type_name_is_rejected_on_every_path(
     engine: Engine, path: str, bad: str
 ) -> None:
-    with pytest.raises(RequestError, match="not a valid Cedar entity type name|invalid entity type"):
+    with pytest.raises(
+        RequestError, match=r"not a valid Cedar entity type name|invalid entity type"
+    ):
         ENTITY_PATHS[path](engine, (bad, "x"))
 
 
 @pytest.mark.parametrize("path", sorted(ENTITY_PATHS))
 @pytest.mark.parametrize("good", ["User", "NS::User", "_u1", "iff"])
-def test_a_valid_type_name_is_accepted_on_every_path(
-    engine: Engine, path: str, good: str
-) -> None:
+def test_a_valid_type_name_is_accepted_on_every_path(engine: Engine, path: str, good: str) -> None:
     ENTITY_PATHS[path](engine, (good, "x"))
 
 
@@ -90,7 +90,7 @@ def test_a_finite_time_is_accepted(engine: Engine, path: str) -> None:
 
 
 def test_the_error_names_the_argument(engine: Engine) -> None:
-    with pytest.raises(ValueError, match="^deadline must"):
+    with pytest.raises(ValueError, match=r"^deadline must"):
         engine.open_task(("User", "a"), now=0.0, deadline=math.nan)
-    with pytest.raises(ValueError, match="^now must"):
+    with pytest.raises(ValueError, match=r"^now must"):
         engine.open_task(("User", "a"), now=math.nan)
