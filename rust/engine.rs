@@ -15,8 +15,9 @@ use serde_json::Value as Json;
 pub use crate::authorize::{Mode, OnError, Outcome, ResolvedRequest};
 use crate::compile::special::{self, Plans};
 use crate::compile::{self, CompiledSet};
-use crate::entities::{parse_entities, EntityStore};
+use crate::entities::{parse_entities, EntityData, EntityStore};
 use crate::error::TetherError;
+use crate::plan_deps::PlanDeps;
 use crate::request_schema::RequestShapes;
 use crate::state::{CompiledState, StateSpec};
 use crate::templates;
@@ -28,6 +29,9 @@ pub struct Snapshot {
     pub store: Arc<EntityStore>,
     /// Per-action candidate lists, specialised to this policy set and entity store.
     pub plans: Arc<Plans>,
+    /// The entities the plans were specialised with: a change to any other
+    /// entity leaves the plans valid.
+    pub plan_deps: Arc<PlanDeps>,
     pub schema: Option<Arc<Schema>>,
     /// Each declared action's expected request (None: no schema, or request
     /// validation turned off).
@@ -283,13 +287,14 @@ impl Core {
         shapes: Option<Arc<RequestShapes>>,
     ) {
         let mut store = (*cur.store).clone();
-        store.finish(&interner, &set.named_uids);
-        let plans = Arc::new(plan(&set, &store, &interner));
+        store.set_named(&interner, &set.named_uids);
+        let (plans, plan_deps) = plan(&set, &store, &interner);
         self.current.store(Arc::new(Snapshot {
             interner,
             set: Arc::new(set),
             store: Arc::new(store),
             plans,
+            plan_deps,
             schema,
             shapes,
             state_spec: cur.state_spec.clone(),
@@ -303,57 +308,97 @@ impl Core {
         let mut interner = cur.interner.clone();
         let parsed = parse_entities(json, cur.schema.as_deref(), &mut interner)?;
         let n = parsed.len();
-        let mut store = (*cur.store).clone();
-        for (uid, data) in parsed {
-            store.upsert(uid, data);
-        }
-        store.finish(&interner, &cur.set.named_uids);
-        let plans = Arc::new(plan(&cur.set, &store, &interner));
-        self.publish(&cur, interner, store, plans);
+        self.change(&cur, interner, parsed, &[])?;
         Ok(n)
     }
 
     pub fn remove_entities(&self, uids: &[(String, String)]) -> Result<usize, TetherError> {
         let _w = self.lock();
         let cur = self.current.load_full();
-        let mut store = (*cur.store).clone();
-        let mut n = 0;
-        for (t, i) in uids {
-            if let (Some(ty), Some(id)) = (cur.interner.lookup(t), cur.interner.lookup(i)) {
-                if store.remove(&Euid { ty, id }) {
-                    n += 1;
-                }
-            }
-        }
-        store.finish(&cur.interner, &cur.set.named_uids);
-        let plans = Arc::new(plan(&cur.set, &store, &cur.interner));
-        self.publish(&cur, cur.interner.clone(), store, plans);
+        let gone: Vec<Euid> = uids
+            .iter()
+            .filter_map(|(t, i)| {
+                Some(Euid {
+                    ty: cur.interner.lookup(t)?,
+                    id: cur.interner.lookup(i)?,
+                })
+            })
+            .filter(|u| cur.store.get(u).is_some())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let n = gone.len();
+        self.change(&cur, cur.interner.clone(), Vec::new(), &gone)?;
         Ok(n)
+    }
+
+    /// Publish `cur` with entities upserted and removed: O(entities changed and
+    /// their descendants), re-specialising the plans only when an entity they
+    /// were specialised with changed. Holds the write lock (the caller's).
+    fn change(
+        &self,
+        cur: &Snapshot,
+        interner: Interner,
+        upserts: Vec<(Euid, EntityData)>,
+        removes: &[Euid],
+    ) -> Result<(), TetherError> {
+        let mut store = (*cur.store).clone();
+        let touched = store.apply(upserts, removes, &interner)?;
+        let (plans, plan_deps) = if cur.plan_deps.affected_by(&touched.uids, &interner) {
+            plan(&cur.set, &store, &interner)
+        } else {
+            (cur.plans.clone(), cur.plan_deps.clone())
+        };
+        self.publish(cur, interner, Arc::new(store), plans, plan_deps);
+        Ok(())
     }
 
     /// Symbols for an entity uid, interning (and publishing) them if new, so a
     /// handle made now stays valid for every later snapshot (interning only appends).
     pub fn intern_uid(&self, ty: &str, id: &str) -> Result<Euid, TetherError> {
-        if !crate::request::valid_type(ty) {
-            return Err(TetherError::Request(format!(
-                "{ty:?} is not a valid Cedar entity type name"
-            )));
+        Ok(self.intern_uids(&[(ty, id)])?[0])
+    }
+
+    /// `intern_uid` for several uids, publishing at most one snapshot.
+    pub fn intern_uids(&self, uids: &[(&str, &str)]) -> Result<Vec<Euid>, TetherError> {
+        for (ty, _) in uids {
+            crate::request::check_type(ty)?;
         }
-        let cur = self.current.load();
-        if let (Some(t), Some(i)) = (cur.interner.lookup(ty), cur.interner.lookup(id)) {
-            return Ok(Euid { ty: t, id: i });
+        let known = |i: &Interner| -> Option<Vec<Euid>> {
+            uids.iter()
+                .map(|(t, d)| {
+                    Some(Euid {
+                        ty: i.lookup(t)?,
+                        id: i.lookup(d)?,
+                    })
+                })
+                .collect()
+        };
+        if let Some(found) = known(&self.current.load().interner) {
+            return Ok(found);
         }
-        drop(cur);
         let _w = self.lock();
         let cur = self.current.load_full();
+        if let Some(found) = known(&cur.interner) {
+            return Ok(found);
+        }
         let mut interner = cur.interner.clone();
-        let uid = Euid {
-            ty: interner.intern(ty),
-            id: interner.intern(id),
-        };
+        let out = uids
+            .iter()
+            .map(|(t, d)| Euid {
+                ty: interner.intern(t),
+                id: interner.intern(d),
+            })
+            .collect();
         // Interning only appends: the store and the plans stay valid as they are.
-        self.publish(&cur, interner, (*cur.store).clone(), cur.plans.clone());
-        Ok(uid)
+        self.publish(
+            &cur,
+            interner,
+            cur.store.clone(),
+            cur.plans.clone(),
+            cur.plan_deps.clone(),
+        );
+        Ok(out)
     }
 
     pub fn normalize_context(
@@ -381,12 +426,20 @@ impl Core {
         Ok(out.to_string())
     }
 
-    fn publish(&self, cur: &Snapshot, interner: Interner, store: EntityStore, plans: Arc<Plans>) {
+    fn publish(
+        &self,
+        cur: &Snapshot,
+        interner: Interner,
+        store: Arc<EntityStore>,
+        plans: Arc<Plans>,
+        plan_deps: Arc<PlanDeps>,
+    ) {
         self.current.store(Arc::new(Snapshot {
             interner,
             set: cur.set.clone(),
-            store: Arc::new(store),
+            store,
             plans,
+            plan_deps,
             schema: cur.schema.clone(),
             shapes: cur.shapes.clone(),
             state_spec: cur.state_spec.clone(),
@@ -445,8 +498,14 @@ fn finish_set(
     Ok(set)
 }
 
-fn plan(set: &CompiledSet, store: &EntityStore, interner: &Interner) -> Plans {
-    special::build(&set.nodes, &set.policies, &set.named_uids, store, interner)
+fn plan(
+    set: &CompiledSet,
+    store: &EntityStore,
+    interner: &Interner,
+) -> (Arc<Plans>, Arc<PlanDeps>) {
+    let plans = special::build(&set.nodes, &set.policies, &set.named_uids, store, interner);
+    let deps = PlanDeps::of(&set.nodes, &set.named_uids, store);
+    (Arc::new(plans), Arc::new(deps))
 }
 
 fn build(
@@ -478,17 +537,17 @@ fn build(
     let mut store = EntityStore::default();
     // Always parse (even an empty list) so a schema's action entities are present.
     let parsed = parse_entities(entities.unwrap_or("[]"), schema.as_deref(), &mut interner)?;
-    for (uid, data) in parsed {
-        store.upsert(uid, data);
-    }
     let shapes = request_shapes(schema.as_deref(), validate_requests, &mut interner);
-    store.finish(&interner, &set.named_uids);
-    let plans = Arc::new(plan(&set, &store, &interner));
+    store.apply(parsed, &[], &interner)?;
+    interner.compact();
+    store.set_named(&interner, &set.named_uids);
+    let (plans, plan_deps) = plan(&set, &store, &interner);
     let snap = Snapshot {
         interner,
         set: Arc::new(set),
         store: Arc::new(store),
         plans,
+        plan_deps,
         schema,
         shapes,
         state_spec,

@@ -42,6 +42,17 @@ pub fn valid_type(t: &str) -> bool {
     valid_ident(&b[start..])
 }
 
+/// `valid_type`, as the error every entry point reports.
+pub fn check_type(ty: &str) -> Result<(), TetherError> {
+    if valid_type(ty) {
+        Ok(())
+    } else {
+        Err(TetherError::Request(format!(
+            "{ty:?} is not a valid Cedar entity type name"
+        )))
+    }
+}
+
 /// Split `Type::"id"` into its type and (unescaped) id.
 pub fn parse_uid(s: &str) -> Result<(&str, Cow<'_, str>), TetherError> {
     let bad = |why: &str| {

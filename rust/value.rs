@@ -46,6 +46,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// Behind an `Arc`, sharing one allocation for every empty record (most
+    /// entities have no tags, many no attributes).
+    pub fn shared(self) -> Arc<Record> {
+        static EMPTY: std::sync::OnceLock<Arc<Record>> = std::sync::OnceLock::new();
+        if self.fields.is_empty() {
+            EMPTY.get_or_init(Default::default).clone()
+        } else {
+            Arc::new(self)
+        }
+    }
+
     pub fn from_unsorted(mut fields: Vec<(Sym, Value)>) -> Self {
         fields.sort_by_key(|(k, _)| *k);
         fields.dedup_by_key(|(k, _)| *k);
@@ -154,43 +165,79 @@ pub fn value_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Interns strings to dense symbols. Built once per snapshot; read-only afterwards.
+/// Interns strings to dense symbols. Read-only inside a snapshot; a writer clones
+/// it and appends. A clone is cheap: the bulk lives in a shared, frozen `base`, and
+/// only the recent `delta` is copied, until it grows to about sqrt(n) and is
+/// folded in (amortised O(sqrt n) an intern, as is a clone).
 #[derive(Clone, Default, Debug)]
 pub struct Interner {
+    base: Arc<InternTable>,
+    delta: InternTable,
+}
+
+#[derive(Clone, Default, Debug)]
+struct InternTable {
     map: FxHashMap<Arc<str>, Sym>,
     strs: Vec<Arc<str>>,
 }
 
 impl Interner {
     pub fn intern(&mut self, s: &str) -> Sym {
-        if let Some(&id) = self.map.get(s) {
+        if let Some(id) = self.lookup(s) {
             return id;
         }
-        let id = self.strs.len() as Sym;
+        let id = self.len() as Sym;
         let a: Arc<str> = Arc::from(s);
-        self.strs.push(a.clone());
-        self.map.insert(a, id);
+        self.delta.strs.push(a.clone());
+        self.delta.map.insert(a, id);
+        // About sqrt(n) strings in the delta: a clone copies O(sqrt n), and a fold
+        // (O(n)) comes once every O(sqrt n) interns.
+        let limit = 4 * (self.base.strs.len() as f64).sqrt() as usize;
+        if self.delta.strs.len() > limit.max(1024) {
+            self.compact();
+        }
         id
+    }
+
+    /// Fold the delta into the base (after a bulk load, so later clones are cheap).
+    pub fn compact(&mut self) {
+        if self.delta.strs.is_empty() {
+            return;
+        }
+        let base = Arc::make_mut(&mut self.base);
+        let delta = std::mem::take(&mut self.delta);
+        base.map.extend(delta.map);
+        base.strs.extend(delta.strs);
     }
 
     #[inline]
     pub fn lookup(&self, s: &str) -> Option<Sym> {
-        self.map.get(s).copied()
+        match self.base.map.get(s) {
+            Some(id) => Some(*id),
+            None if self.delta.strs.is_empty() => None,
+            None => self.delta.map.get(s).copied(),
+        }
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.strs.len()
+        self.base.strs.len() + self.delta.strs.len()
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.strs.is_empty()
+        self.len() == 0
     }
 
     #[inline]
     pub fn get(&self, id: Sym) -> Option<&str> {
-        self.strs.get(id as usize).map(|s| &**s)
+        let i = id as usize;
+        let b = self.base.strs.len();
+        if i < b {
+            Some(&self.base.strs[i])
+        } else {
+            self.delta.strs.get(i - b).map(|s| &**s)
+        }
     }
 }
 
@@ -222,5 +269,23 @@ mod tests {
         assert_eq!(i.intern("a"), a);
         assert_eq!(i.get(b), Some("b"));
         assert_eq!(i.lookup("zz"), None);
+    }
+
+    #[test]
+    fn interner_clones_are_independent_across_folds() {
+        let mut a = Interner::default();
+        let ids: Vec<Sym> = (0..5000).map(|n| a.intern(&n.to_string())).collect();
+        let b = a.clone();
+        let more: Vec<Sym> = (5000..9000).map(|n| a.intern(&n.to_string())).collect();
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(a.get(*id), Some(n.to_string().as_str()));
+            assert_eq!(b.lookup(&n.to_string()), Some(*id));
+        }
+        for (n, id) in more.iter().enumerate() {
+            assert_eq!(a.lookup(&(n + 5000).to_string()), Some(*id));
+            assert_eq!(b.lookup(&(n + 5000).to_string()), None);
+            assert_eq!(b.get(*id), None);
+        }
+        assert_eq!((a.len(), b.len()), (9000, 5000));
     }
 }

@@ -131,8 +131,24 @@ fn template_offset(text: &str, id: &str) -> Option<usize> {
 fn policy_names(
     text: &str,
     policies: &[&cedar_policy::Policy],
+    psts: &Psts,
 ) -> Result<Vec<String>, TetherError> {
-    let names: Vec<String> = policies.iter().map(|p| policy_name(p)).collect();
+    let names: Vec<String> = policies
+        .iter()
+        .map(|p| {
+            // A static policy's name from its PST when there is one
+            // (`Policy::annotation` parses its key again).
+            match psts.get(AsRef::<str>::as_ref(p.id())) {
+                Some(Ok(pst)) if p.is_static() => pst
+                    .body()
+                    .annotations
+                    .get("id")
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| p.id().to_string()),
+                _ => policy_name(p),
+            }
+        })
+        .collect();
     let mut seen: rustc_hash::FxHashMap<&str, usize> = Default::default();
     for (i, n) in names.iter().enumerate() {
         if let Some(&j) = seen.get(n.as_str()) {
@@ -176,6 +192,30 @@ pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
             feature: None,
         }
     })
+}
+
+/// The PST of every static policy, by Cedar's policy id, from one parse of the
+/// whole text. `Policy::to_pst` builds the same thing (text to lossless EST to PST)
+/// but parses each policy's text again, with a fresh lexer each time: most of a
+/// large set's load. Empty if the text does not parse (the caller then asks each
+/// policy, which reports the error).
+type Psts = rustc_hash::FxHashMap<
+    String,
+    Result<cedar_policy::pst::Policy, cedar_policy::pst::PstConstructionError>,
+>;
+
+fn static_psts(text: &str) -> Psts {
+    let Ok((ests, _)) = cedar_policy_core::parser::parse_policyset_to_ests_and_pset(text) else {
+        return Default::default();
+    };
+    ests.into_iter()
+        .map(|(id, est)| {
+            let pst = cedar_policy::pst::Template::try_from(est)
+                .and_then(|t| cedar_policy::pst::StaticPolicy::try_from(t).map_err(Into::into))
+                .map(cedar_policy::pst::Policy::Static);
+            (id.to_string(), pst)
+        })
+        .collect()
 }
 
 /// Validate against a schema (strict mode); the first error is reported with its
@@ -421,7 +461,8 @@ pub fn compile(
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();
     let mut out = Vec::with_capacity(policies.len());
-    let names = policy_names(text, &policies)?;
+    let mut psts = static_psts(text);
+    let names = policy_names(text, &policies, &psts)?;
     check_template_names(text, pset, &names)?;
     for (p, name) in policies.into_iter().zip(names) {
         let id = p.id().to_string();
@@ -430,9 +471,17 @@ pub fn compile(
             let off = offs.iter().find(|(pid, _)| *pid == id).map(|(_, o)| *o);
             unsupported_feature(text, off, &name, feature)
         };
-        let pst = p
-            .to_pst()
-            .map_err(|e| unsupported(format!("policy form: {e}")))?;
+        // Links are not in the text: Cedar builds theirs.
+        let from_text = if p.is_static() {
+            psts.remove(AsRef::<str>::as_ref(p.id()))
+        } else {
+            None
+        };
+        let pst = match from_text {
+            Some(pst) => pst,
+            None => p.to_pst(),
+        }
+        .map_err(|e| unsupported(format!("policy form: {e}")))?;
         out.push(
             lower_policy(pst.body(), name.clone(), &mut nodes, interner).map_err(unsupported)?,
         );

@@ -312,7 +312,7 @@ pub fn build(
     interner: &Interner,
 ) -> Plans {
     let mut actions: Vec<Euid> = store
-        .uids()
+        .action_uids()
         .chain(named.iter().copied())
         .filter(|u| interner.get(u.ty).is_some_and(is_action_type))
         .collect();
@@ -572,10 +572,9 @@ mod tests {
         let pset = compile::parse(policies).unwrap();
         let set = compile::compile(policies, &pset, &mut interner).unwrap();
         let mut store = EntityStore::default();
-        for (u, d) in crate::entities::parse_entities(entities, None, &mut interner).unwrap() {
-            store.upsert(u, d);
-        }
-        store.finish(&interner, &set.named_uids);
+        let parsed = crate::entities::parse_entities(entities, None, &mut interner).unwrap();
+        store.apply(parsed, &[], &interner).unwrap();
+        store.set_named(&interner, &set.named_uids);
         let p = build(
             &set.nodes,
             &set.policies,

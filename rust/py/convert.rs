@@ -76,11 +76,7 @@ impl<'s> Converter<'s> {
     }
 
     fn uid_parts(&mut self, ty: &str, id: &str) -> Result<Euid, CoreError> {
-        if !request::valid_type(ty) {
-            return Err(CoreError::Request(format!(
-                "{ty:?} is not a valid Cedar entity type name"
-            )));
-        }
+        request::check_type(ty)?;
         Ok(Euid {
             ty: self.sym(ty),
             id: self.sym(id),
@@ -439,11 +435,13 @@ pub(crate) fn uid_strings(
             request::parse_uid(s).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
         return Ok((t.to_owned(), i.into_owned()));
     }
-    obj.extract::<(String, String)>().map_err(|_| {
+    let (t, i) = obj.extract::<(String, String)>().map_err(|_| {
         CoreError::Request(format!(
             "{role}: expected 'Type::\"id\"', (type, id) or a handle"
         ))
-    })
+    })?;
+    request::check_type(&t).map_err(|e| CoreError::Request(format!("{role}: {e}")))?;
+    Ok((t, i))
 }
 pub(crate) fn text_arg(obj: &Bound<'_, PyAny>, what: &str) -> Result<String, CoreError> {
     if let Ok(s) = obj.downcast::<PyString>() {

@@ -3,14 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::PyTuple;
 
 use super::convert::{entities_json, text_arg, uid_strings, Converter, Entity, PolicyText};
 use super::decision::{Decision, DenialKind};
 use super::task::{TaskHandle, TaskOptions};
 use crate::engine::{Core, Mode, OnError, ResolvedRequest, Snapshot};
 use crate::error::TetherError as CoreError;
-use crate::request;
 use crate::task_decide::TaskOutcome;
 use crate::templates::LinkRequest;
 
@@ -53,11 +52,7 @@ fn slot_arg(
         .transpose()
 }
 fn action_count(snap: &Snapshot) -> usize {
-    snap.store.count_where(|u| {
-        snap.interner
-            .get(u.ty)
-            .is_some_and(|t| t == "Action" || t.ends_with("::Action"))
-    })
+    snap.store.action_uids().count()
 }
 
 pub(crate) fn on_error_arg(s: &str) -> PyResult<OnError> {
@@ -319,8 +314,11 @@ impl Engine {
 
     /// A handle for an entity uid; the fastest way to pass an entity.
     #[pyo3(name = "entity")]
-    fn entity_handle(&self, r#type: &str, id: &str) -> PyResult<Entity> {
-        let euid = self.core.intern_uid(r#type, id).map_err(PyErr::from)?;
+    fn entity_handle(&self, py: Python<'_>, r#type: &str, id: &str) -> PyResult<Entity> {
+        // A new uid waits for the write lock: let other threads run meanwhile.
+        let euid = py
+            .allow_threads(|| self.core.intern_uid(r#type, id))
+            .map_err(PyErr::from)?;
         Ok(Entity {
             uid: euid,
             ty: r#type.to_owned(),
@@ -337,26 +335,14 @@ impl Engine {
     }
 
     /// Remove entities by uid (strings, tuples or handles). Returns how many existed.
-    fn remove_entities(&self, uids: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let mut parts = Vec::new();
-        for u in uids.try_iter()? {
-            let u = u?;
-            if let Ok(h) = u.downcast::<Entity>() {
-                let h = h.get();
-                parts.push((h.ty.clone(), h.id.clone()));
-            } else if let Ok(s) = u.downcast::<PyString>() {
-                let (t, i) = request::parse_uid(s.to_str()?).map_err(PyErr::from)?;
-                parts.push((t.to_owned(), i.into_owned()));
-            } else {
-                let (t, i): (String, String) = u.extract().map_err(|_| {
-                    PyErr::from(CoreError::Request(
-                        "entity uids must be 'Type::\"id\"', (type, id) or handles".into(),
-                    ))
-                })?;
-                parts.push((t, i));
-            }
-        }
-        self.core.remove_entities(&parts).map_err(PyErr::from)
+    fn remove_entities(&self, py: Python<'_>, uids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let parts = uids
+            .try_iter()?
+            .enumerate()
+            .map(|(i, u)| Ok(uid_strings(&u?, &format!("entity #{i}"))?))
+            .collect::<PyResult<Vec<_>>>()?;
+        py.allow_threads(|| self.core.remove_entities(&parts))
+            .map_err(PyErr::from)
     }
 
     /// Replace the policy set (and optionally the schema) atomically; entities stay.
@@ -478,12 +464,7 @@ impl Engine {
         context_json: &str,
         validate: bool,
     ) -> PyResult<String> {
-        let (ty, id): (String, String) = if let Ok(s) = action.downcast::<PyString>() {
-            let (t, i) = request::parse_uid(s.to_str()?).map_err(PyErr::from)?;
-            (t.to_owned(), i.into_owned())
-        } else {
-            action.extract()?
-        };
+        let (ty, id) = uid_strings(action, "action")?;
         self.core
             .normalize_context(&ty, &id, context_json, validate)
             .map_err(PyErr::from)

@@ -56,8 +56,8 @@ impl TaskHandle {
 }
 /// NaN and infinities are rejected: NaN would compare as "never expired" for one
 /// check and "expired" for another.
-fn ms_of(secs: f64) -> PyResult<u64> {
-    Ok((finite(secs, "time")?.max(0.0) * 1000.0) as u64)
+fn ms_of(secs: f64, what: &str) -> PyResult<u64> {
+    Ok((finite(secs, what)?.max(0.0) * 1000.0) as u64)
 }
 
 pub(crate) fn finite(x: f64, what: &str) -> PyResult<f64> {
@@ -84,7 +84,7 @@ pub(crate) fn now_ms(py: Python<'_>, now: Option<f64>) -> PyResult<u64> {
             .call0(py)?
             .extract::<f64>(py)?,
     };
-    ms_of(secs)
+    ms_of(secs, "now")
 }
 
 /// How a task is opened, besides its agent.
@@ -116,21 +116,24 @@ impl Engine {
         opts: TaskOptions<'_, '_>,
     ) -> PyResult<TaskHandle> {
         let (agent_ty, agent_id) = uid_strings(agent, "agent")?;
-        let agent = self.core.intern_uid(&agent_ty, &agent_id)?;
-        // Interned for good, like the agent uid (`intern_uid` is the core's only
-        // stable interning entry; the type is already known, so only the intent is new).
-        let intent = self.core.intern_uid(&agent_ty, opts.intent)?.id;
-        let scope = match opts.scope.filter(|s| !s.is_none()) {
+        let scope_names = match opts.scope.filter(|s| !s.is_none()) {
             None => None,
-            Some(s) => {
-                let mut set = rustc_hash::FxHashSet::default();
-                for a in s.try_iter()? {
-                    let (t, i) = uid_strings(&a?, "scope action")?;
-                    set.insert(self.core.intern_uid(&t, &i)?);
-                }
-                Some(set)
-            }
+            Some(s) => Some(
+                s.try_iter()?
+                    .map(|a| Ok(uid_strings(&a?, "scope action")?))
+                    .collect::<PyResult<Vec<_>>>()?,
+            ),
         };
+        // The intent is interned for good, like the agent uid (`intern_uids` is the
+        // core's only stable interning entry; the type is known, so only the id is new).
+        let mut names: Vec<(&str, &str)> = vec![(&agent_ty, &agent_id), (&agent_ty, opts.intent)];
+        for (t, i) in scope_names.iter().flatten() {
+            names.push((t, i));
+        }
+        // New names wait for the write lock: let other threads run meanwhile.
+        let uids = py.allow_threads(|| self.core.intern_uids(&names))?;
+        let (agent, intent) = (uids[0], uids[1].id);
+        let scope = scope_names.map(|_| uids[2..].iter().copied().collect());
         if let Some(p) = opts.parent {
             if p.engine_id != self.id() {
                 return Err(
@@ -160,7 +163,7 @@ impl Engine {
             (Some(l), Some(st)) => st.label_bits(l).map_err(CoreError::Request)?,
         };
         let parent_slot = opts.parent.map(|p| p.slot.clone());
-        let mut deadline_ms = opts.deadline.map(ms_of).transpose()?;
+        let mut deadline_ms = opts.deadline.map(|d| ms_of(d, "deadline")).transpose()?;
         if let Some(p) = &parent_slot {
             // A child never outlives its parent.
             deadline_ms = match (deadline_ms, p.deadline_ms) {
@@ -243,7 +246,7 @@ impl Engine {
         if task.engine_id != self.id() {
             return Err(CoreError::Request("task belongs to another engine".into()).into());
         }
-        let until = ms_of(until)?;
+        let until = ms_of(until, "until")?;
         let mut granted = Vec::new();
         for a in actions.try_iter()? {
             let (t, i) = uid_strings(&a?, "escalated action")?;
