@@ -256,9 +256,13 @@ def _as_agent(i: int) -> Agent:
     return Agent.from_claims(sid, {"sub": str(sid)}, 4e9)
 
 
+# Derandomized: the coverage check below counts this test's examples, and a random
+# mix of 60 can fall under its floor by chance; a fixed mix fails only when the
+# generator or the code changes.
 @settings(
     max_examples=60,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
