@@ -418,3 +418,6 @@ impl EvalErr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
