@@ -5,7 +5,9 @@ carry, and the Guard's defaults. Written against mutmut's survivors (issue 15)."
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import secrets
 import threading
 from typing import Any
@@ -27,6 +29,7 @@ from tether.tasks import (
     Monitors,
     TaskRevoked,
 )
+from tether.tasks.approvals import context_digest
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +50,11 @@ forbid (principal, action == Action::"read", resource == Dataset::"payroll");
 forbid (principal, action == Action::"read", resource == Dataset::"payroll");
 """
 QUIET = Monitors(max_deny_streak=0, max_deny_ratio=0)
+DEPLOY_NEEDS_INTENT = """
+@id("deploy-states-intent")
+forbid (principal, action == Action::"call_tool", resource == Tool::"deploy")
+unless { context has intent };
+"""
 
 
 class RecordingAudit:
@@ -279,16 +287,18 @@ async def test_escalation_request_as_the_approver_sees_it(world: Any, clock: Fak
         allow_unauthenticated=True,
     )
     async with guard.task(world.ORCH, intent="x", scope={"read", "escalate"}) as task:
-        got = await task.escalate({'Action::"egress"', "call_tool"}, reason="need tools", ttl=0.5)
-        assert got == {'Action::"egress"', "call_tool"}
+        wanted = {'Action::"egress"', "call_tool", 'Action::"BOX"'}
+        got = await task.escalate(wanted, reason="need tools", ttl=0.5)
+        assert got == wanted
         (req,) = asked
         assert (req.obligation, req.action, req.resource) == ("escalate", "escalate", world.ORCH)
         assert dict(req.context) == {
-            "actions": ["call_tool", "egress"],
+            "actions": ["BOX", "call_tool", "egress"],
             "reason": "need tools",
             "ttl": 1,
         }
         assert task.authorize("call_tool", SEARCH).allowed
+        assert task.authorize_egress("https://github.com/").allowed  # the full uid widened
         clock.advance(0.5)
         assert task.authorize("call_tool", SEARCH).kind == DenialKind.SCOPE
 
@@ -395,7 +405,11 @@ async def test_guard_defaults(world: Any, clock: FakeClock) -> None:
     honoured 5 s past its expiry and no further, and caps the task's deadline."""
     wall = FakeClock(world.T0)
     guard = Guard(world.engine(), clock=clock, wall_clock=wall)
-    with pytest.raises(AuthenticationError):
+    bare = (
+        f"^{world.ORCH!r} is a bare uid with no proof of identity: authenticate a token "
+        r"\(guard.authenticate\) or open the Guard with allow_unauthenticated=True$"
+    )
+    with pytest.raises(AuthenticationError, match=bare):
         async with guard.task(world.ORCH, intent="x"):
             pass
     fresh = agent_expiring_at(world.ORCH_ID, wall() + 3600)
@@ -575,3 +589,147 @@ async def test_revocation_from_a_worker_thread_reaches_the_provider(
             with anyio.fail_after(10):
                 while lease.lease_id not in source.revoked:
                     await anyio.sleep(0.005)
+
+
+# -- more of the same: the approved decision, names, revocation timing -------------------
+
+
+@pytest.mark.parametrize("ctx", [{"intent": "ship"}, None], ids=["benign", "attack"])
+async def test_the_approved_decision_sees_the_same_context(
+    world: Any, ctx: dict[str, str] | None
+) -> None:
+    """After approval the request is decided again with the same context (and the
+    guard's clock, here far behind the real one), with reasons."""
+    guard = Guard(
+        world.engine(policies=world.POLICIES + DEPLOY_NEEDS_INTENT),
+        clock=FakeClock(0.0),
+        allow_unauthenticated=True,
+        approvers={"approval": _yes},
+        monitors=QUIET,
+    )
+    async with guard.task(world.ORCH, intent="x", ttl=100) as task:
+        if ctx is None:
+            with pytest.raises(Denied, match="denied by deploy-states-intent"):
+                await task.require("call_tool", DEPLOY, ctx)
+            return
+        d = await task.require("call_tool", DEPLOY, ctx)
+        assert d.allowed and d.reasons == ["approval-for-deploy"]
+
+
+def test_denied_keeps_an_explicit_kind_over_the_decisions() -> None:
+    engine = Engine("forbid (principal, action, resource);")
+    d = engine.authorize('User::"u"', 'Action::"a"', 'Doc::"d"', reasons=True)
+    assert Denied("m", d).kind == d.kind
+    assert Denied("m", d, kind=DenialKind.SCOPE).kind == DenialKind.SCOPE
+    assert Denied("m", kind=DenialKind.BUDGET).kind == DenialKind.BUDGET
+
+
+def test_context_digest_is_canonical_json() -> None:
+    assert context_digest({"b": 2, "a": 1}) == context_digest({"a": 1, "b": 2})
+    assert context_digest({"a": 1}) == hashlib.sha256(b'{"a":1}').hexdigest()
+    assert context_digest(None) == context_digest({}) == hashlib.sha256(b"{}").hexdigest()
+    assert context_digest({"a": 1}) != context_digest({"a": 2})
+    # Values JSON cannot write are digested by their repr, not refused.
+    assert (
+        context_digest({"s": frozenset({1})})
+        == hashlib.sha256(b'{"s":"frozenset({1})"}').hexdigest()
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['Agent::"xy', '::"x"', 'Agent::""', "agent", 'Agent::"x', ""],
+)
+def test_revoking_a_malformed_agent_name_is_refused(world: Any, name: str) -> None:
+    guard = Guard(world.engine(), allow_unauthenticated=True)
+    message = (
+        f"^cannot name an agent by {re.escape(repr(name))}: pass an Agent, a SpiffeId, "
+        'a SPIFFE ID or an entity uid like Agent::"spiffe://example.org/agent"$'
+    )
+    with pytest.raises(ValueError, match=message):
+        guard.revoke(agent=name)
+    assert guard.revoked_agents == {}
+
+
+@pytest.mark.parametrize("name", ['Agent::"x"', 'Agent::"a::"b"', 'NS::Agent::"x"'])
+def test_revoking_a_well_formed_uid(world: Any, name: str) -> None:
+    guard = Guard(world.engine(), allow_unauthenticated=True)
+    assert guard.revoke(agent=name, reason="r") == 0
+    assert guard.revoked_agents == {name: "r"}
+
+
+async def test_trust_domain_of_a_bare_spiffe_uid(world: Any) -> None:
+    """A task opened for a bare `Agent::"spiffe://..."` uid still belongs to its trust
+    domain (its path may end in any character)."""
+    guard = Guard(world.engine(), allow_unauthenticated=True)
+    async with guard.task('Agent::"spiffe://corp/X"', intent="x") as task:
+        async with guard.task('Agent::"spiffe://other/X"', intent="y") as other:
+            assert guard.revoke(trust_domain="corp") == 1
+            assert task.revoked is not None and other.revoked is None
+
+
+async def test_on_loop_revocation_tells_the_provider_before_the_task_ends(
+    world: Any, broker: CredentialBroker, source: Any
+) -> None:
+    guard = Guard(world.engine(), broker=broker, allow_unauthenticated=True)
+    async with guard, guard.task(world.ORCH, intent="x") as task:
+        lease = await task.lease("db")
+        task.revoke("operator")
+        with anyio.fail_after(10):
+            while lease.lease_id not in source.revoked:
+                await anyio.sleep(0.005)
+        assert not task.closed
+
+
+async def test_revoking_after_the_guard_stopped_is_harmless(
+    world: Any, broker: CredentialBroker
+) -> None:
+    guard = Guard(world.engine(), broker=broker, allow_unauthenticated=True)
+    async with guard, guard.task(world.ORCH, intent="x") as task:
+        pass
+    task.revoke("late")
+    assert task.revoked == "task ended"
+
+
+async def test_guard_exit_under_cancellation_still_revokes_leases(
+    world: Any, broker: CredentialBroker, source: Any
+) -> None:
+    """A Guard left because its scope was cancelled still closes its open tasks and
+    tells the provider (the close is shielded)."""
+    guard = Guard(world.engine(), broker=broker, allow_unauthenticated=True)
+    with anyio.CancelScope() as scope:
+        async with guard:
+            opener = guard.task(world.ORCH, intent="x")
+            task = await opener.__aenter__()  # left open: the Guard must close it
+            lease = await task.lease("db")
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert task.closed and task.revoked == "guard stopped"
+    assert lease.lease_id in source.revoked
+
+
+async def test_refused_approval_that_trips_a_monitor_is_logged(
+    world: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = Guard(world.engine(), allow_unauthenticated=True, monitors=Monitors(max_deny_streak=1))
+    async with guard.task(world.ORCH, intent="x") as task:
+        with caplog.at_level(logging.WARNING, logger="tether.tasks"):
+            with pytest.raises(ApprovalRefused, match="has no approver configured"):
+                await task.require("call_tool", DEPLOY)
+        assert task.revoked == "monitor: 1 denials in a row"
+        assert f"task {task.txn} revoked: monitor: 1 denials in a row" in caplog.messages
+
+
+async def test_watcher_closes_children_with_their_parents_reason(
+    world: Any, clock: FakeClock
+) -> None:
+    async with Guard(world.engine(), clock=clock, allow_unauthenticated=True) as guard:
+        async with guard.task(world.ORCH, intent="x", ttl=30) as parent:
+            child = await parent.delegate(agent_expiring_at(world.RES_ID, guard.wall_clock() + 600))
+            clock.advance(31)
+            guard._wake.set()
+            with anyio.fail_after(10):
+                while not child.closed:
+                    await anyio.sleep(0.005)
+            assert parent.revoked == "deadline passed"
+            assert child.revoked == "parent task ended: deadline passed"
