@@ -253,6 +253,29 @@ async def test_tree_monitor_revoking_an_ancestor_revokes_its_leases(
             parent_lease.secret  # noqa: B018 (the property raises)
 
 
+async def test_a_grandchild_tripping_the_root_revokes_the_roots_leases(
+    world: Any, broker: CredentialBroker, clock: FakeClock
+) -> None:
+    """The walk up from the deciding task goes past the middle task to the topmost one
+    revoked, the root."""
+    guard = Guard(
+        world.engine(),
+        broker=broker,
+        allow_unauthenticated=True,
+        clock=clock,
+        monitors=Monitors(max_deny_streak=0, max_deny_ratio=0, max_rate=2, rate_window=10),
+    )
+    async with guard, guard.task(world.ORCH, intent="x") as root:
+        root_lease = await root.lease("db")
+        middle = await root.delegate(agent_expiring_at(world.ORCH_ID, guard.wall_clock() + 600))
+        leaf = await middle.delegate(agent_expiring_at(world.RES_ID, guard.wall_clock() + 600))
+        d = leaf.authorize("call_tool", SEARCH)  # the root's third decision in the window
+        assert not d.allowed and d.revoked is not None
+        assert root.revoked is not None
+        with pytest.raises(Exception, match="revoked"):
+            root_lease.secret  # noqa: B018 (the property raises)
+
+
 # -- escalation ------------------------------------------------------------------------
 
 
@@ -558,6 +581,12 @@ async def test_watcher_wakes_by_itself_and_logs(
     the nearest deadline, and never forever) and logs the task it revoked."""
     async with Guard(world.engine(), clock=clock, allow_unauthenticated=True) as guard:
         async with guard.task(world.ORCH, intent="x", ttl=0.001) as task:
+            # Let the watcher see the new task and go back to sleep (it replaces its wake
+            # event at the end of each pass) before the deadline passes.
+            seen = guard._wake
+            with anyio.fail_after(10):
+                while guard._wake is seen:
+                    await anyio.sleep(0)
             with caplog.at_level(logging.INFO, logger="tether.tasks"):
                 clock.advance(1)
                 with anyio.fail_after(10):
@@ -571,8 +600,12 @@ async def test_revocation_from_a_worker_thread_reaches_the_provider(
     world: Any, broker: CredentialBroker, source: Any
 ) -> None:
     """`task.revoke` called off the event loop: the lease is unusable at once, and the
-    provider is told once the watcher runs (here woken by opening another task)."""
-    guard = Guard(world.engine(), broker=broker, allow_unauthenticated=True)
+    provider is told once the watcher runs (here woken by opening another task; the
+    broker's own reaper is set to an hour, so it is not what tells the provider)."""
+    slow_reaper = CredentialBroker(
+        MemoryLeaseStore(), {"db": source.provider()}, reaper_interval=3600
+    )
+    guard = Guard(world.engine(), broker=slow_reaper, allow_unauthenticated=True)
     async with guard, guard.task(world.ORCH, intent="x") as task:
         lease = await task.lease("db")
         done = threading.Event()
@@ -629,6 +662,9 @@ def test_context_digest_is_canonical_json() -> None:
     assert context_digest({"a": 1}) == hashlib.sha256(b'{"a":1}').hexdigest()
     assert context_digest(None) == context_digest({}) == hashlib.sha256(b"{}").hexdigest()
     assert context_digest({"a": 1}) != context_digest({"a": 2})
+    assert context_digest({"b": [1, 2], "a": 1}) == (
+        hashlib.sha256(b'{"a":1,"b":[1,2]}').hexdigest()
+    )
     # Values JSON cannot write are digested by their repr, not refused.
     assert (
         context_digest({"s": frozenset({1})})
