@@ -769,3 +769,16 @@ async def test_watcher_closes_children_with_their_parents_reason(
                     await anyio.sleep(0.005)
             assert parent.revoked == "deadline passed"
             assert child.revoked == "parent task ended: deadline passed"
+
+
+async def test_a_refusal_for_the_model_names_rules_only(world: Any) -> None:
+    guard = Guard(
+        world.engine(policies=world.POLICIES + TWO_FORBIDS),
+        allow_unauthenticated=True,
+        monitors=QUIET,
+    )
+    async with guard.task(world.RESEARCHER, intent="x") as task:
+        with pytest.raises(Denied) as e:
+            await task.require("read", 'Dataset::"payroll"')
+    assert e.value.for_model() == "Refused by rule `payroll-closed-a`, `payroll-closed-b`."
+    assert Denied("no decision behind it").for_model() == "no decision behind it"
