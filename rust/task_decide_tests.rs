@@ -26,6 +26,8 @@ const POLICIES: &str = r#"
     @id("fire") permit (principal, action == Action::"fire", resource);
     @id("broken") permit (principal, action == Action::"break", resource)
         when { resource.nope == 1 };
+    @id("ranked") permit (principal, action == Action::"rank", resource)
+        when { principal.rank > 1 };
 "#;
 
 const STATE: &str = r#"{
@@ -40,7 +42,8 @@ const ENTITIES: &str = r#"[
     {"uid": {"type": "Thing", "id": "minus"}, "attrs": {"cost": -1}, "parents": []},
     {"uid": {"type": "Thing", "id": "word"}, "attrs": {"cost": "x"}, "parents": []},
     {"uid": {"type": "Thing", "id": "secret"}, "attrs": {"cost": 0, "secret": true}, "parents": []},
-    {"uid": {"type": "Thing", "id": "plain"}, "attrs": {"cost": 0, "secret": false}, "parents": []}
+    {"uid": {"type": "Thing", "id": "plain"}, "attrs": {"cost": 0, "secret": false}, "parents": []},
+    {"uid": {"type": "Agent", "id": "ranked"}, "attrs": {"rank": 2}, "parents": []}
 ]"#;
 
 struct World {
@@ -516,4 +519,74 @@ fn rate_monitor_counts_decisions_in_its_window() {
         Some("monitor: rate spike (3 decisions within 100 ms, limit 2)")
     );
     assert_eq!(spent(&t), 3);
+}
+
+#[test]
+fn deny_ratio_counts_the_share_of_denials_once_enough_were_denied() {
+    let w = World::new();
+    let limits = Limits {
+        max_deny_ratio: 0.5,
+        min_denials: 3,
+        ..Limits::default()
+    };
+    let t = w.open(
+        1,
+        "a",
+        None,
+        Opts {
+            limits,
+            ..Opts::default()
+        },
+    );
+    assert!(allowed(&w.decide(&t, "use", "one")));
+    assert!(!w.decide(&t, "nothing", "one").outcome.allowed);
+    assert!(!w.decide(&t, "nothing", "one").outcome.allowed);
+    assert_eq!(t.lock().revoked, None, "two denials: under the minimum");
+    let third = w.decide(&t, "nothing", "one");
+    assert_eq!(third.kind, Some(DenyKind::Monitor));
+    assert_eq!(
+        third.revoked_now.as_deref(),
+        Some("monitor: deny ratio 0.75 (3 of 4 decisions denied, limit 0.50)")
+    );
+    // The benign twin: as many permits as denials never exceeds one half.
+    let u = w.open(
+        2,
+        "a",
+        None,
+        Opts {
+            limits,
+            ..Opts::default()
+        },
+    );
+    for _ in 0..4 {
+        assert!(allowed(&w.decide(&u, "use", "one")));
+        assert!(!w.decide(&u, "nothing", "one").outcome.allowed);
+    }
+    assert_eq!(u.lock().revoked, None);
+}
+
+#[test]
+fn an_ancestor_whose_policy_errors_is_a_policy_denial_unless_failing_closed() {
+    let w = World::new();
+    // `Agent::"ranked"` has a rank; the root's agent is not in the store, so reading
+    // its rank errors: the root is not permitted, so neither is the child.
+    for (on_error, kind) in [
+        (None, DenyKind::Policy),
+        (Some(OnError::Deny), DenyKind::Error),
+    ] {
+        let opts = || Opts {
+            on_error,
+            ..Opts::default()
+        };
+        let root = w.open(1, "unranked", None, opts());
+        let child = w.open(2, "ranked", Some(&root), opts());
+        let out = w.decide(&child, "rank", "one");
+        assert_eq!(out.kind, Some(kind));
+        assert_eq!(
+            out.message.as_deref(),
+            Some("delegation: ancestor `unranked` (task 1) is not permitted this action")
+        );
+        let alone = w.open(3, "ranked", None, opts());
+        assert!(allowed(&w.decide(&alone, "rank", "one")));
+    }
 }

@@ -426,3 +426,228 @@ fn a_forbid_that_holds_wins_and_is_the_reason() {
         }
     );
 }
+
+#[test]
+fn comparing_extension_values_of_different_types_names_the_unordered_one() {
+    let e = entities(
+        r#"{"d": "1.5", "t": "2024-01-01", "p": "10.0.0.1"}"#,
+        "{}",
+        "",
+    );
+    // The left operand cannot be ordered at all: it is the one named.
+    assert_errors(
+        "decimal(principal.d) < datetime(principal.t)",
+        &e,
+        "type error: expected long, datetime or duration of the same type, got decimal",
+    );
+    // The left one can (a datetime), so the right one is what is wrong.
+    assert_errors(
+        "datetime(principal.t) < ip(principal.p)",
+        &e,
+        "type error: expected long, datetime or duration of the same type, got ipaddr",
+    );
+    assert_holds("datetime(principal.t) < datetime(\"2024-01-02\")", &e);
+}
+
+/// Policy text that ends inside a string or right after a word is refused, never a panic.
+#[test]
+fn truncated_policy_text_is_an_error() {
+    for text in [
+        "permit (principal, action, resource) when { \"abc",
+        "permit (principal, action, resource) when { \"abc\\",
+        "permit",
+        "permit (principal, action, resource) when { principal.x",
+    ] {
+        let r = Core::new(text, None, None, None, false, OnError::Skip, false);
+        assert!(r.is_err(), "{text:?} loaded");
+    }
+}
+
+#[test]
+fn has_paths_count_towards_the_depth_bound() {
+    let path = |n: usize| {
+        (0..n)
+            .map(|i| format!("a{i}"))
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let load = |n: usize| {
+        let text = format!(
+            "permit (principal, action, resource) when {{ principal has {} }};",
+            path(n)
+        );
+        Core::new(&text, None, None, None, false, OnError::Skip, false)
+    };
+    match load(1001) {
+        Err(e) => assert!(
+            e.to_string().contains("nested deeper than 1000 levels"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a 1,001-segment `has` path loaded"),
+    }
+    assert!(load(900).is_ok());
+}
+
+/// Decide with another request than the default one: `(type, id)` for each entity.
+fn decide_request(policies: &str, ents: &str, p: (&str, &str), a: &str, r: (&str, &str)) -> bool {
+    let core = Core::new(
+        policies,
+        None,
+        Some(ents),
+        None,
+        false,
+        OnError::Skip,
+        false,
+    )
+    .unwrap();
+    let principal = core.intern_uid(p.0, p.1).unwrap();
+    let action = core.intern_uid("Action", a).unwrap();
+    let resource = core.intern_uid(r.0, r.1).unwrap();
+    let snap = core.current.load();
+    let req = ResolvedRequest {
+        principal,
+        action,
+        resource,
+        context: None,
+        locals: Locals::new(&snap.interner),
+    };
+    let full = snap.evaluate(&req, Mode::Full, OnError::Skip);
+    let fast = snap.evaluate(&req, Mode::Fast, OnError::Skip);
+    assert_eq!(full.allowed, fast.allowed, "fast and full modes disagree");
+    full.allowed
+}
+
+/// A scope, a request (principal, action id, resource) and whether the scope holds for it.
+type Case<'a> = (
+    &'a str,
+    (&'a str, &'a str),
+    &'a str,
+    (&'a str, &'a str),
+    bool,
+);
+
+/// Scope constraints decide who a policy applies to: each is checked with a request it
+/// holds for and one it does not.
+#[test]
+fn scope_constraints_hold_only_for_what_they_name() {
+    let ents = r#"[
+        {"uid": {"type": "User", "id": "a"}, "attrs": {}, "parents": [{"type": "Group", "id": "g"}]},
+        {"uid": {"type": "User", "id": "b"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Group", "id": "g"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": [{"type": "Folder", "id": "f"}]},
+        {"uid": {"type": "Doc", "id": "e"}, "attrs": {}, "parents": []}
+    ]"#;
+    let cases: [Case; 12] = [
+        (
+            "principal == User::\"a\", action, resource",
+            ("User", "a"),
+            "go",
+            ("Doc", "d"),
+            true,
+        ),
+        (
+            "principal == User::\"a\", action, resource",
+            ("User", "b"),
+            "go",
+            ("Doc", "d"),
+            false,
+        ),
+        (
+            "principal in Group::\"g\", action, resource",
+            ("User", "a"),
+            "go",
+            ("Doc", "d"),
+            true,
+        ),
+        (
+            "principal in Group::\"g\", action, resource",
+            ("User", "b"),
+            "go",
+            ("Doc", "d"),
+            false,
+        ),
+        (
+            "principal is User, action, resource",
+            ("User", "b"),
+            "go",
+            ("Doc", "d"),
+            true,
+        ),
+        (
+            "principal is User, action, resource",
+            ("Group", "g"),
+            "go",
+            ("Doc", "d"),
+            false,
+        ),
+        (
+            "principal, action == Action::\"go\", resource",
+            ("User", "b"),
+            "go",
+            ("Doc", "d"),
+            true,
+        ),
+        (
+            "principal, action == Action::\"go\", resource",
+            ("User", "b"),
+            "stop",
+            ("Doc", "d"),
+            false,
+        ),
+        (
+            "principal, action in [Action::\"x\", Action::\"go\"], resource",
+            ("User", "b"),
+            "go",
+            ("Doc", "e"),
+            true,
+        ),
+        (
+            "principal, action in [Action::\"x\", Action::\"go\"], resource",
+            ("User", "b"),
+            "y",
+            ("Doc", "e"),
+            false,
+        ),
+        (
+            "principal, action, resource is Doc in Folder::\"f\"",
+            ("User", "b"),
+            "go",
+            ("Doc", "d"),
+            true,
+        ),
+        (
+            "principal, action, resource is Doc in Folder::\"f\"",
+            ("User", "b"),
+            "go",
+            ("Doc", "e"),
+            false,
+        ),
+    ];
+    for (scope, p, a, r, want) in cases {
+        let policy = format!("permit ({scope});");
+        assert_eq!(
+            decide_request(&policy, ents, p, a, r),
+            want,
+            "{scope} for {p:?} {a} {r:?}"
+        );
+        // The same scope on a forbid next to a permit-all flips the decision.
+        let both = format!("permit (principal, action, resource); forbid ({scope});");
+        assert_eq!(
+            decide_request(&both, ents, p, a, r),
+            !want,
+            "forbid {scope}"
+        );
+    }
+}
+
+#[test]
+fn datetime_order_and_methods() {
+    let e = entities(r#"{"t": "2024-01-01T10:00:00Z"}"#, "{}", "");
+    assert_holds("!(datetime(principal.t) < datetime(principal.t))", &e);
+    assert_holds("datetime(principal.t) <= datetime(principal.t)", &e);
+    assert_holds(
+        "datetime(principal.t).toDate() == datetime(\"2024-01-01\")",
+        &e,
+    );
+    assert_holds("datetime(principal.t).toTime() == duration(\"10h\")", &e);
+}
