@@ -190,17 +190,18 @@ impl<'a> Chain<'a> {
     }
 
     /// Revoke member `i` (0: the deciding task) and report it as this decision's doing.
+    /// The member keeps its own reason; the deciding task is told whose it was.
     fn revoke(&mut self, i: usize, kind: DenyKind, why: String) -> TaskOutcome {
-        let why = if i == 0 {
+        if self.inner[i].revoked.is_none() {
+            self.inner[i].revoked = Some(why.clone());
+        }
+        let seen = if i == 0 {
             why
         } else {
             format!("ancestor task {} revoked: {why}", self.slots[i].id)
         };
-        if self.inner[i].revoked.is_none() {
-            self.inner[i].revoked = Some(why.clone());
-        }
-        let mut out = deny(kind, format!("task revoked: {why}"));
-        out.revoked_now = Some(why);
+        let mut out = deny(kind, format!("task revoked: {seen}"));
+        out.revoked_now = Some(seen);
         out
     }
 
@@ -699,3 +700,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "task_decide_tests.rs"]
+mod behaviour_tests;

@@ -552,3 +552,6 @@ impl EvalErr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,6 +56,13 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
         self.key = key
         self.svid_calls = 0
         self.exp = int(NOW) + 600
+        self.svid_requests: list[pb.JWTSVIDRequest] = []
+        self.validate_requests: list[pb.ValidateJWTSVIDRequest] = []
+        # What FetchJWTSVID answers instead of a good SVID, when set.
+        self.svids: list[pb.JWTSVID] | None = None
+        self.svid_abort: grpc.StatusCode | None = None
+        self.svid_hangs = False
+        self.validate_id = AGENT_ID
 
     async def _require_header(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if dict(context.invocation_metadata() or ()).get("workload.spiffe.io") != "true":
@@ -77,6 +84,13 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
     ) -> pb.JWTSVIDResponse:
         await self._require_header(context)
         self.svid_calls += 1
+        self.svid_requests.append(request)
+        if self.svid_abort is not None:
+            await context.abort(self.svid_abort, "agent says no")
+        if self.svid_hangs:
+            await asyncio.Event().wait()
+        if self.svids is not None:
+            return pb.JWTSVIDResponse(svids=self.svids)
         claims = {"sub": AGENT_ID, "aud": list(request.audience), "exp": self.exp}
         token = self.forge({"alg": "ES256", "kid": "k1", "typ": "JWT"}, claims, self.key)
         return pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=AGENT_ID, svid=token)])
@@ -85,7 +99,8 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
         self, request: pb.ValidateJWTSVIDRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidateJWTSVIDResponse:
         await self._require_header(context)
-        response = pb.ValidateJWTSVIDResponse(spiffe_id=AGENT_ID)
+        self.validate_requests.append(request)
+        response = pb.ValidateJWTSVIDResponse(spiffe_id=self.validate_id)
         response.claims.update({"aud": [request.audience]})
         return response
 
@@ -421,3 +436,246 @@ def test_invalid_signature_still_fails_after_normalising(
     forged = forge({"alg": "ES256", "kid": "k1"}, claims, keys.attacker)
     with pytest.raises(InvalidSignature):
         verifier.verify(forged)
+
+
+# ----------------------------------------------------------------------------- contracts
+# Smaller promises, written against mutmut's survivors (issue 15).
+
+
+async def test_fetch_sends_the_audience_and_identity_asked_for(
+    server: AgentServer, client: WorkloadApiClient, agent: FakeAgent
+) -> None:
+    bad_audiences: list[Any] = ["svc", [], ()]
+    for bad in bad_audiences:
+        with pytest.raises(ValueError, match=r"^audience must be a non-empty sequence of strings$"):
+            await client.fetch_jwt_svids(bad)
+    assert agent.svid_calls == 0
+    await client.fetch_jwt_svids(["a", "b"])
+    await client.fetch_jwt_svids(["c"], AGENT_ID)
+    first, second = agent.svid_requests
+    assert (list(first.audience), first.spiffe_id) == (["a", "b"], "")
+    assert (list(second.audience), second.spiffe_id) == (["c"], AGENT_ID)
+
+
+async def test_malformed_svid_answers_are_named(
+    server: AgentServer, client: WorkloadApiClient, agent: FakeAgent
+) -> None:
+    where = f"Workload API {client.target}"
+    cases = [
+        ([], f"{where}: no JWT-SVIDs returned"),
+        (
+            [pb.JWTSVID(spiffe_id=AGENT_ID, svid="")],
+            f"{where}: JWT-SVID without spiffe_id or token",
+        ),
+        ([pb.JWTSVID(spiffe_id="", svid="a.b.c")], f"{where}: JWT-SVID without spiffe_id or token"),
+        (
+            [pb.JWTSVID(spiffe_id=AGENT_ID, svid="a.b.c")],
+            f"{where}: JWT-SVID for {AGENT_ID} is malformed",
+        ),
+    ]
+    for svids, message in cases:
+        agent.svids = svids
+        with pytest.raises(InvalidWorkloadApiResponse) as e:
+            await client.fetch_jwt_svids(["svc"])
+        assert str(e.value) == message
+
+
+async def test_svid_hint_is_kept(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    forge: Callable[..., str],
+    keys: Keys,
+) -> None:
+    token = forge({"alg": "ES256"}, {"sub": AGENT_ID, "exp": agent.exp}, keys.ec256)
+    agent.svids = [pb.JWTSVID(spiffe_id=AGENT_ID, svid=token, hint="internal")]
+    (svid,) = await client.fetch_jwt_svids(["svc"])
+    assert (svid.spiffe_id, svid.token, svid.hint, svid.expires_at) == (
+        AGENT_ID,
+        token,
+        "internal",
+        agent.exp,
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (grpc.StatusCode.PERMISSION_DENIED, WorkloadApiDenied),
+        (grpc.StatusCode.UNAVAILABLE, WorkloadApiUnavailable),
+        (grpc.StatusCode.UNIMPLEMENTED, WorkloadApiError),
+    ],
+)
+async def test_call_errors_say_what_failed(
+    server: AgentServer, client: WorkloadApiClient, agent: FakeAgent, code: Any, error: Any
+) -> None:
+    agent.svid_abort = code
+    with pytest.raises(error) as e:
+        await client.fetch_jwt_svids(["svc"])
+    assert type(e.value) is error
+    assert str(e.value) == f"Workload API {client.target} FetchJWTSVID: {code.name}: agent says no"
+
+
+async def test_a_hung_agent_times_out(
+    socket_dir: Path, server: AgentServer, agent: FakeAgent
+) -> None:
+    agent.svid_hangs = True
+    async with WorkloadApiClient(f"unix://{server.path}", timeout=0.2) as client:
+        with anyio.fail_after(20):  # stops a hung test only
+            with pytest.raises(WorkloadApiUnavailable, match="DEADLINE_EXCEEDED"):
+                await client.fetch_jwt_svids(["svc"])
+
+
+async def test_validate_sends_the_token_and_needs_an_identity_back(
+    server: AgentServer, client: WorkloadApiClient, agent: FakeAgent
+) -> None:
+    await client.validate_jwt_svid("a.b.c", "svc")
+    (req,) = agent.validate_requests
+    assert (req.svid, req.audience) == ("a.b.c", "svc")
+    agent.validate_id = ""
+    with pytest.raises(InvalidWorkloadApiResponse) as e:
+        await client.validate_jwt_svid("a.b.c", "svc")
+    assert str(e.value) == f"Workload API {client.target}: no spiffe_id"
+
+
+async def test_client_reopens_after_aclose(server: AgentServer, client: WorkloadApiClient) -> None:
+    await client.fetch_jwt_svids(["svc"])
+    await client.aclose()
+    (svid,) = await client.fetch_jwt_svids(["svc"])
+    assert svid.spiffe_id == AGENT_ID
+
+
+def test_backoff_doubles_from_its_default_with_jitter_and_a_cap() -> None:
+    client = WorkloadApiClient("unix:///nowhere.sock")
+    low = WorkloadApiBundleSource(BundleSet(), client, rng=lambda: 0.0)
+    high = WorkloadApiBundleSource(BundleSet(), client, rng=lambda: 1.0)
+    assert (low.backoff, low.max_backoff) == (0.1, 30.0)
+    assert [high.next_delay(a) for a in (0, 1, 3)] == [0.1, 0.2, 0.8]
+    assert [low.next_delay(a) for a in (0, 1, 3)] == [0.05, 0.1, 0.4]
+    half = WorkloadApiBundleSource(BundleSet(), client, rng=lambda: 0.5)
+    assert half.next_delay(2) == 0.4 * 0.75
+    assert high.next_delay(20) == 30.0 and low.next_delay(20) == 15.0
+    uncapped = WorkloadApiBundleSource(
+        BundleSet(), client, backoff=1.0, max_backoff=float("inf"), rng=lambda: 1.0
+    )
+    assert uncapped.next_delay(40) == 2.0**32  # the exponent stops growing at 32
+    assert (low.reconnects, low.updates, low.last_error, low.managed) == (0, 0, None, set())
+
+
+def test_apply_keeps_going_past_a_bad_domain_and_names_each(
+    keys: Keys, jwk_of: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = WorkloadApiClient("unix:///nowhere.sock")
+    bundles = BundleSet()
+    source = WorkloadApiBundleSource(bundles, client)
+    with pytest.raises(InvalidWorkloadApiResponse) as e:
+        source.apply({})
+    assert str(e.value) == f"Workload API {client.target}: JWTBundlesResponse without bundles"
+    message = {
+        "spiffe://bad-one.org": b"{",
+        "spiffe://bad-two.org": b"[]",
+        DOMAIN: jwks(jwk_of, (keys.ec256, "k1")),
+    }
+    with caplog.at_level("WARNING", logger="tether.identity"):
+        source.apply(message)
+    assert "example.org" in bundles
+    text = str(source.last_error)
+    assert text.startswith(
+        f"Workload API {client.target}: rejected bundle(s), kept the last good: "
+        "spiffe://bad-one.org: "
+    )
+    assert "; spiffe://bad-two.org: " in text
+    assert text in caplog.messages
+
+
+class _Recording(WorkloadApiBundleSource):
+    """Records the attempt number of each reconnect instead of sleeping."""
+
+    attempts: list[int]
+
+    def next_delay(self, attempt: int) -> float:
+        self.attempts.append(attempt)
+        return 0.0
+
+
+async def test_reconnects_count_attempts_from_zero_and_reset_after_a_message(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bundles = BundleSet()
+    source = _Recording(bundles, client)
+    source.attempts = []
+    good = {DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))}
+    with caplog.at_level("WARNING", logger="tether.identity"):
+        async with following(source, agent, good):
+            # An empty message is discarded with its error recorded; the stream stays.
+            await agent.bundle_updates.put({})
+            await wait_until(lambda: source.last_error is not None)
+            assert source.updates == 1 and source.reconnects == 0
+            empty = f"Workload API {client.target}: JWTBundlesResponse without bundles"
+            assert str(source.last_error) == empty and empty in caplog.messages
+            await agent.bundle_updates.put(grpc.StatusCode.UNAVAILABLE)
+            await wait_until(lambda: source.reconnects == 1)
+            assert str(source.last_error).startswith(
+                f"Workload API {client.target} FetchJWTBundles: UNAVAILABLE"
+            )
+            await agent.bundle_updates.put(good)  # a message resets the attempts
+            await wait_until(lambda: source.updates == 2)
+            await agent.bundle_updates.put(grpc.StatusCode.PERMISSION_DENIED)
+            await wait_until(lambda: source.reconnects == 2)
+            assert "example.org" not in bundles
+            await agent.bundle_updates.put(grpc.StatusCode.UNAVAILABLE)  # no message between
+            await wait_until(lambda: source.reconnects == 3)
+            await agent.bundle_updates.put(good)  # the agent vouches again
+            await wait_until(lambda: "example.org" in bundles)
+    # Attempts count from 0, grow while failures follow each other, reset on a message.
+    assert source.attempts == [0, 0, 1]
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.5])
+def test_refresh_fraction_must_be_inside_the_lifetime(fraction: float) -> None:
+    client = WorkloadApiClient("unix:///nowhere.sock")
+    with pytest.raises(
+        ValueError, match=r"^refresh_before is a fraction of the lifetime, in \(0, 1\)$"
+    ):
+        WorkloadApiSvidSource(client, refresh_before=fraction)
+    assert WorkloadApiSvidSource(client, refresh_before=0.999).refresh_before == 0.999
+
+
+async def test_svid_source_defaults_and_boundaries(
+    server: AgentServer, client: WorkloadApiClient, agent: FakeAgent
+) -> None:
+    """By default refetched once half the lifetime is used, at that instant exactly;
+    a string audience is one audience; an expired answer is never cached."""
+    clock = FakeClock(NOW)
+    source = WorkloadApiSvidSource(client, clock=clock)
+    await source.token("svc")
+    assert list(agent.svid_requests[-1].audience) == ["svc"]
+    clock.advance(299.999)
+    await source.token("svc")
+    assert agent.svid_calls == 1
+    clock.advance(0.001)
+    await source.token("svc")
+    assert agent.svid_calls == 2
+    agent.exp = int(NOW) - 10
+    other = WorkloadApiSvidSource(client, clock=FakeClock(NOW))
+    await other.token(["x"])
+    await other.token(["x"])
+    assert agent.svid_calls == 4
+
+
+async def test_svid_source_asks_for_its_identity_and_checks_it(
+    server: AgentServer, client: WorkloadApiClient, agent: FakeAgent
+) -> None:
+    mine = WorkloadApiSvidSource(client, spiffe_id=AGENT_ID, clock=FakeClock(NOW))
+    assert (await mine.svid("svc")).spiffe_id == AGENT_ID
+    assert agent.svid_requests[-1].spiffe_id == AGENT_ID
+    wanted = "spiffe://example.org/someone-else"
+    theirs = WorkloadApiSvidSource(client, spiffe_id=wanted, clock=FakeClock(NOW))
+    with pytest.raises(InvalidWorkloadApiResponse) as e:
+        await theirs.svid("svc")
+    assert str(e.value) == f"Workload API {client.target}: asked for {wanted}, got {AGENT_ID}"

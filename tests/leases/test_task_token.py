@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support import FakeClock
 from tether.leases import (
     CredentialBroker,
     InvalidTaskToken,
@@ -208,3 +211,173 @@ async def test_broker_issues_revocable_task_tokens(
         _ = lease.secret
     with pytest.raises(InvalidTaskToken, match="revoked"):
         verifier.verify(tok)
+
+
+# -- contracts: exact refusals, the injected clock, the provider's defaults --------------
+# Written against mutmut's survivors (issue 15).
+
+
+def _sign(key: Any, claims: dict[str, Any], **headers: Any) -> str:
+    return jwt.encode(claims, key, algorithm="ES256", headers=headers)
+
+
+def test_each_refusal_says_why(
+    verifier: TaskTokenVerifier,
+    provider: TaskTokenProvider,
+    key: ec.EllipticCurvePrivateKey,
+    token: str,
+    clock: Any,
+) -> None:
+    good = _claims(token)
+    ok = {"typ": "txntoken+jwt", "kid": provider.kid}
+
+    def without(name: str) -> dict[str, Any]:
+        return {k: v for k, v in good.items() if k != name}
+
+    cases: list[tuple[str, str]] = [
+        ("not.a.token", "malformed token: DecodeError"),
+        (_sign(key, good, kid=provider.kid, typ="JWT"), "wrong typ header (want txntoken+jwt)"),
+        (_sign(key, good, kid=provider.kid), "wrong typ header (want txntoken+jwt)"),
+        (
+            jwt.encode(good, "k" * 32, algorithm="HS256", headers=ok),
+            "wrong alg (want ES256)",
+        ),
+        (_sign(key, good, typ="txntoken+jwt", kid="nope"), "unknown kid"),
+        (_sign(key, good, typ="txntoken+jwt"), "unknown kid"),
+        (_sign(key, {**good, "iss": "evil"}, **ok), "token rejected: InvalidIssuerError"),
+        (_sign(key, without("tctx"), **ok), "token rejected: MissingRequiredClaimError"),
+        (_sign(key, without("jti"), **ok), "token rejected: MissingRequiredClaimError"),
+        (_sign(key, {**good, "exp": "later"}, **ok), "exp and iat must be numbers"),
+        (_sign(key, {**good, "iat": "now"}, **ok), "exp and iat must be numbers"),
+        (_sign(key, {**good, "iat": good["iat"] + 1}, **ok), "token issued in the future"),
+        (
+            _sign(key, {**good, "tctx": {"scope": "db:read"}}, **ok),
+            "tctx.scope must be a list of strings",
+        ),
+        (
+            _sign(key, {**good, "tctx": {"scope": [1]}}, **ok),
+            "tctx.scope must be a list of strings",
+        ),
+        (_sign(key, {**good, "tctx": ["db:read"]}, **ok), "tctx.scope must be a list of strings"),
+        (_sign(key, {**good, "txn": ""}, **ok), "txn must be a non-empty string"),
+        (_sign(key, {**good, "sub": 5}, **ok), "token rejected: InvalidSubjectError"),
+        (_sign(key, {**good, "sub": ""}, **ok), "sub must be a non-empty string"),
+        (_sign(key, {**good, "jti": ""}, **ok), "jti must be a non-empty string"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(InvalidTaskToken) as e:
+            verifier.verify(bad)
+        assert str(e.value) == message, bad
+    # The benign twins: upper-case typ, iat exactly now.
+    assert verifier.verify(_sign(key, good, typ="TXNTOKEN+JWT", kid=provider.kid))
+    assert verifier.verify(_sign(key, {**good, "iat": clock.now}, **ok))
+    clock.advance(120)
+    with pytest.raises(InvalidTaskToken) as e:
+        verifier.verify(token)
+    assert str(e.value) == "token expired"
+
+
+def test_times_are_judged_on_the_injected_clock_only(key: ec.EllipticCurvePrivateKey) -> None:
+    """A clock a day ahead of the real one: `iat`, `nbf` and `exp` are judged on it, never
+    on the real clock (which would call the token not yet valid)."""
+    ahead = FakeClock(time.time() + 86_400)
+    provider = TaskTokenProvider(audience=AUD, key=key, clock=ahead)
+    verifier = TaskTokenVerifier(provider.jwks(), AUD, clock=ahead)
+    claims = _claims(provider.mint(_task(), ttl=60))
+    signed = _sign(key, {**claims, "nbf": claims["iat"]}, typ="txntoken+jwt", kid=provider.kid)
+    assert verifier.verify(signed)["txn"] == "txn-1"
+    behind = FakeClock(time.time() - 86_400)
+    old = TaskTokenProvider(audience=AUD, key=key, clock=behind)
+    assert TaskTokenVerifier(old.jwks(), AUD, clock=behind).verify(old.mint(_task(), ttl=60))
+
+
+def _task() -> Any:
+    from tether.leases import TaskRef
+
+    return TaskRef(
+        txn="txn-1",
+        agent="spiffe://example.org/agent/a",
+        scope=frozenset({"db:read"}),
+        intent="x",
+        actors=(),
+        deadline=math.inf,
+    )
+
+
+def test_revocation_is_checked_and_named(
+    provider: TaskTokenProvider, token: str, clock: Any
+) -> None:
+    jti = _claims(token)["jti"]
+    verifier = TaskTokenVerifier(provider.jwks(), AUD, clock=clock, is_revoked=lambda j: j == jti)
+    with pytest.raises(InvalidTaskToken) as e:
+        verifier.verify(token)
+    assert str(e.value) == "token revoked"
+
+
+def test_provider_defaults_and_key_checks(clock: Any, make_task: Any) -> None:
+    provider = TaskTokenProvider(audience=AUD, clock=clock)
+    claims = _claims(provider.mint(make_task()))
+    assert claims["exp"] - claims["iat"] == 300
+    assert len(base64.urlsafe_b64decode(claims["jti"] + "==")) == 16  # 128 random bits
+    (jwk,) = provider.jwks()["keys"]
+    assert jwk["use"] == "sig"
+    with pytest.raises(ValueError, match=r"^ES256 needs a P-256 key$"):
+        TaskTokenProvider(audience=AUD, key=ec.generate_private_key(ec.SECP384R1()))
+
+
+def test_verifier_needs_a_usable_key(provider: TaskTokenProvider) -> None:
+    (good,) = provider.jwks()["keys"]
+    unusable = [
+        {**good, "kty": "RSA"},
+        {**good, "crv": "P-384"},
+        {k: v for k, v in good.items() if k != "kid"},
+    ]
+    message = r"^JWKS contains no usable P-256 key with a kid$"
+    for jwk in unusable:
+        with pytest.raises(ValueError, match=message):
+            TaskTokenVerifier({"keys": [jwk]}, AUD)
+    with pytest.raises(ValueError, match=message):
+        TaskTokenVerifier({}, AUD)
+    # Unusable keys before a usable one are skipped, not the end of the set.
+    assert TaskTokenVerifier({"keys": [*unusable, good]}, AUD)
+
+
+def test_replacement_defaults_and_edges(clock: Any, make_task: Any) -> None:
+    provider = TaskTokenProvider(audience=AUD, issuer="other-issuer", clock=clock)
+    verifier = TaskTokenVerifier(provider.jwks(), AUD, issuer="other-issuer", clock=clock)
+    token = provider.mint(make_task(), ttl=120)
+    old = _claims(token)
+    clock.advance(10)
+    same = _claims(provider.replace(token))  # nothing narrowed: scope and expiry kept
+    assert same["tctx"] == old["tctx"] and same["exp"] == old["exp"]
+    assert same["iat"] == old["iat"] + 10 and same["jti"] != old["jti"]
+    assert len(base64.urlsafe_b64decode(same["jti"] + "==")) == 16
+    equal = provider.replace(token, scope=old["tctx"]["scope"], ttl=30)
+    claims = verifier.verify_replacement(token, equal)
+    assert claims["exp"] == old["iat"] + 40
+    with pytest.raises(TokenNarrowingError) as e:
+        provider.replace(token, scope={"db:admin"})
+    assert str(e.value) == "replacement scope must be a subset of the original"
+    # A replacement expiring exactly with the original is still a narrowing.
+    assert verifier.verify_replacement(token, provider.replace(token, ttl=110))
+
+
+@pytest.mark.anyio
+async def test_revoked_jti_is_remembered_until_its_expiry(
+    provider: TaskTokenProvider, make_task: Any, clock: Any
+) -> None:
+    broker = CredentialBroker(MemoryLeaseStore(), {"txn": provider}, clock=clock)
+    lease = await broker.issue(make_task(), "txn", ttl=60)
+    other = await broker.issue(make_task(), "txn", ttl=60)
+    jti = lease.provider_ref
+    assert jti is not None
+    exp = _claims(lease.secret.reveal())["exp"]
+    await broker.revoke(lease.lease_id)
+    assert provider.is_revoked(jti)
+    clock.now = exp
+    await broker.revoke(other.lease_id)  # forgetting happens on the next revocation
+    assert provider.is_revoked(jti), "still denied at its expiry instant"
+    clock.advance(1)
+    third = await broker.issue(make_task(), "txn", ttl=60)
+    await broker.revoke(third.lease_id)
+    assert not provider.is_revoked(jti), "forgotten once it could no longer be used"
