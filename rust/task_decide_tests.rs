@@ -107,6 +107,7 @@ impl World {
         let resource = self.uid("Thing", thing);
         let snap = self.core.current.load();
         let mut req = ResolvedRequest {
+            fields: Default::default(),
             principal: slot.agent,
             action,
             resource,

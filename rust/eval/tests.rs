@@ -33,6 +33,7 @@ fn decide_with(policies: &str, ents: &str, on_error: OnError) -> Seen {
     let resource = core.intern_uid("Thing", "t").unwrap();
     let snap = core.current.load();
     let req = ResolvedRequest {
+        fields: Default::default(),
         principal,
         action,
         resource,
@@ -505,6 +506,7 @@ fn decide_request(policies: &str, ents: &str, p: (&str, &str), a: &str, r: (&str
     let resource = core.intern_uid(r.0, r.1).unwrap();
     let snap = core.current.load();
     let req = ResolvedRequest {
+        fields: Default::default(),
         principal,
         action,
         resource,
