@@ -62,7 +62,7 @@ def ancestors(model: Model, name: str) -> set[str]:
 
 
 def expected(model: Model) -> list[bool]:
-    out = []
+    out: list[bool] = []
     for p in NAMES:
         anc = ancestors(model, p)
         out.extend(p == r or r in anc for r in NAMES)
@@ -72,7 +72,7 @@ def expected(model: Model) -> list[bool]:
 
 
 def decisions(engine: Engine) -> list[bool]:
-    out = []
+    out: list[bool] = []
     for p in NAMES:
         pu = f'User::"{p}"'
         out.extend(engine.is_allowed(pu, 'Action::"in"', f'User::"{r}"') for r in NAMES)
@@ -240,9 +240,13 @@ def test_writers_waiting_for_the_lock_let_other_threads_run() -> None:
         # A call that holds the GIL never lets this thread run before it returns. One that
         # releases it does when it waits for the lock, which it does unless it wins the lock
         # before the holder's upsert takes it: a few tries make that race irrelevant.
-        seen = []
+        seen: list[bool] = []
         for i in range(4):
-            seen.append(ran_while_holding(engine, big, lambda c=call, n=i: c(n)))
+
+            def attempt(c: Callable[[int], object] = call, n: int = i) -> object:
+                return c(n)
+
+            seen.append(ran_while_holding(engine, big, attempt))
             if seen[-1]:
                 break
         assert any(seen)

@@ -4,13 +4,14 @@ the monitors, and a receipt that says deny (in both budget modes)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 from tests.store.guard_world import ORCH, SEARCH, SUMMARIZE, guard
 
 from tether.audit import AuditLog
 from tether.store.memory_state import MemoryStore
-from tether.store.shared_state import Charge, SharedStore, StoreUnavailable
+from tether.store.shared_state import Charge, Grant, SharedStore, StoreUnavailable
 from tether.tasks import Task
 from tether.tasks.shared import SharedBudgetDenied
 
@@ -61,8 +62,8 @@ class FailingReserve(MemoryStore):
     """A store whose budget reservations fail: the store is down for them."""
 
     async def reserve(
-        self, charges: object, amount: int, *, settle: int = 0, partial: bool = False
-    ) -> object:
+        self, charges: Sequence[Charge], amount: int, *, settle: int = 0, partial: bool = False
+    ) -> Grant:
         raise StoreUnavailable("memory", "connection refused")
 
 
