@@ -60,10 +60,16 @@ unless { context has intent };
 class RecordingAudit:
     """Stands in for `tether.audit.AuditLog`: records what the task layer hands over."""
 
+    # True: the task hands every decision to `task_decision` (the log's own fast path
+    # queues receipts directly, which a stand-in cannot observe).
+    task_state = True
+
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def task_decision(self, task: Any, action: Any, resource: Any, context: Any, d: Any) -> None:
+    def task_decision(
+        self, task: Any, action: Any, resource: Any, context: Any, d: Any, now: float
+    ) -> None:
         self.calls.append((task, action, resource, context, d))
 
 
