@@ -127,7 +127,7 @@ impl Core {
             Some(s) => Some(Arc::new(parse_schema(s)?)),
             None => cur.schema.clone(),
         };
-        let mut pset = compile::parse(policies)?;
+        let (mut pset, psts) = compile::parse_with_psts(policies)?;
         // Links are part of the policy set: they follow their template into the new text.
         templates::relink(&w, &mut pset)?;
         let warnings = validate_set(
@@ -142,6 +142,7 @@ impl Core {
         let set = compile_set(
             policies,
             &pset,
+            psts,
             &mut interner,
             warnings,
             validated,
@@ -471,12 +472,13 @@ fn validate_set(
 fn compile_set(
     text: &str,
     pset: &cedar_policy::PolicySet,
+    psts: compile::Psts,
     interner: &mut Interner,
     warnings: Vec<String>,
     validated: bool,
     state_spec: Option<&StateSpec>,
 ) -> Result<CompiledSet, TetherError> {
-    let set = compile::compile(text, pset, interner)?;
+    let set = compile::compile_parsed(text, pset, psts, interner)?;
     finish_set(set, interner, warnings, validated, state_spec)
 }
 
@@ -517,7 +519,7 @@ fn build(
     validate_requests: bool,
 ) -> Result<(Snapshot, cedar_policy::PolicySet), TetherError> {
     let mut interner = Interner::default();
-    let pset = compile::parse(policies)?;
+    let (pset, psts) = compile::parse_with_psts(policies)?;
     let warnings = validate_set(
         &pset,
         policies,
@@ -529,6 +531,7 @@ fn build(
     let set = compile_set(
         policies,
         &pset,
+        psts,
         &mut interner,
         warnings,
         validated,

@@ -27,6 +27,20 @@ fn reject(text: &str, offset: usize, message: String) -> TetherError {
 
 /// Check `text` against the bounds above. Linear time, no allocation.
 pub fn check(text: &str) -> Result<(), TetherError> {
+    scan(text, |_| {})
+}
+
+/// Where each policy ends: just after every `;` outside strings, comments and
+/// brackets (the parser cuts a large text there to parse its pieces in parallel).
+pub fn policy_ends(text: &str) -> Vec<usize> {
+    let mut ends = Vec::new();
+    // A text over the bounds has no pieces to offer (the check reports it).
+    let _ = scan(text, |e| ends.push(e));
+    ends
+}
+
+/// The bounds check, calling `on_end` with the offset after each top-level `;`.
+fn scan(text: &str, mut on_end: impl FnMut(usize)) -> Result<(), TetherError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(TetherError::policy(format!(
             "policy text is {} bytes; at most {MAX_TEXT_BYTES} are accepted",
@@ -67,6 +81,7 @@ pub fn check(text: &str) -> Result<(), TetherError> {
             b';' if depth == 0 => {
                 ops = 0;
                 policy_start = i + 1;
+                on_end(i + 1);
             }
             b'|' | b'&' | b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'.' => {
                 // `||`, `&&`, `==`, `!=`, `<=`, `>=` count once.

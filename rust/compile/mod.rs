@@ -4,6 +4,7 @@ pub mod guard;
 pub mod index;
 pub mod ir;
 pub mod lower;
+pub mod parse;
 pub mod special;
 
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use crate::error::{first_offset, render_diag, Location, TetherError};
 use crate::value::Interner;
 use index::Index;
 use ir::{Clause, CompiledPolicy, Effect, Node};
+pub use parse::{parse, parse_with_psts, Psts};
 
 #[derive(Debug)]
 pub struct CompiledSet {
@@ -47,7 +49,11 @@ fn natural_key(id: &str) -> (u64, String) {
     (n, id.to_owned())
 }
 
-fn location_of(text: &str, offset: Option<usize>, policy_id: Option<String>) -> Location {
+pub(crate) fn location_of(
+    text: &str,
+    offset: Option<usize>,
+    policy_id: Option<String>,
+) -> Location {
     Location::at(text, offset, policy_id)
 }
 
@@ -180,42 +186,6 @@ fn policy_names(
         seen.insert(n, i);
     }
     Ok(names)
-}
-
-pub fn parse(text: &str) -> Result<PolicySet, TetherError> {
-    guard::check(text)?;
-    PolicySet::from_str(text).map_err(|e| {
-        let loc = location_of(text, first_offset(&e), None);
-        TetherError::Policy {
-            message: format!("cannot parse policies: {}", render_diag(&e)),
-            location: Box::new(loc),
-            feature: None,
-        }
-    })
-}
-
-/// The PST of every static policy, by Cedar's policy id, from one parse of the
-/// whole text. `Policy::to_pst` builds the same thing (text to lossless EST to PST)
-/// but parses each policy's text again, with a fresh lexer each time: most of a
-/// large set's load. Empty if the text does not parse (the caller then asks each
-/// policy, which reports the error).
-type Psts = rustc_hash::FxHashMap<
-    String,
-    Result<cedar_policy::pst::Policy, cedar_policy::pst::PstConstructionError>,
->;
-
-fn static_psts(text: &str) -> Psts {
-    let Ok((ests, _)) = cedar_policy_core::parser::parse_policyset_to_ests_and_pset(text) else {
-        return Default::default();
-    };
-    ests.into_iter()
-        .map(|(id, est)| {
-            let pst = cedar_policy::pst::Template::try_from(est)
-                .and_then(|t| cedar_policy::pst::StaticPolicy::try_from(t).map_err(Into::into))
-                .map(cedar_policy::pst::Policy::Static);
-            (id.to_string(), pst)
-        })
-        .collect()
 }
 
 /// Validate against a schema (strict mode); the first error is reported with its
@@ -457,11 +427,20 @@ pub fn compile(
     pset: &PolicySet,
     interner: &mut Interner,
 ) -> Result<CompiledSet, TetherError> {
+    compile_parsed(text, pset, parse::static_psts(text), interner)
+}
+
+/// `compile` with the PSTs already built (`parse_with_psts`).
+pub fn compile_parsed(
+    text: &str,
+    pset: &PolicySet,
+    mut psts: Psts,
+    interner: &mut Interner,
+) -> Result<CompiledSet, TetherError> {
     let mut policies: Vec<&cedar_policy::Policy> = pset.policies().collect();
     policies.sort_by_key(|p| natural_key(p.id().as_ref()));
     let mut nodes = Vec::new();
     let mut out = Vec::with_capacity(policies.len());
-    let mut psts = static_psts(text);
     let names = policy_names(text, &policies, &psts)?;
     check_template_names(text, pset, &names)?;
     for (p, name) in policies.into_iter().zip(names) {
