@@ -32,13 +32,18 @@ pub struct Cand {
     /// bucket was reached: `Any` or a type test.
     pub principal: EntityScope,
     pub resource: EntityScope,
-    /// Remaining clauses, rewritten into `Plans::nodes`.
-    pub clauses: Box<[Clause]>,
+    /// Remaining clauses, rewritten into `Plans::nodes`. Inline: nearly every
+    /// candidate keeps one or two, and a walk over a bucket then reads each
+    /// candidate's one cache line instead of chasing a heap pointer per candidate
+    /// (with 10,000 policies, most of the extra cache misses per decision).
+    pub clauses: Clauses,
     /// Some clause can never be satisfied (`x && false` is kept so that `x` may
     /// still error): the policy can error but never apply, so a decision that
     /// ignores errors (fast mode, errors skipped) need not evaluate it.
     pub never: bool,
 }
+
+pub type Clauses = smallvec::SmallVec<[Clause; 2]>;
 
 /// Candidates under one principal key: `forbids` first, then `permits`.
 #[derive(Debug, Default)]
@@ -535,8 +540,8 @@ fn context_use(nodes: &[Node], plan: &ActionPlan) -> (Vec<Sym>, bool) {
 }
 
 /// The clauses left once `action` is known, or None if the policy can never hold.
-fn specialise_clauses(f: &mut Folder<'_>, clauses: &[Clause]) -> Option<Box<[Clause]>> {
-    let mut out = Vec::with_capacity(clauses.len());
+fn specialise_clauses(f: &mut Folder<'_>, clauses: &[Clause]) -> Option<Clauses> {
+    let mut out = Clauses::new();
     for c in clauses {
         let mut node = f.rewrite(c.node);
         // At a clause root any value must be a boolean anyway (the clause's own check
@@ -559,7 +564,7 @@ fn specialise_clauses(f: &mut Folder<'_>, clauses: &[Clause]) -> Option<Box<[Cla
             }),
         }
     }
-    Some(out.into())
+    Some(out)
 }
 
 #[cfg(test)]
