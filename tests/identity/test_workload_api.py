@@ -401,6 +401,30 @@ async def test_permission_denied_unloads_the_bundles(
         assert "example.org" not in bundles
 
 
+async def test_stream_failures_are_logged_with_what_happened(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operator reading the log sees each failure once, as raised, and whether the
+    domain's bundles were unloaded (denied) or kept (unavailable)."""
+    source = quick(BundleSet(), client)
+    with caplog.at_level("WARNING", logger="tether.identity"):
+        async with following(source, agent, {DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))}):
+            await agent.bundle_updates.put(grpc.StatusCode.PERMISSION_DENIED)
+            await wait_until(lambda: isinstance(source.last_error, WorkloadApiDenied))
+            denied = str(source.last_error)
+            await agent.bundle_updates.put(grpc.StatusCode.UNAVAILABLE)
+            await wait_until(lambda: not isinstance(source.last_error, WorkloadApiDenied))
+            unavailable = str(source.last_error)
+    assert f"{denied}: unloading its bundles" in caplog.messages
+    assert unavailable in caplog.messages
+    assert "UNAVAILABLE" in unavailable
+
+
 async def test_invalid_argument_stops_the_source(
     server: AgentServer,
     client: WorkloadApiClient,
