@@ -306,3 +306,87 @@ async def test_http_source_reads_multi_chunk_bodies_up_to_the_limit(
         "bundle endpoint refresh for example.org failed: "
         "InvalidBundle: bundle larger than 1000 bytes"
     ]
+
+
+def _self_signed_localhost(tmp_path: Path) -> tuple[Path, Path]:
+    """A throw-away CA-less certificate for 127.0.0.1 (its own trust anchor)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=365 * 30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.anyio
+async def test_https_source_verifies_the_endpoint_certificate(
+    endpoint: _Endpoint, tmp_path: Path
+) -> None:
+    """The endpoint is authenticated by TLS: an unknown certificate is refused by default,
+    and the same endpoint loads once its CA is given as ``verify``."""
+    import ssl
+
+    cert, key = _self_signed_localhost(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    endpoint.server.socket = context.wrap_socket(endpoint.server.socket, server_side=True)
+    endpoint.body = b'{"keys": []}'
+    url = endpoint.url().replace("http://", "https://")
+    default = HttpBundleSource(url, "example.org", BundleSet())
+    assert not await default.refresh()
+    assert type(default.last_error).__name__ == "ConnectError"  # the TLS handshake failed
+    bundles = BundleSet()
+    ca = ssl.create_default_context(cafile=str(cert))
+    trusting = HttpBundleSource(url, "example.org", bundles, verify=ca)
+    assert await trusting.refresh(), trusting.last_error
+    assert "example.org" in bundles
+
+
+@pytest.mark.anyio
+async def test_http_source_gives_up_on_a_silent_endpoint(tmp_path: Path) -> None:
+    """A server that accepts but never answers costs one ``timeout``, then the refresh
+    fails (the last good bundle stays); the fail-safe only stops a hung test."""
+    import socket
+
+    import anyio
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/bundle"
+        source = HttpBundleSource(url, "example.org", BundleSet(), timeout=0.2)
+        with anyio.fail_after(4):
+            assert not await source.refresh()
+        assert "Timeout" in type(source.last_error).__name__
+    finally:
+        listener.close()

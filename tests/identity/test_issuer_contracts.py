@@ -35,6 +35,31 @@ def test_path_errors_name_the_rule_and_the_path(path: str, rule: str) -> None:
     assert str(info.value) == f"invalid SPIFFE ID {path!r}: {rule}"
 
 
+@pytest.mark.parametrize(
+    ("path", "rule"),
+    [
+        ("/a%20b", "percent-encoding is not allowed"),
+        ("/a b", "path segments may only contain [a-zA-Z0-9.-_]"),
+        ("/A/é", "path segments may only contain [a-zA-Z0-9.-_]"),
+    ],
+)
+def test_path_character_rules(path: str, rule: str) -> None:
+    """SPIFFE ID 2.2: segments use [a-zA-Z0-9.-_] only; percent-encoding is not allowed."""
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId.parse(f"spiffe://example.org{path}")
+    assert str(info.value) == f"invalid SPIFFE ID {path!r}: {rule}"
+
+
+def test_whole_id_is_at_most_2048_bytes() -> None:
+    """SPIFFE ID 2.3: a SPIFFE ID is at most 2048 bytes, scheme and trust domain included."""
+    domain = "d" * 200
+    fits = "/" + "a" * (2048 - len("spiffe://") - len(domain) - 1)
+    assert len(str(SpiffeId(domain, fits))) == 2048
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId(domain, fits + "a")
+    assert str(info.value) == "invalid SPIFFE ID: longer than 2048 bytes"
+
+
 @pytest.mark.parametrize(("length", "shown_length"), [(80, 80), (81, 80), (200, 80)])
 def test_long_values_are_cut_to_80_characters_in_messages(length: int, shown_length: int) -> None:
     path = "/" + "a" * (length - 2) + "/"  # a trailing '/' is the defect
