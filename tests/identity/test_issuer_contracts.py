@@ -13,7 +13,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from tests.identity.conftest import NOW
 from tether.identity import InvalidSpiffeId, LocalIssuer, SpiffeId, generate_proof_key, mint_wpt
-from tether.identity.workload_api import WorkloadApiError, endpoint_target
+from tether.identity.workload_api import WorkloadApiClient, WorkloadApiError, endpoint_target
 
 # ------------------------------------------------------------------ SPIFFE ID (SPIFFE ID 2.2)
 
@@ -158,3 +158,7 @@ def test_endpoint_addresses_refused(address: str) -> None:
 
 def test_endpoint_tcp_address_may_end_with_a_slash() -> None:
     assert endpoint_target("tcp://127.0.0.1:8081/") == "127.0.0.1:8081"
+
+
+def test_workload_api_client_timeout_default() -> None:
+    assert WorkloadApiClient("unix:///nowhere.sock").timeout == 5.0

@@ -31,7 +31,7 @@ from tether.identity import (
     generate_proof_key,
     mint_wpt,
 )
-from tether.identity._jose import b64url_decode
+from tether.identity._jose import alg_fits_key, b64url_decode, b64url_encode, jwk_thumbprint
 from tether.identity.jwt_svid import JwtSvidVerifier, TokenCache
 from tether.identity.wimse import WimseVerifier, proof_audience, token_hash
 
@@ -618,3 +618,35 @@ def test_replay_cache_edges(clock: Any) -> None:
     assert str(full.value) == "proof replay cache is full; try again later"
     cache.check_and_store("b", until=20.0, now=10.5)  # "a" has lapsed: room again
     assert len(cache) == 1
+
+
+# ------------------------------------------------------------------ JOSE helpers
+
+
+def test_b64url_encode_strips_only_padding() -> None:
+    """RFC 7515 2: base64url with the trailing '=' removed, and nothing else."""
+    assert b64url_encode(b"\x00\x00\x17") == "AAAX"
+    assert b64url_encode(b"\xff") == "_w"
+    assert b64url_encode(b"\xfb\xf0") == "-_A"
+
+
+def test_alg_guard_refuses_algorithms_outside_the_allow_list(keys: Any) -> None:
+    """The algorithm-confusion guard: a name that merely starts like an RSA algorithm
+    ("RS1", "PS999") fits no key; its allowed twin fits."""
+    rsa_key = keys.rsa.public_key()
+    assert alg_fits_key("RS256", rsa_key) and alg_fits_key("PS512", rsa_key)
+    for alg in ("RS1", "PS999", "RSA-OAEP", "none"):
+        assert not alg_fits_key(alg, rsa_key)
+
+
+def test_thumbprint_hashes_the_utf8_json_of_the_required_members() -> None:
+    """RFC 7638 3: the hash input is the UTF-8 of the JSON object (non-ASCII is not
+    escaped); a key type that is not a string has no thumbprint."""
+    import hashlib
+
+    jwk = {"kty": "oct", "k": "cl\u00e9", "alg": "ignored"}
+    expected = hashlib.sha256('{"k":"cl\u00e9","kty":"oct"}'.encode()).digest()
+    assert jwk_thumbprint(jwk) == b64url_encode(expected)
+    with pytest.raises(ValueError) as info:
+        jwk_thumbprint({"kty": ["EC"]})
+    assert str(info.value) == "no RFC 7638 thumbprint for key type ['EC']"
