@@ -482,8 +482,10 @@ def test_full_wit_cache_evicts_on_the_verifiers_clock(
     assert len(wimse.wit_cache) == 1
 
 
-def test_wimse_defaults(bundles: BundleSet) -> None:
+def test_cache_and_replay_defaults(bundles: BundleSet) -> None:
     assert ReplayCache().maxsize == 100_000
+    assert JwtSvidVerifier(bundles, "svc").cache.maxsize == 10_000
+    assert Authenticator(bundles, "svc").cache.maxsize == 10_000
     wimse = WimseVerifier(bundles)
     assert wimse.wit_cache.maxsize == 10_000
     shared = ReplayCache()
