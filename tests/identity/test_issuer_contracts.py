@@ -50,6 +50,41 @@ def test_path_character_rules(path: str, rule: str) -> None:
     assert str(info.value) == f"invalid SPIFFE ID {path!r}: {rule}"
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (5, "invalid SPIFFE ID: must be a string"),
+        ("", "invalid SPIFFE ID: is empty"),
+        ("spiffe://", "invalid SPIFFE ID: trust domain is empty"),
+        ("spiffe://" + "d" * 256, "invalid SPIFFE ID: trust domain is longer than 255 bytes"),
+        ("spiffe://e.org/" + "\u00e9" * 1100, "invalid SPIFFE ID: longer than 2048 bytes"),
+        (
+            "SPIFFE://example.org/a",
+            "invalid SPIFFE ID 'SPIFFE://example.org/a': scheme must be lowercase 'spiffe'",
+        ),
+        (
+            "https://example.org/a",
+            "invalid SPIFFE ID 'https://example.org/a': scheme must be 'spiffe://'",
+        ),
+        ("spiffe://e.org/a?x", "invalid SPIFFE ID 'spiffe://e.org/a?x': query is not allowed"),
+        ("spiffe://e.org/a#x", "invalid SPIFFE ID 'spiffe://e.org/a#x': fragment is not allowed"),
+        ("spiffe://u@e.org/a", "invalid SPIFFE ID 'u@e.org': userinfo is not allowed"),
+        ("spiffe://e.org:80/a", "invalid SPIFFE ID 'e.org:80': port is not allowed"),
+        ("spiffe://e%41.org/a", "invalid SPIFFE ID 'e%41.org': percent-encoding is not allowed"),
+        ("spiffe://E.org/a", "invalid SPIFFE ID 'E.org': trust domain must be lowercase"),
+        (
+            "spiffe://e!.org/a",
+            "invalid SPIFFE ID 'e!.org': trust domain may only contain [a-z0-9.-_]",
+        ),
+    ],
+)
+def test_parse_errors_name_the_rule(value: object, message: str) -> None:
+    """SPIFFE ID 2.1-2.3: each rule broken is named, with the offending part shown."""
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId.parse(value)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
 def test_whole_id_is_at_most_2048_bytes() -> None:
     """SPIFFE ID 2.3: a SPIFFE ID is at most 2048 bytes, scheme and trust domain included."""
     domain = "d" * 200
