@@ -660,6 +660,45 @@ async def test_reconnects_count_attempts_from_zero_and_reset_after_a_message(
     assert source.attempts == [0, 0, 1]
 
 
+async def test_attempts_grow_across_consecutive_failures_from_the_start(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+) -> None:
+    """Back-off attempts count from 0 before any message and keep growing while failures
+    follow each other (0, 1, 2: not stuck at 1)."""
+    bundles = BundleSet()
+    source = _Recording(bundles, client)
+    source.attempts = []
+    for _ in range(3):
+        await agent.bundle_updates.put(grpc.StatusCode.UNAVAILABLE)
+    await agent.bundle_updates.put({DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))})
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run)
+        await wait_until(lambda: "example.org" in bundles)
+        tg.cancel_scope.cancel()
+    assert source.attempts == [0, 1, 2]
+
+
+def test_apply_names_a_rolled_back_domain(
+    keys: Keys, jwk_of: Callable[..., dict[str, Any]]
+) -> None:
+    """A bundle older than the one held is refused (the newer keys stay) and named."""
+    client = WorkloadApiClient("unix:///nowhere.sock")
+    bundles = BundleSet()
+    source = WorkloadApiBundleSource(bundles, client)
+    source.apply({DOMAIN: jwks(jwk_of, (keys.ec256, "k1"), seq=2)})
+    held = bundles.get("example.org")
+    source.apply({DOMAIN: jwks(jwk_of, (keys.other, "o1"), seq=1)})
+    assert bundles.get("example.org") is held
+    assert str(source.last_error) == (
+        f"Workload API {client.target}: rejected bundle(s), kept the last good: "
+        f"{DOMAIN}: bundle for 'example.org' has sequence 1, older than current 2"
+    )
+
+
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.5])
 def test_refresh_fraction_must_be_inside_the_lifetime(fraction: float) -> None:
     client = WorkloadApiClient("unix:///nowhere.sock")
