@@ -85,6 +85,11 @@ def test_parse_errors_name_the_rule(value: object, message: str) -> None:
     assert str(info.value) == message
 
 
+def test_trust_domain_may_be_exactly_255_bytes() -> None:
+    """SPIFFE ID 2.1: a trust domain name is at most 255 bytes (the limit is inclusive)."""
+    assert len(SpiffeId.parse("spiffe://" + "d" * 255 + "/a").trust_domain) == 255
+
+
 def test_whole_id_is_at_most_2048_bytes() -> None:
     """SPIFFE ID 2.3: a SPIFFE ID is at most 2048 bytes, scheme and trust domain included."""
     domain = "d" * 200
