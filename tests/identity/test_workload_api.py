@@ -51,7 +51,10 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
     """Serves what the test queues; rejects calls without the security header, as SPIRE does."""
 
     def __init__(self, forge: Callable[..., str], key: ec.EllipticCurvePrivateKey) -> None:
-        self.bundle_updates: asyncio.Queue[dict[str, bytes] | grpc.StatusCode] = asyncio.Queue()
+        # A bundle map is sent, a status aborts the stream, None ends it cleanly.
+        self.bundle_updates: asyncio.Queue[dict[str, bytes] | grpc.StatusCode | None] = (
+            asyncio.Queue()
+        )
         self.forge = forge
         self.key = key
         self.svid_calls = 0
@@ -74,6 +77,8 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
         await self._require_header(context)
         while True:
             item = await self.bundle_updates.get()
+            if item is None:
+                return
             if isinstance(item, grpc.StatusCode):
                 await context.abort(item, "test says so")
             else:
@@ -658,6 +663,27 @@ async def test_reconnects_count_attempts_from_zero_and_reset_after_a_message(
             await wait_until(lambda: "example.org" in bundles)
     # Attempts count from 0, grow while failures follow each other, reset on a message.
     assert source.attempts == [0, 0, 1]
+
+
+async def test_a_stream_the_agent_ends_is_unavailable_and_keeps_the_bundles(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+) -> None:
+    """The bundle stream is meant to last; an agent that ends it is treated as gone for
+    now (the source reconnects and keeps what it has), not as a verdict on the bundles."""
+    bundles = BundleSet()
+    source = quick(bundles, client)
+    async with following(source, agent, {DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))}):
+        await agent.bundle_updates.put(None)
+        await wait_until(lambda: source.reconnects == 1)
+        assert isinstance(source.last_error, WorkloadApiUnavailable)
+        assert (
+            str(source.last_error) == f"Workload API {client.target} FetchJWTBundles: stream ended"
+        )
+        assert "example.org" in bundles
 
 
 async def test_attempts_grow_across_consecutive_failures_from_the_start(
