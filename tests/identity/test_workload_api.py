@@ -51,7 +51,10 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
     """Serves what the test queues; rejects calls without the security header, as SPIRE does."""
 
     def __init__(self, forge: Callable[..., str], key: ec.EllipticCurvePrivateKey) -> None:
-        self.bundle_updates: asyncio.Queue[dict[str, bytes] | grpc.StatusCode] = asyncio.Queue()
+        # A bundle map is sent, a status aborts the stream, None ends it cleanly.
+        self.bundle_updates: asyncio.Queue[dict[str, bytes] | grpc.StatusCode | None] = (
+            asyncio.Queue()
+        )
         self.forge = forge
         self.key = key
         self.svid_calls = 0
@@ -74,6 +77,8 @@ class FakeAgent(pb_grpc.SpiffeWorkloadAPIServicer):
         await self._require_header(context)
         while True:
             item = await self.bundle_updates.get()
+            if item is None:
+                return
             if isinstance(item, grpc.StatusCode):
                 await context.abort(item, "test says so")
             else:
@@ -401,6 +406,30 @@ async def test_permission_denied_unloads_the_bundles(
         assert "example.org" not in bundles
 
 
+async def test_stream_failures_are_logged_with_what_happened(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operator reading the log sees each failure once, as raised, and whether the
+    domain's bundles were unloaded (denied) or kept (unavailable)."""
+    source = quick(BundleSet(), client)
+    with caplog.at_level("WARNING", logger="tether.identity"):
+        async with following(source, agent, {DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))}):
+            await agent.bundle_updates.put(grpc.StatusCode.PERMISSION_DENIED)
+            await wait_until(lambda: isinstance(source.last_error, WorkloadApiDenied))
+            denied = str(source.last_error)
+            await agent.bundle_updates.put(grpc.StatusCode.UNAVAILABLE)
+            await wait_until(lambda: not isinstance(source.last_error, WorkloadApiDenied))
+            unavailable = str(source.last_error)
+    assert f"{denied}: unloading its bundles" in caplog.messages
+    assert unavailable in caplog.messages
+    assert "UNAVAILABLE" in unavailable
+
+
 async def test_invalid_argument_stops_the_source(
     server: AgentServer,
     client: WorkloadApiClient,
@@ -634,6 +663,66 @@ async def test_reconnects_count_attempts_from_zero_and_reset_after_a_message(
             await wait_until(lambda: "example.org" in bundles)
     # Attempts count from 0, grow while failures follow each other, reset on a message.
     assert source.attempts == [0, 0, 1]
+
+
+async def test_a_stream_the_agent_ends_is_unavailable_and_keeps_the_bundles(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+) -> None:
+    """The bundle stream is meant to last; an agent that ends it is treated as gone for
+    now (the source reconnects and keeps what it has), not as a verdict on the bundles."""
+    bundles = BundleSet()
+    source = quick(bundles, client)
+    async with following(source, agent, {DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))}):
+        await agent.bundle_updates.put(None)
+        await wait_until(lambda: source.reconnects == 1)
+        assert isinstance(source.last_error, WorkloadApiUnavailable)
+        assert (
+            str(source.last_error) == f"Workload API {client.target} FetchJWTBundles: stream ended"
+        )
+        assert "example.org" in bundles
+
+
+async def test_attempts_grow_across_consecutive_failures_from_the_start(
+    server: AgentServer,
+    client: WorkloadApiClient,
+    agent: FakeAgent,
+    keys: Keys,
+    jwk_of: Callable[..., dict[str, Any]],
+) -> None:
+    """Back-off attempts count from 0 before any message and keep growing while failures
+    follow each other (0, 1, 2: not stuck at 1)."""
+    bundles = BundleSet()
+    source = _Recording(bundles, client)
+    source.attempts = []
+    for _ in range(3):
+        await agent.bundle_updates.put(grpc.StatusCode.UNAVAILABLE)
+    await agent.bundle_updates.put({DOMAIN: jwks(jwk_of, (keys.ec256, "k1"))})
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run)
+        await wait_until(lambda: "example.org" in bundles)
+        tg.cancel_scope.cancel()
+    assert source.attempts == [0, 1, 2]
+
+
+def test_apply_names_a_rolled_back_domain(
+    keys: Keys, jwk_of: Callable[..., dict[str, Any]]
+) -> None:
+    """A bundle older than the one held is refused (the newer keys stay) and named."""
+    client = WorkloadApiClient("unix:///nowhere.sock")
+    bundles = BundleSet()
+    source = WorkloadApiBundleSource(bundles, client)
+    source.apply({DOMAIN: jwks(jwk_of, (keys.ec256, "k1"), seq=2)})
+    held = bundles.get("example.org")
+    source.apply({DOMAIN: jwks(jwk_of, (keys.other, "o1"), seq=1)})
+    assert bundles.get("example.org") is held
+    assert str(source.last_error) == (
+        f"Workload API {client.target}: rejected bundle(s), kept the last good: "
+        f"{DOMAIN}: bundle for 'example.org' has sequence 1, older than current 2"
+    )
 
 
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.5])
