@@ -58,7 +58,7 @@ pub fn parse_with_psts(text: &str) -> Result<(PolicySet, Psts), TetherError> {
 
 fn parse_in_pieces(text: &str, pieces: usize) -> Result<(PolicySet, Psts), TetherError> {
     let pieces = piece_bounds(text, pieces);
-    let parsed = std::thread::scope(|s| {
+    let ran: Vec<Option<Option<Piece>>> = std::thread::scope(|s| {
         let handles: Vec<_> = pieces
             .iter()
             .map(|&(start, end, first)| {
@@ -69,15 +69,18 @@ fn parse_in_pieces(text: &str, pieces: usize) -> Result<(PolicySet, Psts), Tethe
             .collect();
         handles
             .into_iter()
-            .map(|h| h.ok().and_then(|h| h.join().ok()).flatten())
-            .collect::<Option<Vec<Piece>>>()
+            .map(|h| h.ok().and_then(|h| h.join().ok()))
+            .collect()
     });
-    // A piece that fails (or a thread that cannot start) means the text goes
-    // through Cedar's own parser, which reports the error as Cedar words it.
-    let Some(parsed) = parsed else {
-        return Err(parse(text).err().unwrap_or_else(|| {
-            TetherError::policy("cannot parse policies (Cedar's parsers disagree on this text)")
-        }));
+    // A thread that could not start (a tight address-space limit) or did not finish:
+    // one parse of the whole text on this thread instead.
+    let Some(parsed) = ran.into_iter().collect::<Option<Vec<Option<Piece>>>>() else {
+        return parse_whole(text);
+    };
+    // A piece that does not parse: the text has an error, which Cedar's own parser
+    // reports as Cedar words it.
+    let Some(parsed) = parsed.into_iter().collect::<Option<Vec<Piece>>>() else {
+        return cedars_own(text);
     };
     match join(text, parsed) {
         Some(out) => Ok(out),
@@ -88,13 +91,16 @@ fn parse_in_pieces(text: &str, pieces: usize) -> Result<(PolicySet, Psts), Tethe
 }
 
 fn parse_whole(text: &str) -> Result<(PolicySet, Psts), TetherError> {
-    let joined = parse_piece(text, 0, text.len(), 0).and_then(|p| join(text, vec![p]));
-    match joined {
+    match parse_piece(text, 0, text.len(), 0).and_then(|p| join(text, vec![p])) {
         Some(out) => Ok(out),
-        None => Err(parse(text).err().unwrap_or_else(|| {
-            TetherError::policy("cannot parse policies (Cedar's parsers disagree on this text)")
-        })),
+        None => cedars_own(text),
     }
+}
+
+/// `PolicySet::from_str`: its error, or, should it accept what the pieces did not, its
+/// set with no PSTs (the compiler then asks Cedar for each policy's: slower, as exact).
+fn cedars_own(text: &str) -> Result<(PolicySet, Psts), TetherError> {
+    parse(text).map(|pset| (pset, Psts::default()))
 }
 
 /// One piece's share: its items in text order (policy or template, with its span)
@@ -349,5 +355,19 @@ mod tests {
         let got = parse_in_pieces(&text, 3).unwrap_err().to_string();
         assert_eq!(got, want);
         assert!(want.contains("line"), "{want}");
+    }
+
+    #[test]
+    fn a_piece_numbered_wrongly_is_refused_and_cedars_parse_taken() {
+        let text = tricky_text(20);
+        let piece = parse_piece(&text, 0, text.len(), 3).unwrap();
+        // Its ids would start at policy3: the join refuses it rather than misname.
+        assert!(join(&text, vec![piece]).is_none());
+        let (pset, psts) = cedars_own(&text).unwrap();
+        assert!(psts.is_empty());
+        assert_eq!(
+            policy_ids(&pset),
+            policy_ids(&PolicySet::from_str(&text).unwrap())
+        );
     }
 }
