@@ -250,10 +250,13 @@ impl Snapshot {
                     .iter()
                     .all(|cl| matches!(ev.eval_bool(cl.node), Ok(v) if v != cl.unless))
         };
-        let eq = plan.eq.get(&req.principal);
-        let any = |e: Effect| {
+        let any_in = |plan: &ActionPlan, e: Effect| {
             plan.rest.part(e).iter().any(applies)
-                || eq.is_some_and(|b| b.part(e).iter().any(applies))
+                || (!plan.eq.is_empty()
+                    && plan
+                        .eq
+                        .get(&req.principal)
+                        .is_some_and(|b| b.part(e).iter().any(applies)))
                 || (!plan.within.is_empty()
                     && std::iter::once(&req.principal)
                         .chain(p_anc.into_iter().flatten())
@@ -263,6 +266,8 @@ impl Snapshot {
                                 .is_some_and(|b| b.part(e).iter().any(applies))
                         }))
         };
+        let shared = &self.plans.shared;
+        let any = |e: Effect| any_in(shared, e) || any_in(plan, e);
         !any(Effect::Forbid) && any(Effect::Permit)
     }
 
@@ -277,20 +282,23 @@ impl Snapshot {
         let store: &EntityStore = &self.store;
         let p_anc = store.ancestors(&req.principal);
         let r_anc = store.ancestors(&req.resource);
-        // The buckets this principal can match; each policy is in exactly one bucket,
-        // and each bucket is reached through one key, so nothing repeats.
+        // The buckets this principal can match, in the shared plan and the action's;
+        // each policy is in exactly one bucket of one of them, and each bucket is
+        // reached through one key, so nothing repeats.
         let mut buckets: SmallBuckets<'_> = SmallBuckets::default();
-        buckets.push(&plan.rest);
-        if let Some(b) = plan.eq.get(&req.principal) {
-            buckets.push(b);
-        }
-        if !plan.within.is_empty() {
-            if let Some(b) = plan.within.get(&req.principal) {
+        for plan in [&self.plans.shared, plan] {
+            buckets.push(&plan.rest);
+            if let Some(b) = plan.eq.get(&req.principal) {
                 buckets.push(b);
             }
-            for a in p_anc.into_iter().flatten() {
-                if let Some(b) = plan.within.get(a) {
+            if !plan.within.is_empty() {
+                if let Some(b) = plan.within.get(&req.principal) {
                     buckets.push(b);
+                }
+                for a in p_anc.into_iter().flatten() {
+                    if let Some(b) = plan.within.get(a) {
+                        buckets.push(b);
+                    }
                 }
             }
         }

@@ -95,6 +95,12 @@ pub struct Plans {
     /// The policy set's nodes followed by the rewritten ones.
     pub nodes: Vec<Node>,
     pub by_action: FxHashMap<Euid, ActionPlan>,
+    /// Candidates the same for every action (unscoped action, conditions that do not
+    /// read `action`), filed once and walked beside the request's action plan: a
+    /// per-agent guardrail repeated into each of 200 action plans was most of a
+    /// 100,000-policy load and its memory. Each action plan's `ctx_keys` and
+    /// `whole_context` include what these read.
+    pub shared: ActionPlan,
 }
 
 /// Whether an action type name: `Action` or `NS::Action`.
@@ -347,54 +353,78 @@ pub fn build(
         .filter(|i| policies[*i].effect == Effect::Forbid)
         .chain((0..policies.len()).filter(|i| policies[*i].effect == Effect::Permit))
         .collect();
+    let same_for_all = |p: &CompiledPolicy, f: &Folder<'_>| {
+        matches!(p.action, ActionScope::Any)
+            && p.clauses.iter().all(|c| !f.reads_action[c.node as usize])
+    };
+    let mut shared = ActionPlan::default();
+    let (common, per_action): (Vec<usize>, Vec<usize>) = order
+        .into_iter()
+        .partition(|&i| same_for_all(&policies[i], &f));
+    for i in common {
+        file(&mut shared, &mut f, i, &policies[i]);
+    }
     for a in actions {
         f.action = a;
         f.memo.clear();
         let anc = store.ancestors(&a);
         let mut plan = ActionPlan::default();
-        for &i in &order {
+        for &i in &per_action {
             let p = &policies[i];
-            if !action_applies(&p.action, &a, anc) {
-                continue;
-            }
-            let Some(clauses) = specialise_clauses(&mut f, &p.clauses) else {
-                continue;
-            };
-            let never = clauses.iter().any(|c| unsatisfiable(&f.nodes, c));
-            // The bucket a candidate is filed under already establishes `principal
-            // == U` / `principal in U`; only a type test can remain to check.
-            let residual = match p.principal {
-                EntityScope::IsIn(t, _) | EntityScope::Is(t) => EntityScope::Is(t),
-                EntityScope::Any | EntityScope::Eq(_) | EntityScope::In(_) => EntityScope::Any,
-            };
-            let cand = Cand {
-                policy: i as u32,
-                principal: residual,
-                resource: p.resource,
-                clauses,
-                never,
-            };
-            match p.principal {
-                EntityScope::Eq(u) => plan.eq.entry(u).or_default().push(cand, p.effect),
-                EntityScope::In(u) | EntityScope::IsIn(_, u) => {
-                    plan.within.entry(u).or_default().push(cand, p.effect)
-                }
-                EntityScope::Any | EntityScope::Is(_) => plan.rest.push(cand, p.effect),
+            if action_applies(&p.action, &a, anc) {
+                file(&mut plan, &mut f, i, p);
             }
         }
         by_action.insert(a, plan);
     }
     let mut nodes = f.nodes;
     fuse_literals(&mut nodes);
+    let (shared_keys, shared_whole) = context_use(&nodes, &shared);
     for plan in by_action.values_mut() {
-        let (keys, whole) = context_use(&nodes, plan);
+        let (mut keys, whole) = context_use(&nodes, plan);
+        keys.extend(&shared_keys);
+        keys.sort_unstable();
+        keys.dedup();
         plan.ctx_keys = keys
             .into_iter()
             .map(|k| (k, interner.get(k).unwrap_or("").into()))
             .collect();
-        plan.whole_context = whole;
+        plan.whole_context = whole || shared_whole;
     }
-    Plans { nodes, by_action }
+    Plans {
+        nodes,
+        by_action,
+        shared,
+    }
+}
+
+/// Specialise policy `i` for the folder's action and file it in `plan` under its
+/// principal scope (dropped if it can never hold).
+fn file(plan: &mut ActionPlan, f: &mut Folder<'_>, i: usize, p: &CompiledPolicy) {
+    let Some(clauses) = specialise_clauses(f, &p.clauses) else {
+        return;
+    };
+    let never = clauses.iter().any(|c| unsatisfiable(&f.nodes, c));
+    // The bucket a candidate is filed under already establishes `principal
+    // == U` / `principal in U`; only a type test can remain to check.
+    let residual = match p.principal {
+        EntityScope::IsIn(t, _) | EntityScope::Is(t) => EntityScope::Is(t),
+        EntityScope::Any | EntityScope::Eq(_) | EntityScope::In(_) => EntityScope::Any,
+    };
+    let cand = Cand {
+        policy: i as u32,
+        principal: residual,
+        resource: p.resource,
+        clauses,
+        never,
+    };
+    match p.principal {
+        EntityScope::Eq(u) => plan.eq.entry(u).or_default().push(cand, p.effect),
+        EntityScope::In(u) | EntityScope::IsIn(_, u) => {
+            plan.within.entry(u).or_default().push(cand, p.effect)
+        }
+        EntityScope::Any | EntityScope::Is(_) => plan.rest.push(cand, p.effect),
+    }
 }
 
 /// Whether a clause can never be satisfied, whatever the request: its body can
@@ -693,7 +723,55 @@ mod tests {
             node(&send.rest.forbids[0]),
             Node::CmpLong(_, CmpLong::Gt, 2)
         ));
-        assert!(matches!(node(&send.rest.forbids[1]), Node::InLitSet(..)));
-        assert!(matches!(node(&send.rest.permits[0]), Node::ContainsLit(..)));
+        // The two policies that do not read `action` are filed once, for every action.
+        assert!(matches!(
+            node(&p.shared.rest.forbids[0]),
+            Node::InLitSet(..)
+        ));
+        assert!(matches!(
+            node(&p.shared.rest.permits[0]),
+            Node::ContainsLit(..)
+        ));
+        assert_eq!(send.rest.forbids.len(), 1);
+        assert!(send.rest.permits.is_empty());
+    }
+
+    #[test]
+    fn policies_the_same_for_every_action_are_filed_once_and_their_keys_reach_each_plan() {
+        let text = r#"
+            forbid (principal == User::"u", action, resource) when { context.risk > 2 };
+            forbid (principal, action, resource) when { action.egress && context.dest == "x" };
+            permit (principal in Role::"r", action, resource) when { context has mfa };
+            permit (principal, action == Action::"read", resource) when { context.n < 1 };
+            permit (principal, action, resource) when { context == {} };
+        "#;
+        let (p, i, _) = plans(text, ENTS);
+        let user = uid(&i, "User", "u");
+        let role = uid(&i, "Role", "r");
+        assert_eq!(p.shared.eq[&user].forbids.len(), 1);
+        assert_eq!(p.shared.within[&role].permits.len(), 1);
+        assert_eq!(p.shared.rest.permits.len(), 1);
+        for a in ["send", "read", "g"] {
+            let plan = &p.by_action[&uid(&i, "Action", a)];
+            // Not repeated into the action's own plan...
+            assert!(plan.eq.is_empty() && plan.within.is_empty(), "{a}");
+            // ...but what they read is read for every action.
+            let keys: Vec<&str> = plan.ctx_keys.iter().map(|(_, t)| &**t).collect();
+            assert!(
+                keys.contains(&"risk") && keys.contains(&"mfa"),
+                "{a}: {keys:?}"
+            );
+            assert!(plan.whole_context, "{a}");
+        }
+        let keys = |a: &str| -> Vec<String> {
+            p.by_action[&uid(&i, "Action", a)]
+                .ctx_keys
+                .iter()
+                .map(|(_, t)| t.to_string())
+                .collect()
+        };
+        assert!(keys("send").contains(&"dest".to_owned()));
+        assert!(!keys("read").contains(&"dest".to_owned()));
+        assert!(keys("read").contains(&"n".to_owned()));
     }
 }
