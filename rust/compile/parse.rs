@@ -136,10 +136,12 @@ fn parse_piece(text: &str, start: usize, end: usize, first: usize) -> Option<Pie
         own.as_str()
     };
     let cst: Cst = text_to_cst::parse_policies(src).ok()?;
-    let nodes = cst.try_as_inner().ok()?;
-    let mut items = Vec::with_capacity(nodes.0.len());
-    let mut psts = Vec::with_capacity(nodes.0.len());
-    for (k, node) in nodes.0.iter().enumerate() {
+    // Taken apart policy by policy, each one's concrete tree dropped once converted:
+    // the trees of a large text are several times its own size.
+    let nodes = cst.node?.0;
+    let mut items = Vec::with_capacity(nodes.len());
+    let mut psts = Vec::with_capacity(nodes.len());
+    for (k, mut node) in nodes.into_iter().enumerate() {
         let id = ast::PolicyID::from_string(format!("policy{}", first + k));
         let item = node
             .to_policy_or_template(id)
@@ -147,7 +149,7 @@ fn parse_piece(text: &str, start: usize, end: usize, first: usize) -> Option<Pie
             .either(Item::Static, Item::Template);
         let (lo, hi) = node.loc.as_ref().map_or((0, 0), |l| (l.start(), l.end()));
         psts.push(match item {
-            Item::Static(_) => pst_of(node),
+            Item::Static(_) => node.node.take().and_then(pst_of),
             Item::Template(_) => None,
         });
         items.push((item, lo, hi));
@@ -156,9 +158,9 @@ fn parse_piece(text: &str, start: usize, end: usize, first: usize) -> Option<Pie
 }
 
 fn pst_of(
-    node: &Node<Option<cst::Policy>>,
+    policy: cst::Policy,
 ) -> Option<Result<cedar_policy::pst::Policy, cedar_policy::pst::PstConstructionError>> {
-    let est: cedar_policy_core::est::Policy = node.node.clone()?.try_into().ok()?;
+    let est: cedar_policy_core::est::Policy = policy.try_into().ok()?;
     Some(
         cedar_policy::pst::Template::try_from(est)
             .and_then(|t| cedar_policy::pst::StaticPolicy::try_from(t).map_err(Into::into))
