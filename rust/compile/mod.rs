@@ -1,10 +1,16 @@
 //! Cedar text -> compiled, indexed policy set.
 
+#[cfg(test)]
+mod compile_tests;
 pub mod guard;
 pub mod index;
 pub mod ir;
 pub mod lower;
 pub mod special;
+#[cfg(test)]
+mod special_tests;
+#[cfg(test)]
+mod test_oracle;
 
 use std::str::FromStr;
 
