@@ -346,7 +346,7 @@ fn guard_bounds_are_exact() {
     let ops = |n: usize| {
         let k = n.div_ceil(2);
         let mut body = vec!["context has a"; k].join(" && ");
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             body += " && true";
         }
         format!("permit (principal, action, resource);\npermit (principal, action, resource) when {{ {body} }};")

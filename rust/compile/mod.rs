@@ -4,6 +4,8 @@
 mod compile_tests;
 pub mod guard;
 pub mod index;
+#[cfg(test)]
+mod index_tests;
 pub mod ir;
 pub mod lower;
 pub mod special;

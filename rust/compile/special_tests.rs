@@ -19,7 +19,10 @@ const ENTS: &str = r#"[
      "parents": [{"type": "Group", "id": "staff"}]},
     {"uid": {"type": "User", "id": "bob"}, "attrs": {}, "parents": []},
     {"uid": {"type": "Group", "id": "staff"}, "attrs": {}, "parents": []},
-    {"uid": {"type": "Doc", "id": "d"}, "attrs": {"level": 1}, "parents": []}
+    {"uid": {"type": "Doc", "id": "d"}, "attrs": {"level": 1},
+     "parents": [{"type": "Folder", "id": "f"}]},
+    {"uid": {"type": "Doc", "id": "e"}, "attrs": {}, "parents": []},
+    {"uid": {"type": "Folder", "id": "f"}, "attrs": {}, "parents": []}
 ]"#;
 
 const CONTEXTS: [&str; 4] = [
@@ -31,23 +34,26 @@ const CONTEXTS: [&str; 4] = [
 
 const ACTIONS: [&str; 5] = ["send", "read", "bare", "g", "never-named"];
 const PRINCIPALS: [(&str, &str); 3] = [("User", "alice"), ("User", "bob"), ("Group", "staff")];
+const RESOURCES: [(&str, &str); 2] = [("Doc", "d"), ("Doc", "e")];
 
-/// Every principal, action and context, resource `Doc::"d"`; returns how many
-/// requests Cedar allowed and how many had an erroring policy.
+/// Every principal, action, resource and context; returns how many requests
+/// Cedar allowed and how many had an erroring policy.
 fn check_all(both: &Both) -> (usize, usize) {
     let (mut allowed, mut errored) = (0, 0);
     for &principal in &PRINCIPALS {
         for &a in &ACTIONS {
-            for &context in &CONTEXTS {
-                let r = Req {
-                    principal,
-                    action: ("Action", a),
-                    resource: ("Doc", "d"),
-                    context,
-                };
-                let (ok, _, errors) = both.check(&r);
-                allowed += usize::from(ok);
-                errored += usize::from(!errors.is_empty());
+            for &resource in &RESOURCES {
+                for &context in &CONTEXTS {
+                    let r = Req {
+                        principal,
+                        action: ("Action", a),
+                        resource,
+                        context,
+                    };
+                    let (ok, _, errors) = both.check(&r);
+                    allowed += usize::from(ok);
+                    errored += usize::from(!errors.is_empty());
+                }
             }
         }
     }
@@ -147,7 +153,16 @@ fn policy(rng: &mut Rng) -> String {
         "action in Action::\"g\"",
         "action == Action::\"bare\"",
     ]);
-    let mut text = format!("{effect} ({principal}, {action}, resource)");
+    let resource = rng.pick(&[
+        "resource",
+        "resource",
+        "resource == Doc::\"d\"",
+        "resource in Folder::\"f\"",
+        "resource is Doc",
+        "resource is Doc in Folder::\"f\"",
+        "resource is Folder",
+    ]);
+    let mut text = format!("{effect} ({principal}, {action}, {resource})");
     for _ in 0..rng.below(3) {
         let kw = if rng.below(3) == 0 { "unless" } else { "when" };
         text += &format!(" {kw} {{ {} }}", boolean(rng, 3));
@@ -157,15 +172,15 @@ fn policy(rng: &mut Rng) -> String {
 
 #[test]
 fn generated_policies_reading_the_action_decide_as_cedar() {
-    let mut rng = Rng(0x5eed_0f_5bec_1a15);
+    let mut rng = Rng(0x005e_ed0f_5bec_1a15);
     let (mut allowed, mut errored, mut requests) = (0, 0, 0);
-    for _ in 0..60 {
+    for _ in 0..40 {
         let text: String = (0..2 + rng.below(4)).map(|_| policy(&mut rng)).collect();
         let both = Both::new(&text, ENTS);
         let (a, e) = check_all(&both);
         allowed += a;
         errored += e;
-        requests += PRINCIPALS.len() * ACTIONS.len() * CONTEXTS.len();
+        requests += PRINCIPALS.len() * ACTIONS.len() * RESOURCES.len() * CONTEXTS.len();
     }
     // The generator must exercise both outcomes and errors, not only denials.
     assert!(allowed * 10 > requests, "{allowed} of {requests} allowed");
@@ -237,8 +252,8 @@ fn policies_are_filed_under_the_actions_their_scope_names() {
     let both = Both::new(text, ENTS);
     let (allowed, _) = check_all(&both);
     // grp: 3 principals x 4 contexts for send and g; one: alice, staff for read;
-    // typed: alice for bare.
-    assert_eq!(allowed, 3 * 4 * 2 + 2 * 4 + 4);
+    // typed: alice for bare; each for both resources.
+    assert_eq!(allowed, (3 * 4 * 2 + 2 * 4 + 4) * 2);
     for a in ["send", "read", "bare", "g"] {
         let r = Req {
             principal: ("User", "bob"),
