@@ -184,6 +184,36 @@ fn the_has_path_counts_towards_the_depth_bound_exactly() {
 }
 
 #[test]
+fn the_expression_depth_bound_is_exact_and_wide_expressions_pass() {
+    // `context.a.a...`: each `.a` one level below the root.
+    let text = |n: usize| {
+        format!(
+            "permit (principal, action, resource) when {{ context{} }};",
+            ".a".repeat(n)
+        )
+    };
+    let results = big_stack(move || {
+        (lower::MAX_EXPR_DEPTH - 2..=lower::MAX_EXPR_DEPTH + 1)
+            .map(|n| (n, compiled(&text(n)).is_ok()))
+            .collect::<Vec<_>>()
+    });
+    let m = lower::MAX_EXPR_DEPTH;
+    assert_eq!(
+        results,
+        [(m - 2, true), (m - 1, true), (m, false), (m + 1, false)]
+    );
+    // Many siblings are not depth: a 3,000-element set and a long record.
+    let items: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+    let fields: Vec<String> = (0..1500).map(|i| format!("f{i}: {i}")).collect();
+    let text = format!(
+        "permit (principal, action, resource) when {{ [{}].contains(3) && {{{}}} has f1 }};",
+        items.join(", "),
+        fields.join(", ")
+    );
+    big_stack(move || compiled(&text)).unwrap();
+}
+
+#[test]
 fn obligations_are_the_annotations_comma_separated_parts() {
     let text = r#"
         @obligation(" log , notify,, ") permit (principal, action, resource);
@@ -365,6 +395,37 @@ fn guard_bounds_are_exact() {
     let idents = vec!["context.has_x"; 1400].join(" == ");
     let text = format!("permit (principal, action, resource) when {{ {idents} }};");
     assert!(guard::check(&text).is_ok());
+}
+
+#[test]
+fn guard_bounds_the_text_size_exactly() {
+    let fits = " ".repeat(guard::MAX_TEXT_BYTES);
+    assert!(guard::check(&fits).is_ok());
+    let (message, _) = policy_error(guard::check(&(fits + " ")));
+    assert_eq!(
+        message,
+        format!(
+            "policy text is {} bytes; at most {} are accepted",
+            guard::MAX_TEXT_BYTES + 1,
+            guard::MAX_TEXT_BYTES
+        )
+    );
+}
+
+#[test]
+fn guard_counts_what_follows_a_string_and_does_not_reset_inside_brackets() {
+    let deep = format!("{}true{}", "(".repeat(140), ")".repeat(140));
+    // Strings of odd and even length, with and without escapes, then deep nesting.
+    for s in ["", "a", "ab", "abc", "a\\\"b", "\\\\"] {
+        let text = format!(
+            "permit (principal, action, resource) when {{ context.a == \"{s}\" && {deep} }};"
+        );
+        assert!(guard::check(&text).is_err(), "{text}");
+    }
+    // A `;` inside brackets does not end a policy: its operators still add up.
+    let half = vec!["context.a"; 1500].join(" && ");
+    let text = format!("permit (principal, action, resource) when {{ {half}; {half} }};");
+    assert!(guard::check(&text).is_err());
 }
 
 #[test]
