@@ -228,7 +228,19 @@ fn check_cond(cond: &str) -> (bool, Vec<String>) {
 fn short_circuits_fold_only_when_cedar_would_give_the_same_value() {
     // Each line: a condition, whether it holds for `send` with `CONTEXTS[1]`, and
     // whether it errors there. The literal operand comes from folding `action.*`.
-    let cases: [(&str, bool, bool); 14] = [
+    let cases: [(&str, bool, bool); 21] = [
+        // The load-time evaluator binds no principal or context: a node with a
+        // non-literal operand must never be evaluated there.
+        ("principal == action", false, false),
+        ("(context has flag) == action.egress", true, false),
+        // Conditions no literal decides, in both polarities (`when` in the
+        // permit, `unless` in the forbid): a policy that may apply is never
+        // passed over as "cannot apply".
+        ("context.flag && (context.n > 100 && false)", false, false),
+        ("context.flag || (context.n > 100 && false)", true, false),
+        ("!(context.flag && false)", true, false),
+        ("(context.flag && false) || context.flag", true, false),
+        ("!(context.n > 100 || !context.flag)", true, false),
         ("action.egress && context.flag", true, false),
         ("(action.egress && context.n) == 3", false, true),
         ("(context.n && action.egress) == 3", false, true),
@@ -287,6 +299,77 @@ fn comparisons_with_a_literal_keep_their_direction_and_bound() {
     for (cond, holds) in cases {
         let (ok, errs) = check_cond(cond);
         assert_eq!((ok, errs.is_empty()), (holds, true), "`{cond}`");
+    }
+}
+
+/// The specialised clauses of `send`'s one candidate for `cond`.
+fn send_clause_nodes(cond: &str) -> Vec<super::ir::Node> {
+    let text = format!("permit (principal, action, resource) when {{ {cond} }};");
+    let both = Both::new(&text, ENTS);
+    let snap = both.core.current.load_full();
+    let send = both.core.intern_uid("Action", "send").unwrap();
+    let plan = &snap.plans.by_action[&send];
+    let cand = &plan.rest.permits[0];
+    let mut out = Vec::new();
+    let mut stack: Vec<u32> = cand.clauses.iter().map(|c| c.node).collect();
+    while let Some(n) = stack.pop() {
+        let node = &snap.plans.nodes[n as usize];
+        node.for_each_child(|c| stack.push(c));
+        out.push(node.clone());
+    }
+    out
+}
+
+#[test]
+fn a_true_operand_from_the_action_folds_away_below_the_clause_root() {
+    // `action.egress` is true for `send`: `(true && x)` is `x` whenever x is
+    // boolean-valued, so no `&&` / `||` is left; a long stays (a type error).
+    for x in [
+        "!context.flag",
+        "(context.flag && context.b)",
+        "(context.flag || context.b)",
+        "context.n != 1",
+        "principal has level",
+        "context.s like \"a*\"",
+        "principal is User",
+        "context has flag",
+        "context.n == 1",
+        "[1, 2].contains(context.n)",
+        "context.set.contains(1)",
+        "context.n > 1",
+        "context.n < context.m",
+        "context.n >= context.m",
+        "principal in resource",
+        "context.set.containsAll(context.set)",
+        "context.set.containsAny(context.set)",
+        "principal.hasTag(\"t\")",
+    ] {
+        for cond in [
+            format!("!(action.egress && {x})"),
+            format!("!({x} && action.egress)"),
+            format!("!(!action.egress || {x})"),
+            format!("!({x} || !action.egress)"),
+        ] {
+            let nodes = send_clause_nodes(&cond);
+            let left = nodes
+                .iter()
+                .filter(|n| matches!(n, super::ir::Node::And(..) | super::ir::Node::Or(..)))
+                .count();
+            let inner = usize::from(x.contains("&&") || x.contains("||"));
+            assert_eq!(left, inner, "`{cond}`: {nodes:?}");
+        }
+    }
+    for cond in [
+        "!(action.egress && context.n)",
+        "!(context.n || !action.egress)",
+    ] {
+        let nodes = send_clause_nodes(cond);
+        assert!(
+            nodes
+                .iter()
+                .any(|n| matches!(n, super::ir::Node::And(..) | super::ir::Node::Or(..))),
+            "`{cond}` must keep its type error: {nodes:?}"
+        );
     }
 }
 
