@@ -228,7 +228,11 @@ fn check_cond(cond: &str) -> (bool, Vec<String>) {
 fn short_circuits_fold_only_when_cedar_would_give_the_same_value() {
     // Each line: a condition, whether it holds for `send` with `CONTEXTS[1]`, and
     // whether it errors there. The literal operand comes from folding `action.*`.
-    let cases: [(&str, bool, bool); 21] = [
+    let cases: [(&str, bool, bool); 24] = [
+        // Literal operands written in the policy, at the clause root.
+        ("false && context.flag", false, false),
+        ("true || context.n", true, false),
+        ("true && context.flag", true, false),
         // The load-time evaluator binds no principal or context: a node with a
         // non-literal operand must never be evaluated there.
         ("principal == action", false, false),
