@@ -1,11 +1,19 @@
 //! Cedar text -> compiled, indexed policy set.
 
+#[cfg(test)]
+mod compile_tests;
 pub mod guard;
 pub mod index;
+#[cfg(test)]
+mod index_tests;
 pub mod ir;
 pub mod lower;
 pub mod parse;
 pub mod special;
+#[cfg(test)]
+mod special_tests;
+#[cfg(test)]
+mod test_oracle;
 
 use std::str::FromStr;
 
