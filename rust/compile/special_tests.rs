@@ -435,3 +435,54 @@ fn a_clause_that_folds_to_never_still_reports_an_earlier_error() {
     };
     assert_eq!(both.check(&r), (true, vec!["p".into()], vec!["f".into()]));
 }
+
+/// Policies the same for every action, too many to repeat into each action's plan
+/// (`special::SHARE_ABOVE_COPIES`), are filed once in the shared plan: decisions,
+/// reasons and errors must still be Cedar's, mixed with per-action policies.
+#[test]
+fn a_shared_plan_decides_as_cedar() {
+    let n_actions = 300;
+    let mut ents: Vec<String> = (0..n_actions)
+        .map(|k| {
+            format!(
+                r#"{{"uid": {{"type": "Action", "id": "t{k}"}}, "attrs": {{"risk": {}}},
+                    "parents": [{{"type": "Action", "id": "g"}}]}}"#,
+                k % 4
+            )
+        })
+        .collect();
+    let base = ENTS.trim().trim_start_matches('[').trim_end_matches(']');
+    ents.push(base.to_owned());
+    let ents = format!("[{}]", ents.join(","));
+    let mut rng = Rng(0x5ba7_ed00_c0ff_ee11);
+    let shared_kinds = [
+        r#"forbid (principal == User::"bob", action, resource) when { context.n > 5 };"#,
+        r#"permit (principal in Group::"staff", action, resource is Doc) when { context.flag };"#,
+        r#"permit (principal, action, resource) when { principal.level > resource.level };"#,
+        r#"forbid (principal, action, resource in Folder::"f") unless { context.s == "x" };"#,
+        r#"permit (principal == User::"bob", action, resource) when { context.n < 0 };"#,
+    ];
+    let mut text = String::new();
+    for k in 0..400 {
+        text.push_str(shared_kinds[rng.below(shared_kinds.len())]);
+        if k % 40 == 0 {
+            // Per-action policies between them, reading `action`.
+            text.push_str(&format!(
+                r#"permit (principal, action == Action::"t{}", resource) when {{ action.risk == {} }};"#,
+                rng.below(n_actions),
+                rng.below(4)
+            ));
+        }
+        text.push('\n');
+    }
+    let both = Both::new(&text, &ents);
+    let snap = both.core.current.load_full();
+    assert!(!snap.plans.shared.is_empty(), "expected a shared plan");
+    let actions: Vec<&'static str> = ["t0", "t7", "t150", "t299", "send", "read", "never-named"]
+        .into_iter()
+        .collect();
+    let (allowed, errored) = check_some(&both, &PRINCIPALS, &actions, &CONTEXTS);
+    let requests = PRINCIPALS.len() * actions.len() * RESOURCES.len() * CONTEXTS.len();
+    assert!(allowed > 0 && allowed < requests, "{allowed} of {requests}");
+    assert!(errored > 0, "no request had an erroring policy");
+}
