@@ -1,11 +1,13 @@
 """Instructions per decision on the realistic workload, counted by callgrind: a figure that
 does not move with the machine's load (wall time here moves by 2x between runs).
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null --collect-atstart=no \\
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null --collect-atstart=no \\
       --toggle-collect='tether_core::py::engine::Engine::__pymethod_is_allowed__' \\
       python benches/callgrind_decision.py is_allowed
 
-prints the decision count; divide callgrind's "Collected" by it. Use
+prints the decision count; divide callgrind's "Collected" by it. `PYTHONHASHSEED=0` makes the
+count repeat exactly (Python's string hashing, so its dict probes, is seeded per process and
+moves the count by about 1% otherwise). Use
 `...__pymethod_authorize_batch__` with `batch`. Only the native call is counted (not the
 Python loop around it); the run decides every request twice, so both passes are warm but
 for the first use of each action's plan.
