@@ -2,7 +2,8 @@
 does not move with the machine's load (wall time here moves by 2x between runs).
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-      --collect-atstart=no --toggle-collect='tether_core::py::engine::Engine::__pymethod_is_allowed__' \\
+      --collect-atstart=no \\
+      --toggle-collect='tether_core::py::engine::Engine::__pymethod_is_allowed__' \\
       python benches/callgrind_decision.py is_allowed
 
 prints the decision count; divide callgrind's "Collected" by it. `PYTHONHASHSEED=0` makes the
