@@ -33,6 +33,7 @@ from tether.leases import (
     NotRenewable,
     ProviderError,
     ProviderTimeout,
+    RecoveryReport,
     Secret,
     Zombie,
 )
@@ -572,7 +573,8 @@ async def test_reaper_and_recovery_failures_are_logged(
     broker = make_broker(store=store)
     caplog.set_level(logging.ERROR, LOGGER)
     report = await broker.recover()
-    assert report.damage == ["store unreachable"]
+    assert report == RecoveryReport([], [], [], ["store unreachable"])
+    assert not report.clean
     async with broker:
         await anyio.wait_all_tasks_blocked()  # the first reaper pass has run
     assert _messages(caplog, logging.ERROR) == [
