@@ -581,3 +581,84 @@ async def test_reaper_and_recovery_failures_are_logged(
         "lease recovery could not read the store: store unreachable",
         "lease reaper pass failed",
     ]
+
+
+# ------------------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "provider_timeout",
+        "reaper_interval",
+        "default_ttl",
+        "default_max_ttl",
+        "revoke_backoff",
+        "max_revoke_backoff",
+        "retention",
+    ],
+)
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan")])
+def test_each_duration_setting_is_checked_by_name(name: str, bad: float) -> None:
+    message = rf"^{name} must be a positive finite number of seconds$"
+    with pytest.raises(ValueError, match=message):
+        CredentialBroker(MemoryLeaseStore(), {}, **{name: bad})  # type: ignore[arg-type]
+
+
+def test_counts_and_provider_names_are_checked(source: Any) -> None:
+    message = r"^max_revoke_attempts and revoke_concurrency must be >= 1$"
+    with pytest.raises(ValueError, match=message):
+        CredentialBroker(MemoryLeaseStore(), {}, max_revoke_attempts=0)
+    with pytest.raises(ValueError, match=message):
+        CredentialBroker(MemoryLeaseStore(), {}, revoke_concurrency=0)
+    with pytest.raises(ValueError, match=r"^provider name must be non-empty.*: 'a/b'$"):
+        CredentialBroker(MemoryLeaseStore(), {"a/b": source.provider()})
+    with pytest.raises(ValueError, match=r"^owner must match"):
+        CredentialBroker(MemoryLeaseStore(), {}, owner="a b")
+    # Benign twins: the smallest legal values.
+    CredentialBroker(MemoryLeaseStore(), {}, max_revoke_attempts=1, revoke_concurrency=1)
+
+
+async def test_documented_defaults(make_task: Any, clock: Any, source: Any) -> None:
+    store = MemoryLeaseStore()
+    wall = FakeClock(WALL0)
+    broker = CredentialBroker(store, {"db": source.provider()}, clock=clock, wall_clock=wall)
+    assert broker.provider_timeout == 10.0
+    assert repr(broker) == (
+        "CredentialBroker(owner='default', providers=['db'], live=0, unconfirmed=0, zombies=0)"
+    )
+    lease = await broker.issue(make_task(), "db")
+    assert (lease.ttl, lease.max_ttl) == (300.0, 3600.0)
+    assert (await broker.issue(make_task(), "db", ttl=7200)).max_ttl == 7200.0
+
+    # Revocations are retried after 1, 2, 4 and 8 s; the fifth failure makes a zombie.
+    source.revoke_failures = -1
+    await broker.revoke(lease.lease_id)
+    for attempt, delay in enumerate([1.0, 2.0, 4.0, 8.0], start=2):
+        clock.advance(delay - 0.5)
+        assert await broker.reap_once() == 0
+        assert broker.zombies() == []
+        clock.advance(0.5)
+        assert await broker.reap_once() == 1
+        record = await store.get(lease.lease_id)
+        assert record is not None and record.revoke_attempts == attempt
+    assert [z.attempts for z in broker.zombies()] == [5]
+
+    # A confirmed revocation is remembered for an hour; its record is kept for an hour and
+    # purged by the next purge pass (at most a minute apart) after that.
+    source.revoke_failures = 0
+    done = await broker.issue(make_task(), "db", ttl=60)
+    await broker.revoke(done.lease_id)
+    clock.advance(3599)
+    await broker.reap_once()  # purges (nothing old enough yet); the next pass is due in 60 s
+    with pytest.raises(LeaseRevoked):
+        broker.get(done.lease_id)
+    clock.advance(1)
+    await broker.reap_once()
+    with pytest.raises(LeaseNotFound):
+        broker.get(done.lease_id)
+    assert await store.get(done.lease_id) is not None
+    wall.advance(3600.5)
+    clock.advance(59)
+    await broker.reap_once()
+    assert await store.get(done.lease_id) is None
