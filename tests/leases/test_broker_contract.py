@@ -37,7 +37,7 @@ from tether.leases import (
     Secret,
     Zombie,
 )
-from tether.store import LeaseRecord, MemoryLeaseStore, StoreScan
+from tether.store import LeaseRecord, MemoryLeaseStore, QuarantinedRow, StoreScan
 
 pytestmark = pytest.mark.anyio
 
@@ -662,3 +662,33 @@ async def test_documented_defaults(make_task: Any, clock: Any, source: Any) -> N
     clock.advance(59)
     await broker.reap_once()
     assert await store.get(done.lease_id) is None
+
+
+async def test_recovery_reports_and_logs_what_it_could_not_finish(
+    make_broker: Any, make_task: Any, source: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    row = QuarantinedRow(key="lease:tasks/x/db/1", reason="bad msgpack", lease_id=None)
+
+    class DamagedStore(MemoryLeaseStore):
+        async def scan(self, owner: str, now: float) -> StoreScan:
+            found = await super().scan(owner, now)
+            return StoreScan(found.records, [row], ["page 7 unreadable"])
+
+    store = DamagedStore()
+    crashed = make_broker(store=store)
+    lease = await crashed.issue(make_task(), "db", ttl=60)
+    await store.release("default")  # the process died; its owner claim went with it
+    source.revoke_failures = -1
+    caplog.set_level(logging.INFO, LOGGER)
+    report = await make_broker(store=store).recover()
+    cause = "ConnectionError: provider unavailable"
+    assert report == RecoveryReport(
+        [], [Zombie(lease.lease_id, "db", "ref-1", 1, cause)], [row], ["page 7 unreadable"]
+    )
+    assert _messages(caplog, logging.ERROR) == [
+        "quarantined lease store row lease:tasks/x/db/1: bad msgpack",
+        "lease store damage: page 7 unreadable",
+    ]
+    assert _messages(caplog, logging.INFO) == [
+        "recovered 1 lease(s): 0 confirmed revoked, 1 unconfirmed"
+    ]
