@@ -692,3 +692,39 @@ async def test_recovery_reports_and_logs_what_it_could_not_finish(
     assert _messages(caplog, logging.INFO) == [
         "recovered 1 lease(s): 0 confirmed revoked, 1 unconfirmed"
     ]
+
+
+async def test_recovery_hands_the_provider_the_lease_on_the_new_clock(
+    make_broker: Any, make_task: Any, source: Any, clock: Any
+) -> None:
+    store = MemoryLeaseStore()
+    wall = FakeClock(WALL0)
+    crashed = make_broker(store=store, wall_clock=wall)
+    task = make_task(scope=frozenset({"db:read", "db:write"}))
+    original = await crashed.issue(task, "db", scope={"db:read"}, ttl=60, max_ttl=600)
+    await store.release("default")  # the process died
+    seen: list[tuple[Lease, float]] = []
+
+    async def revoke(lease: Lease) -> None:
+        seen.append((lease, lease.remaining()))
+
+    clock.advance(1000)  # a new process: its monotonic clock owes nothing to the old one
+    wall.advance(0.5)  # half a second of real time passed
+    provider = CallbackProvider(issue=source.issue, revoke=revoke)
+    report = await make_broker(store=store, wall_clock=wall, providers={"db": provider}).recover()
+    assert report.revoked == [original.lease_id]
+    ((lease, remaining),) = seen
+    assert (lease.lease_id, lease.provider, lease.task, lease.agent, lease.scope) == (
+        original.lease_id,
+        "db",
+        "txn-1",
+        task.agent,
+        frozenset({"db:read"}),
+    )
+    assert (lease.issued_at, lease.ttl, lease.max_ttl, lease.expires_at) == (
+        clock.now - 0.5,
+        60.0,
+        600.0,
+        clock.now + 59.5,
+    )
+    assert (lease.renewable, lease.provider_ref, remaining) == (True, "ref-1", 59.5)
