@@ -17,6 +17,8 @@ from tests.support import FakeClock
 from tether.leases import (
     CredentialBroker,
     InvalidTaskToken,
+    IssueRequest,
+    Lease,
     LeaseRevoked,
     TaskTokenProvider,
     TaskTokenVerifier,
@@ -381,3 +383,92 @@ async def test_revoked_jti_is_remembered_until_its_expiry(
     third = await broker.issue(make_task(), "txn", ttl=60)
     await broker.revoke(third.lease_id)
     assert not provider.is_revoked(jti), "forgotten once it could no longer be used"
+
+
+# ---------------------------------------------------------------- contract, second mutation run
+
+
+def test_leeway_extends_both_time_checks_by_its_amount(
+    provider: TaskTokenProvider, key: ec.EllipticCurvePrivateKey, token: str, clock: Any
+) -> None:
+    lenient = TaskTokenVerifier(provider.jwks(), AUD, clock=clock, leeway=5)
+    good = _claims(token)
+    ok = {"typ": "txntoken+jwt", "kid": provider.kid}
+    early = _sign(key, {**good, "iat": good["iat"] + 4}, **ok)
+    assert lenient.verify(early)  # issued 4 s "in the future": within the leeway
+    with pytest.raises(InvalidTaskToken, match=r"^token issued in the future$"):
+        lenient.verify(_sign(key, {**good, "iat": good["iat"] + 6}, **ok))
+    clock.now = good["exp"] + 4
+    assert lenient.verify(token)  # expired 4 s ago: within the leeway
+    clock.now = good["exp"] + 5
+    with pytest.raises(InvalidTaskToken, match=r"^token expired$"):
+        lenient.verify(token)
+
+
+def test_a_token_without_kid_never_matches_a_key(
+    key: ec.EllipticCurvePrivateKey, clock: Any, make_task: Any
+) -> None:
+    # A key published under the name "None" must not be chosen for a token naming no key.
+    provider = TaskTokenProvider(audience=AUD, key=key, kid="None", clock=clock)
+    verifier = TaskTokenVerifier(provider.jwks(), AUD, clock=clock)
+    claims = _claims(provider.mint(make_task()))
+    with pytest.raises(InvalidTaskToken, match=r"^unknown kid$"):
+        verifier.verify(_sign(key, claims, typ="txntoken+jwt"))
+    assert verifier.verify(_sign(key, claims, typ="txntoken+jwt", kid="None"))  # benign twin
+
+
+def test_replace_refuses_a_token_of_another_issuer_with_the_same_key(
+    key: ec.EllipticCurvePrivateKey, clock: Any, make_task: Any
+) -> None:
+    ours = TaskTokenProvider(audience=AUD, key=key, clock=clock)
+    theirs = TaskTokenProvider(audience=AUD, issuer="elsewhere", key=key, clock=clock)
+    assert ours.kid == theirs.kid
+    with pytest.raises(InvalidTaskToken, match=r"^token rejected: InvalidIssuerError$"):
+        ours.replace(theirs.mint(make_task()))
+    assert ours.replace(ours.mint(make_task()))  # benign twin
+
+
+def test_replacement_outliving_the_original_is_named(
+    verifier: TaskTokenVerifier, token: str, forge: Callable[..., str]
+) -> None:
+    longer = forge(exp=_claims(token)["exp"] + 1)
+    with pytest.raises(TokenNarrowingError) as e:
+        verifier.verify_replacement(token, longer)
+    assert str(e.value) == "replacement expires after the token it replaces"
+
+
+@pytest.mark.anyio
+async def test_provider_revokes_by_ref_by_lease_id_and_tolerates_the_unknown(
+    provider: TaskTokenProvider, make_task: Any, clock: Any
+) -> None:
+    def lease(lease_id: str, ref: str | None) -> Lease:
+        return Lease(
+            lease_id=lease_id,
+            provider="txn",
+            task="txn-1",
+            agent="a",
+            scope=frozenset(),
+            issued_at=0.0,
+            ttl=60.0,
+            max_ttl=60.0,
+            expires_at=60.0,
+            renewable=False,
+            provider_ref=ref,
+        )
+
+    # A jti the provider never recorded (another process issued it): denied for its ttl.
+    await provider.revoke(lease("tasks/txn-1/txn/a", "jti-from-elsewhere"))
+    assert provider.is_revoked("jti-from-elsewhere")
+    clock.advance(provider.ttl)
+    await provider.revoke(lease("tasks/txn-1/txn/none", None))  # never created: a no-op
+    assert provider.is_revoked("jti-from-elsewhere"), "kept until it could expire"
+    clock.advance(1)
+    await provider.revoke(lease("tasks/txn-1/txn/none", None))
+    assert not provider.is_revoked("jti-from-elsewhere")
+    # Issued, but the broker died before recording the jti: revoked by lease id.
+    request = IssueRequest(
+        lease_id="tasks/txn-1/txn/b", task=make_task(), scope=frozenset(), ttl=60
+    )
+    cred = await provider.issue(request)
+    await provider.revoke(lease("tasks/txn-1/txn/b", None))
+    assert provider.is_revoked(cred.provider_ref)
