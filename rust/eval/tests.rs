@@ -653,3 +653,20 @@ fn datetime_order_and_methods() {
     );
     assert_holds("datetime(principal.t).toTime() == duration(\"10h\")", &e);
 }
+
+/// Strings a request brings that the snapshot has never seen get request-local
+/// symbols: two different strings must never share one (a context comparing them
+/// would find them equal), and the same string must get the same one.
+#[test]
+fn request_local_strings_keep_distinct_symbols() {
+    let interner = crate::value::Interner::default();
+    let mut locals = Locals::new(&interner);
+    let a = locals.sym(&interner, "first-unknown");
+    let b = locals.sym(&interner, "second-unknown");
+    let c = locals.sym(&interner, "third-unknown");
+    assert!(a != b && b != c && a != c, "{a} {b} {c}");
+    assert_eq!(locals.sym(&interner, "second-unknown"), b);
+    assert_eq!(locals.sym(&interner, "first-unknown"), a);
+    assert_eq!(locals.resolve(&interner, c), Some("third-unknown"));
+    assert!(!locals.from_snapshot(a));
+}

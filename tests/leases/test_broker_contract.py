@@ -728,3 +728,41 @@ async def test_recovery_hands_the_provider_the_lease_on_the_new_clock(
         clock.now + 59.5,
     )
     assert (lease.renewable, lease.provider_ref, remaining) == (True, "ref-1", 59.5)
+
+
+async def test_a_zombie_finally_revoked_is_logged_and_no_longer_reported(
+    make_broker: Any, make_task: Any, source: Any, clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker(max_revoke_attempts=2, revoke_backoff=1.0)
+    lease = await broker.issue(make_task(), "db", ttl=60)
+    source.revoke_failures = -1
+    await broker.revoke(lease.lease_id)
+    clock.advance(1)
+    await broker.reap_once()
+    assert [z.lease_id for z in broker.zombies()] == [lease.lease_id]
+    # The provider comes back: the next retry (2 s later) confirms the revocation.
+    source.revoke_failures = 0
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, LOGGER)
+    clock.advance(2)
+    await broker.reap_once()
+    assert broker.zombies() == []
+    assert _messages(caplog, logging.WARNING) == [f"zombie lease {lease.lease_id} finally revoked"]
+    assert f"lease {lease.lease_id} revoked at provider (revoked)" in _messages(
+        caplog, logging.DEBUG
+    )
+
+
+async def test_a_revocation_confirmed_only_on_retry_is_not_a_zombie(
+    make_broker: Any, make_task: Any, source: Any, clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The benign twin: a revocation that failed once, below the zombie threshold.
+    broker = make_broker(max_revoke_attempts=2, revoke_backoff=1.0)
+    lease = await broker.issue(make_task(), "db", ttl=60)
+    source.revoke_failures = 1
+    await broker.revoke(lease.lease_id)
+    caplog.set_level(logging.WARNING, LOGGER)
+    clock.advance(1)
+    await broker.reap_once()
+    assert broker.zombies() == []
+    assert not any("finally revoked" in m for m in _messages(caplog, logging.WARNING))

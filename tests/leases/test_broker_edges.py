@@ -208,3 +208,18 @@ async def test_tombstones_are_forgotten_exactly_after_tombstone_ttl(
     with pytest.raises(LeaseNotFound):
         broker.get(lease.lease_id)
     assert broker.stats()["tombstones"] == 0
+
+
+async def test_revoking_one_lease_keeps_the_tasks_other_leases_revocable(
+    make_broker: Any, make_task: Any, source: Any
+) -> None:
+    # Once one lease of a task is revoked and confirmed, revoking the task must still find
+    # its other leases (the task's lease index must not be dropped while it has some).
+    broker = make_broker()
+    task = make_task("t")
+    first = await broker.issue(task, "db", ttl=60)
+    second = await broker.issue(task, "db", ttl=60)
+    await broker.revoke(first.lease_id)
+    assert await broker.revoke_task("t") == 1
+    assert second.lease_id not in {lease.lease_id for lease in broker.active()}
+    assert sorted(source.revoked_ids) == sorted([first.lease_id, second.lease_id])
