@@ -59,4 +59,16 @@ mod tests {
         assert!(matches(&pat("*a*b"), "xxaxxb"));
         assert!(matches(&pat("é*"), "été"));
     }
+
+    /// A star that must give back characters more than once: each retry resumes one
+    /// character further on, so the match ends (and is found) rather than retrying
+    /// the same place.
+    #[test]
+    fn a_star_backtracks_more_than_once() {
+        assert!(matches(&pat("*ab"), "aaab"));
+        assert!(matches(&pat("*aab"), "aaaaab"));
+        assert!(matches(&pat("x*yz"), "xyyyyz"));
+        assert!(!matches(&pat("*ab"), "aaaa"));
+        assert!(!matches(&pat("x*yz"), "xyyyy"));
+    }
 }

@@ -670,3 +670,25 @@ fn request_local_strings_keep_distinct_symbols() {
     assert_eq!(locals.resolve(&interner, c), Some("third-unknown"));
     assert!(!locals.from_snapshot(a));
 }
+
+/// Extension values stored in entity attributes (read through Cedar's entity
+/// parser) keep their kind: an address in range holds, its twin out of range does
+/// not, and comparing it with a string is not equality.
+#[test]
+fn extension_values_in_entity_attributes_keep_their_kind() {
+    let inside = entities(
+        r#"{"addr": {"__extn": {"fn": "ip", "arg": "10.1.2.3"}}}"#,
+        "{}",
+        "",
+    );
+    let outside = entities(
+        r#"{"addr": {"__extn": {"fn": "ip", "arg": "192.168.0.1"}}}"#,
+        "{}",
+        "",
+    );
+    assert_holds(r#"principal.addr.isInRange(ip("10.0.0.0/8"))"#, &inside);
+    let policy = r#"@id("p") permit (principal, action, resource)
+        when { principal.addr.isInRange(ip("10.0.0.0/8")) };"#;
+    assert!(!decide(policy, &outside).allowed);
+    assert_holds(r#"principal.addr != "10.1.2.3""#, &inside);
+}
