@@ -507,6 +507,18 @@ fn fuse_var_reads(nodes: &mut [Node]) {
     }
 }
 
+/// A comparison operator as a fused test of its non-literal operand: with the
+/// literal on the right (`x < n`), and on the left (`n < x` is `x > n`).
+fn cmp_forms(op: BinOp) -> Option<(CmpLong, CmpLong)> {
+    match op {
+        BinOp::Less => Some((CmpLong::Lt, CmpLong::Gt)),
+        BinOp::LessEq => Some((CmpLong::Le, CmpLong::Ge)),
+        BinOp::Greater => Some((CmpLong::Gt, CmpLong::Lt)),
+        BinOp::GreaterEq => Some((CmpLong::Ge, CmpLong::Le)),
+        _ => None,
+    }
+}
+
 /// Comparisons with a literal operand as single nodes, and constant sets of
 /// scalars as hash sets. Exact: each fused node evaluates its one non-literal
 /// operand exactly where Cedar would, and falls back to the general operation
@@ -526,28 +538,14 @@ fn fuse_literals(nodes: &mut [Node]) {
                     _ => continue,
                 }
             }
-            Node::Bin(op @ (BinOp::Greater | BinOp::GreaterEq), a, b) => {
-                // `a > n` is `n < a`; `n > b` is `b < n`.
-                let strict = *op == BinOp::Greater;
+            Node::Bin(op, a, b) if cmp_forms(*op).is_some() => {
+                // `x op n` keeps its direction; `n op x` is read from `x`'s side.
+                let Some((as_is, flipped)) = cmp_forms(*op) else {
+                    continue;
+                };
                 match (lit(nodes, *a), lit(nodes, *b)) {
-                    (_, Some(Value::Long(n))) => {
-                        Node::CmpLong(*a, if strict { CmpLong::Gt } else { CmpLong::Ge }, n)
-                    }
-                    (Some(Value::Long(n)), None) => {
-                        Node::CmpLong(*b, if strict { CmpLong::Lt } else { CmpLong::Le }, n)
-                    }
-                    _ => continue,
-                }
-            }
-            Node::Bin(op @ (BinOp::Less | BinOp::LessEq), a, b) => {
-                let strict = *op == BinOp::Less;
-                match (lit(nodes, *a), lit(nodes, *b)) {
-                    (_, Some(Value::Long(n))) => {
-                        Node::CmpLong(*a, if strict { CmpLong::Lt } else { CmpLong::Le }, n)
-                    }
-                    (Some(Value::Long(n)), None) => {
-                        Node::CmpLong(*b, if strict { CmpLong::Gt } else { CmpLong::Ge }, n)
-                    }
+                    (_, Some(Value::Long(n))) => Node::CmpLong(*a, as_is, n),
+                    (Some(Value::Long(n)), None) => Node::CmpLong(*b, flipped, n),
                     _ => continue,
                 }
             }
