@@ -591,3 +591,42 @@ fn an_ancestor_whose_policy_errors_is_a_policy_denial_unless_failing_closed() {
         assert!(allowed(&w.decide(&alone, "rank", "one")));
     }
 }
+
+/// An agent-scoped label a permit sets is kept for the bindings to share beyond
+/// this engine (`unshared_agent_labels` of the deciding task); a task-scoped label,
+/// the benign twin, is not.
+#[test]
+fn agent_scoped_labels_wait_to_be_shared_task_scoped_ones_do_not() {
+    let state = r#"{
+        "labels": {
+            "tainted": {"set_when": "resource has secret && resource.secret"},
+            "saw-secret": {"set_when": "resource has secret && resource.secret", "scope": "agent"},
+            "saw-cost": {"set_when": "resource has cost && resource.cost == 2"}
+        }
+    }"#;
+    let core = Core::new(
+        POLICIES,
+        None,
+        Some(ENTITIES),
+        Some(state),
+        false,
+        OnError::Skip,
+        false,
+    )
+    .unwrap();
+    let w = World { core };
+    let root = w.open(1, "a", None, Opts::default());
+    let child = w.open(2, "b", Some(&root), Opts::default());
+    assert!(allowed(&w.decide(&child, "read", "two")));
+    assert!(child.lock().labels != 0, "the task-scoped label is set");
+    assert_eq!(child.lock().unshared_agent_labels, 0);
+    assert!(allowed(&w.decide(&child, "read", "secret")));
+    let agent_bits = child.lock().unshared_agent_labels;
+    assert_eq!(
+        agent_bits.count_ones(),
+        1,
+        "only `saw-secret`: {agent_bits:b}"
+    );
+    // The label itself flowed up to the parent as well.
+    assert_eq!(agent_bits & root.lock().labels, agent_bits);
+}
