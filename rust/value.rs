@@ -110,7 +110,8 @@ fn ext_type_name(name: cedar_policy_core::ast::Name) -> &'static str {
     }
 }
 
-fn rank(v: &Value) -> u8 {
+#[inline]
+pub(crate) fn rank(v: &Value) -> u8 {
     match v {
         Value::Bool(_) => 0,
         Value::Long(_) => 1,
@@ -287,5 +288,43 @@ mod tests {
             assert_eq!(b.get(*id), None);
         }
         assert_eq!((a.len(), b.len()), (9000, 5000));
+    }
+
+    /// `Scalar::cmp_from` is the set order `canonical_cmp`, for every kind of
+    /// set element against every kind of needle (a binary search relies on it).
+    #[test]
+    fn scalar_cmp_from_is_canonical_order() {
+        use crate::compile::ir::Scalar;
+        let e = |t, i| Euid { ty: t, id: i };
+        let values = [
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::Long(-4),
+            Value::Long(7),
+            Value::Str(2),
+            Value::Str(9),
+            Value::Entity(e(1, 2)),
+            Value::Entity(e(3, 0)),
+            Value::set_from(vec![Value::Long(1)]),
+            Value::Record(Arc::new(Record::from_unsorted(vec![(1, Value::Long(1))]))),
+        ];
+        let needles = [
+            Scalar::Bool(true),
+            Scalar::Long(7),
+            Scalar::Long(0),
+            Scalar::Str(2),
+            Scalar::Str(5),
+            Scalar::Entity(e(1, 2)),
+            Scalar::Entity(e(2, 2)),
+        ];
+        for n in needles {
+            for v in &values {
+                assert_eq!(
+                    n.cmp_from(v),
+                    canonical_cmp(v, &n.value()),
+                    "{v:?} vs {n:?}"
+                );
+            }
+        }
     }
 }

@@ -264,13 +264,15 @@ impl Engine {
         let mut out: Vec<bool> = Vec::new();
         let flush = |reqs: &mut Vec<ResolvedRequest>, out: &mut Vec<bool>| {
             let snap = &snap;
+            // Dropping the requests needs no Python either: done before the GIL is
+            // taken back, so another thread converts meanwhile.
             py.allow_threads(|| {
                 out.extend(reqs.iter().map(|r| {
                     snap.check_request(r, false).is_ok()
                         && snap.evaluate(r, Mode::DecisionOnly, on_error).allowed
-                }))
+                }));
+                reqs.clear();
             });
-            reqs.clear();
         };
         for (i, r) in requests.try_iter()?.enumerate() {
             let r = r?;
