@@ -7,6 +7,7 @@ pub mod index;
 #[cfg(test)]
 mod index_tests;
 pub mod ir;
+pub mod layout;
 pub mod lower;
 pub mod parse;
 pub mod special;

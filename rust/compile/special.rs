@@ -182,7 +182,7 @@ fn clone_node(n: &Node) -> Node {
 }
 
 /// Rebuild `n` with children mapped by `f`.
-fn map_children(n: &Node, mut f: impl FnMut(NodeId) -> NodeId) -> Node {
+pub(crate) fn map_children(n: &Node, mut f: impl FnMut(NodeId) -> NodeId) -> Node {
     match n {
         Node::Lit(_)
         | Node::Var(_)
@@ -411,6 +411,13 @@ fn build_sharing(
     }
     let mut nodes = f.nodes;
     fuse_literals(&mut nodes);
+    // Actions in order, so a group's tools (usually named alike) sit together.
+    let mut plans: Vec<(&Euid, &mut ActionPlan)> = by_action.iter_mut().collect();
+    plans.sort_unstable_by_key(|(a, _)| **a);
+    let nodes = super::layout::relayout(
+        nodes,
+        std::iter::once(&mut shared).chain(plans.into_iter().map(|(_, p)| p)),
+    );
     let (shared_keys, shared_whole) = context_use(&nodes, &shared);
     for plan in by_action.values_mut() {
         let (mut keys, whole) = context_use(&nodes, plan);
