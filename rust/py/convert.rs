@@ -92,16 +92,23 @@ impl<'s> Converter<'s> {
 
     /// `entity`, with the common case (a stored entity's text) tried first
     /// without building the general path's large result.
-    #[inline]
+    #[inline(always)]
     fn entity_arg(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
-        match obj
-            .downcast::<PyString>()
-            .ok()
-            .and_then(|s| self.known_uid(s))
-        {
-            Some(uid) => Ok(uid),
-            None => self.entity(obj, role),
+        if let Ok(s) = obj.downcast::<PyString>() {
+            if let Some(uid) = self.known_uid(s) {
+                return Ok(uid);
+            }
+        } else if let Some(h) = exact_handle(obj) {
+            if h.engine_id == self.engine_id
+                && self.locals.from_snapshot(h.uid.ty)
+                && self.locals.from_snapshot(h.uid.id)
+            {
+                return Ok(h.uid);
+            }
         }
+        // Unknown names, other forms, another engine's handle, or one made after
+        // the snapshot: the general path.
+        self.entity(obj, role)
     }
 
     pub(crate) fn entity(&mut self, obj: &Bound<'_, PyAny>, role: &str) -> Result<Euid, CoreError> {
@@ -431,6 +438,27 @@ fn scan_keys<'py>(
         }
     }
     all
+}
+
+/// `obj` as an entity handle, known by one comparison of its type pointer
+/// (`Entity` cannot be subclassed, so this is `downcast`'s answer) instead of
+/// `downcast`'s fetch of the lazily made type object: a third of a handle's cost.
+#[inline]
+fn exact_handle<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a Entity> {
+    use pyo3::type_object::PyTypeInfo;
+    use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+    static TYPE: AtomicPtr<pyo3::ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+    let mut ty = TYPE.load(Relaxed);
+    if ty.is_null() {
+        ty = Entity::type_object_raw(obj.py());
+        TYPE.store(ty, Relaxed);
+    }
+    // SAFETY: `obj` is a live object; its type is `Entity`'s exactly when the pointers match.
+    if unsafe { pyo3::ffi::Py_TYPE(obj.as_ptr()) } == ty {
+        Some(unsafe { obj.downcast_unchecked::<Entity>() }.get())
+    } else {
+        None
+    }
 }
 
 /// `plan.ctx_keys` as interned Python strings (so a dict lookup usually

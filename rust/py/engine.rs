@@ -293,13 +293,18 @@ impl Engine {
                 // Request-local symbols continue after the shared context's.
                 conv.locals = locals.clone();
             }
-            let ctx = if n == 4 { Some(t.get_item(3)?) } else { None };
+            // Borrowed items: the tuple holds them, no reference counting per item.
+            let ctx = if n == 4 {
+                Some(t.get_borrowed_item(3)?)
+            } else {
+                None
+            };
             let mut req = conv
                 .request(
-                    &t.get_item(0)?,
-                    &t.get_item(1)?,
-                    &t.get_item(2)?,
-                    ctx.as_ref(),
+                    &*t.get_borrowed_item(0)?,
+                    &*t.get_borrowed_item(1)?,
+                    &*t.get_borrowed_item(2)?,
+                    ctx.as_deref(),
                 )
                 .map_err(|e| bad(&e.to_string()))?;
             if let Some((v, _)) = &shared {
