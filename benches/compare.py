@@ -70,12 +70,14 @@ def loop(fn: Callable[..., Any], reqs: list[Any]) -> Timer:
 
 
 def threaded(
-    work: Callable[[list[Any]], Any], reqs: list[Any], n_threads: int, repeats: int = 8
+    work: Callable[[list[Any]], Any], reqs: list[Any], n_threads: int, repeats: int = 32
 ) -> Timer:
     """Wall time per decision with `reqs` split over `n_threads` threads, each deciding its
     share `repeats` times. The clock starts once every thread is running (a barrier), so
-    thread start-up is not counted, and a run lasts long enough (~0.1 s) that the GIL's
-    5 ms switch interval and the scheduler's noise do not decide the figure."""
+    thread start-up is not counted. A run lasts ~0.25 s: with 8 repeats (~60 ms) the
+    threads' first and last batches, which cannot overlap (both wait to convert first, one
+    finishes alone), and the VM's scheduling noise moved 2-thread batch ratios between
+    0.9x and 2.1x from one round to the next; a throughput figure is the steady state."""
     parts = [reqs[i::n_threads] for i in range(n_threads)]
 
     def run() -> float:
