@@ -14,7 +14,7 @@ pub mod special;
 #[cfg(test)]
 mod special_tests;
 #[cfg(test)]
-mod test_oracle;
+pub(crate) mod test_oracle;
 
 use std::str::FromStr;
 

@@ -216,6 +216,36 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// A stored value or a request variable: the comparisons' fast path reads
+    /// both operands this way, when it can, instead of evaluating them.
+    #[inline(always)]
+    fn leaf(&self, n: NodeId) -> Option<Cow<'a, Value>> {
+        let nodes: &'a [Node] = self.nodes;
+        match &nodes[n as usize] {
+            Node::Var(Var::Principal) => Some(Cow::Owned(Value::Entity(self.principal))),
+            Node::Var(Var::Resource) => Some(Cow::Owned(Value::Entity(self.resource))),
+            Node::Var(Var::Action) => Some(Cow::Owned(Value::Entity(self.action))),
+            _ => self.stored(n).map(Cow::Borrowed),
+        }
+    }
+
+    /// `a == b`, `a < b`, `a <= b`, `a > b`, `a >= b` on two leaves (which cannot
+    /// error), when the answer needs no error: equality, or two longs. None sends
+    /// the node down the general path, which gives every other answer and error.
+    #[inline]
+    fn leaf_cmp(&self, op: BinOp, a: NodeId, b: NodeId) -> Option<bool> {
+        let x = self.leaf(a)?;
+        let y = self.leaf(b)?;
+        match (op, &*x, &*y) {
+            (BinOp::Eq, x, y) => Some(value_eq(x, y)),
+            (BinOp::Less, Value::Long(p), Value::Long(q)) => Some(p < q),
+            (BinOp::LessEq, Value::Long(p), Value::Long(q)) => Some(p <= q),
+            (BinOp::Greater, Value::Long(p), Value::Long(q)) => Some(p > q),
+            (BinOp::GreaterEq, Value::Long(p), Value::Long(q)) => Some(p >= q),
+            _ => None,
+        }
+    }
+
     /// `eval`, borrowing a stored value without the call (see `stored`).
     #[inline]
     fn operand(&self, n: NodeId) -> EResult<'a> {
@@ -278,7 +308,12 @@ impl<'a> Evaluator<'a> {
                 }
             }
             Node::ContainsLit(a, needle) => match &*self.operand(*a)? {
-                // Sets are sorted by `canonical_cmp`, which `cmp_from` follows.
+                // A few items are scanned (an attribute like `allowed_groups`): cheaper
+                // than the probes of a search. Larger sets are sorted by `canonical_cmp`,
+                // which `cmp_from` follows.
+                Value::Set(items) if items.len() <= 16 => {
+                    Ok(items.iter().any(|v| Scalar::of(v) == Some(*needle)))
+                }
                 Value::Set(items) => Ok(items.binary_search_by(|v| needle.cmp_from(v)).is_ok()),
                 other => as_bool(&*self.binary(BinOp::Contains, other, &needle.value())?),
             },
@@ -290,6 +325,14 @@ impl<'a> Evaluator<'a> {
             Node::PrincipalAttr(k) => {
                 as_bool(&*self.attr_of(self.principal_data, self.principal, *k)?)
             }
+            Node::Bin(
+                op @ (BinOp::Eq | BinOp::Less | BinOp::LessEq | BinOp::Greater | BinOp::GreaterEq),
+                a,
+                b,
+            ) => match self.leaf_cmp(*op, *a, *b) {
+                Some(v) => Ok(v),
+                None => as_bool(&*self.eval(n)?),
+            },
             Node::ResourceAttr(k) => {
                 as_bool(&*self.attr_of(self.resource_data, self.resource, *k)?)
             }
