@@ -61,6 +61,24 @@ pub struct ResolvedRequest {
     pub locals: Locals,
 }
 
+impl ResolvedRequest {
+    /// A request to be filled in: no entities, no context, no local symbols.
+    pub fn blank() -> Self {
+        let nobody = Euid { ty: 0, id: 0 };
+        ResolvedRequest {
+            principal: nobody,
+            action: nobody,
+            resource: nobody,
+            context: None,
+            fields: ContextFields::new(),
+            locals: Locals {
+                base: 0,
+                strs: Vec::new(),
+            },
+        }
+    }
+}
+
 /// Cedar's decision from the scans of forbids, then permits. `short`: stop at the
 /// first decisive policy (no reasons wanted, errors skipped).
 fn decide(

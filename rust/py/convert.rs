@@ -346,37 +346,46 @@ impl<'s> Converter<'s> {
     }
 
     pub(crate) fn request(
-        mut self,
+        self,
         principal: &Bound<'_, PyAny>,
         action: &Bound<'_, PyAny>,
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> Result<ResolvedRequest, CoreError> {
-        let principal = self.entity_arg(principal, "principal")?;
-        let action = self.entity_arg(action, "action")?;
-        let resource = self.entity_arg(resource, "resource")?;
+        let mut out = ResolvedRequest::blank();
+        self.request_into(&mut out, principal, action, resource, context)?;
+        Ok(out)
+    }
+
+    /// `request`, written into `out` (a batch's buffer slot) instead of returned:
+    /// the request is a few hundred bytes, and each move of it was a `memcpy`.
+    pub(crate) fn request_into(
+        mut self,
+        out: &mut ResolvedRequest,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Result<(), CoreError> {
+        out.principal = self.entity_arg(principal, "principal")?;
+        out.action = self.entity_arg(action, "action")?;
+        out.resource = self.entity_arg(resource, "resource")?;
         let snap = self.snap;
         // Request validation walks the whole context, and so does a policy that
         // uses `context` as a value; otherwise only the keys the plan reads.
         let plan = snap
             .plans
             .by_action
-            .get(&action)
+            .get(&out.action)
             .filter(|p| !p.whole_context && snap.shapes.is_none());
         let dict = context.and_then(|c| c.downcast_exact::<PyDict>().ok());
         let keys = dict.zip(plan).and_then(|(d, p)| plan_keys(d.py(), p));
-        let (context, fields) = match (dict, keys) {
-            (Some(d), Some(keys)) if !is_escape(d) => (None, self.plan_fields(d, keys)?),
-            _ => (self.context(context)?, ContextFields::new()),
-        };
-        Ok(ResolvedRequest {
-            principal,
-            action,
-            resource,
-            context,
-            fields,
-            locals: self.locals,
-        })
+        match (dict, keys) {
+            (Some(d), Some(keys)) if !is_escape(d) => self.plan_fields(d, keys, &mut out.fields)?,
+            _ => out.context = self.context(context)?,
+        }
+        out.locals = self.locals;
+        Ok(())
     }
 
     /// The context attributes `plan` reads, converted. Keys no candidate policy
@@ -385,9 +394,9 @@ impl<'s> Converter<'s> {
         &mut self,
         d: &Bound<'_, PyDict>,
         keys: &[(Sym, Py<PyString>)],
-    ) -> Result<ContextFields, CoreError> {
+        fields: &mut ContextFields,
+    ) -> Result<(), CoreError> {
         let py = d.py();
-        let mut fields = ContextFields::new();
         let mut found: [Option<Bound<'_, PyAny>>; SCAN_KEYS] = Default::default();
         let scanned = scan_keys(d, keys, &mut found);
         for (i, (sym, key)) in keys.iter().enumerate() {
@@ -403,7 +412,7 @@ impl<'s> Converter<'s> {
             })?;
             fields.push((*sym, val));
         }
-        Ok(fields)
+        Ok(())
     }
 }
 

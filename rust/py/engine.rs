@@ -228,8 +228,9 @@ impl Engine {
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let snap = self.core.current.load();
-        let req = Converter::new(&snap, self.id())
-            .request(principal, action, resource, context)
+        let mut req = ResolvedRequest::blank();
+        Converter::new(&snap, self.id())
+            .request_into(&mut req, principal, action, resource, context)
             .map_err(PyErr::from)?;
         // A request the schema rejects has no decision in Cedar: deny it.
         if snap.check_request(&req, false).is_err() {
@@ -299,18 +300,19 @@ impl Engine {
             } else {
                 None
             };
-            let mut req = conv
-                .request(
-                    &*t.get_borrowed_item(0)?,
-                    &*t.get_borrowed_item(1)?,
-                    &*t.get_borrowed_item(2)?,
-                    ctx.as_deref(),
-                )
-                .map_err(|e| bad(&e.to_string()))?;
+            reqs.push(ResolvedRequest::blank());
+            let req = reqs.last_mut().expect("just pushed");
+            conv.request_into(
+                req,
+                &*t.get_borrowed_item(0)?,
+                &*t.get_borrowed_item(1)?,
+                &*t.get_borrowed_item(2)?,
+                ctx.as_deref(),
+            )
+            .map_err(|e| bad(&e.to_string()))?;
             if let Some((v, _)) = &shared {
                 req.context = Some(v.clone());
             }
-            reqs.push(req);
             if reqs.len() == CHUNK {
                 flush(&mut reqs, &mut out);
             }
