@@ -187,6 +187,32 @@ impl<'s> Converter<'s> {
         )))
     }
 
+    /// The common context values (exact `bool`, `int` within 64 bits, `str`),
+    /// converted inline; None for anything else, which `value` converts (and
+    /// rejects with its message). Spares the call and its large result.
+    #[inline(always)]
+    fn scalar(&mut self, obj: &Bound<'_, PyAny>) -> Option<Value> {
+        let p = obj.as_ptr();
+        // SAFETY: `obj` is a live object; these read its type and, for an exact
+        // int, its value (with overflow reported, not wrapped).
+        unsafe {
+            if p == pyo3::ffi::Py_True() {
+                return Some(Value::Bool(true));
+            }
+            if p == pyo3::ffi::Py_False() {
+                return Some(Value::Bool(false));
+            }
+            if pyo3::ffi::PyLong_CheckExact(p) != 0 {
+                let mut overflow = 0;
+                let v = pyo3::ffi::PyLong_AsLongLongAndOverflow(p, &mut overflow);
+                return (overflow == 0 && !(v == -1 && !pyo3::ffi::PyErr_Occurred().is_null()))
+                    .then_some(Value::Long(v));
+            }
+        }
+        let s = obj.downcast_exact::<PyString>().ok()?.to_str().ok()?;
+        Some(Value::Str(self.sym(s)))
+    }
+
     /// Convert one context value. Errors carry the path to the bad value, built
     /// only while unwinding so the success path formats nothing.
     fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
@@ -406,6 +432,10 @@ impl<'s> Converter<'s> {
                 None => d.get_item(key.bind(py)).ok().flatten(),
             };
             let Some(v) = v else { continue };
+            if let Some(val) = self.scalar(&v) {
+                fields.push((*sym, val));
+                continue;
+            }
             let val = self.value(&v, 1).map_err(|e| {
                 let e = e.under(&format!(".{}", key.bind(py)));
                 CoreError::Request(format!("context{}: {}", e.path, e.msg))
