@@ -205,8 +205,8 @@ impl<'s> Converter<'s> {
             if pyo3::ffi::PyLong_CheckExact(p) != 0 {
                 let mut overflow = 0;
                 let v = pyo3::ffi::PyLong_AsLongLongAndOverflow(p, &mut overflow);
-                return (overflow == 0 && !(v == -1 && !pyo3::ffi::PyErr_Occurred().is_null()))
-                    .then_some(Value::Long(v));
+                let failed = v == -1 && !pyo3::ffi::PyErr_Occurred().is_null();
+                return (overflow == 0 && !failed).then_some(Value::Long(v));
             }
         }
         let s = obj.downcast_exact::<PyString>().ok()?.to_str().ok()?;
