@@ -119,7 +119,7 @@ struct SmallBuckets<'a> {
 impl<'a> SmallBuckets<'a> {
     #[inline]
     fn push(&mut self, b: &'a Bucket) {
-        if b.forbids.is_empty() && b.permits.is_empty() {
+        if b.is_empty() {
             return;
         }
         if self.n < self.inline.len() {
@@ -345,7 +345,7 @@ impl Snapshot {
         let mode = if mode == Mode::FastUnlessObligations {
             let pols = &self.set.policies;
             let needs_all = buckets.iter().any(|b| {
-                b.permits
+                b.permits()
                     .iter()
                     .any(|c| !pols[c.policy as usize].obligations.is_empty() && in_scope(c))
             });

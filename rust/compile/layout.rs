@@ -8,7 +8,7 @@
 //! expect), shared subtrees stay single, and nodes no plan reaches are dropped.
 
 use crate::compile::ir::{Node, NodeId};
-use crate::compile::special::{map_children, ActionPlan, Bucket};
+use crate::compile::special::{map_children, ActionPlan};
 
 const UNPLACED: NodeId = NodeId::MAX;
 
@@ -27,8 +27,7 @@ pub(crate) fn relayout<'p>(
             .chain(plan.eq.values_mut())
             .chain(plan.within.values_mut());
         for b in buckets {
-            let Bucket { forbids, permits } = b;
-            for cand in forbids.iter_mut().chain(permits.iter_mut()) {
+            for cand in b.all_mut() {
                 for cl in cand.clauses.iter_mut() {
                     cl.node = place(&nodes, cl.node, &mut at, &mut out, &mut stack, &mut kids);
                 }
@@ -70,7 +69,7 @@ fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::ir::{Clause, EntityScope, Node};
+    use crate::compile::ir::{Clause, Effect, EntityScope, Node};
     use crate::compile::special::Cand;
     use crate::value::{Euid, Value};
 
@@ -118,17 +117,17 @@ mod tests {
             Node::Or(6, 1), // 7: shares 1
         ];
         let mut a = ActionPlan::default();
-        a.rest.forbids.push(cand(5));
+        a.rest.push(cand(5), Effect::Forbid);
         let u = Euid { ty: 1, id: 2 };
-        a.eq.entry(u).or_default().permits.push(cand(2));
+        a.eq.entry(u).or_default().push(cand(2), Effect::Permit);
         let mut b = ActionPlan::default();
-        b.within.entry(u).or_default().permits.push(cand(7));
+        b.within.entry(u).or_default().push(cand(7), Effect::Permit);
         let before = [5, 2, 7];
         let out = relayout(nodes.clone(), [&mut a, &mut b]);
         let after = [
-            a.rest.forbids[0].clauses[0].node,
-            a.eq[&u].permits[0].clauses[0].node,
-            b.within[&u].permits[0].clauses[0].node,
+            a.rest.forbids()[0].clauses[0].node,
+            a.eq[&u].permits()[0].clauses[0].node,
+            b.within[&u].permits()[0].clauses[0].node,
         ];
         for (x, y) in before.iter().zip(after) {
             assert!(

@@ -313,7 +313,7 @@ fn send_clause_nodes(cond: &str) -> Vec<super::ir::Node> {
     let snap = both.core.current.load_full();
     let send = both.core.intern_uid("Action", "send").unwrap();
     let plan = &snap.plans.by_action[&send];
-    let cand = &plan.rest.permits[0];
+    let cand = &plan.rest.permits()[0];
     let mut out = Vec::new();
     let mut stack: Vec<u32> = cand.clauses.iter().map(|c| c.node).collect();
     while let Some(n) = stack.pop() {
