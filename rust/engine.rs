@@ -556,7 +556,31 @@ fn build(
         state_spec,
         version: 0,
     };
+    if policies.len() + entities.map_or(0, str::len) > TRIM_ABOVE_BYTES {
+        trim_heap();
+    }
     Ok((snap, pset))
+}
+
+/// Builds from inputs larger than this return the allocator's free pages after.
+const TRIM_ABOVE_BYTES: usize = 4 << 20;
+
+/// Hand the heap's free pages back to the OS. A large build frees most of what it
+/// allocates (Cedar's syntax trees, the compiler's intermediates), and glibc keeps
+/// freed pages for reuse: measured on 100,000 policies (12 MB of text), ~0.5 GB of
+/// the 1.23 GB left resident, returned by this in ~0.2 s. The callers run builds
+/// without the GIL, so the pause is the building thread's alone.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` takes no pointers and may be called at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 fn request_shapes(
