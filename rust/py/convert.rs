@@ -187,9 +187,9 @@ impl<'s> Converter<'s> {
         )))
     }
 
-    /// The common context values (exact `bool`, `int` within 64 bits, `str`),
-    /// converted inline; None for anything else, which `value` converts (and
-    /// rejects with its message). Spares the call and its large result.
+    /// The common context values (exact `bool`, `int` within 64 bits, `str`);
+    /// None for anything else, which `value_general` converts (or rejects with
+    /// its message).
     #[inline(always)]
     fn scalar(&mut self, obj: &Bound<'_, PyAny>) -> Option<Value> {
         let p = obj.as_ptr();
@@ -214,8 +214,19 @@ impl<'s> Converter<'s> {
     }
 
     /// Convert one context value. Errors carry the path to the bad value, built
-    /// only while unwinding so the success path formats nothing.
+    /// only while unwinding so the success path formats nothing. The common
+    /// scalars are converted here, inline; the rest (and every error) by
+    /// `value_general`, so most values cost no call and no large result.
+    #[inline(always)]
     fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
+        match self.scalar(obj) {
+            Some(v) => Ok(v),
+            None => self.value_general(obj, depth),
+        }
+    }
+
+    #[inline(never)]
+    fn value_general(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, PathErr> {
         if depth > MAX_DEPTH {
             return Err(PathErr::new(format!(
                 "nested deeper than {MAX_DEPTH} levels"
@@ -432,18 +443,21 @@ impl<'s> Converter<'s> {
                 None => d.get_item(key.bind(py)).ok().flatten(),
             };
             let Some(v) = v else { continue };
-            if let Some(val) = self.scalar(&v) {
-                fields.push((*sym, val));
-                continue;
+            match self.value(&v, 1) {
+                Ok(val) => fields.push((*sym, val)),
+                Err(e) => return Err(field_error(e, &key.bind(py).to_string())),
             }
-            let val = self.value(&v, 1).map_err(|e| {
-                let e = e.under(&format!(".{}", key.bind(py)));
-                CoreError::Request(format!("context{}: {}", e.path, e.msg))
-            })?;
-            fields.push((*sym, val));
         }
         Ok(())
     }
+}
+
+/// A context field's conversion error, named by its key. Kept out of line: the
+/// loop that converts fields stays small.
+#[cold]
+fn field_error(e: PathErr, key: &str) -> CoreError {
+    let e = e.under(&format!(".{key}"));
+    CoreError::Request(format!("context{}: {}", e.path, e.msg))
 }
 
 /// Plans reading at most this many context keys have them found by one scan.
