@@ -18,10 +18,13 @@ pub(crate) fn relayout<'p>(
     nodes: Vec<Node>,
     plans: impl IntoIterator<Item = &'p mut ActionPlan>,
 ) -> Vec<Node> {
-    let mut at = vec![UNPLACED; nodes.len()];
-    let mut out = Vec::with_capacity(nodes.len());
-    let mut stack: Vec<(NodeId, bool)> = Vec::new();
-    let mut kids: Vec<NodeId> = Vec::new();
+    let mut placer = Placer {
+        at: vec![UNPLACED; nodes.len()],
+        out: Vec::with_capacity(nodes.len()),
+        nodes,
+        stack: Vec::new(),
+        kids: Vec::new(),
+    };
     for plan in plans {
         let buckets = std::iter::once(&mut plan.rest)
             .chain(plan.eq.values_mut())
@@ -29,41 +32,49 @@ pub(crate) fn relayout<'p>(
         for b in buckets {
             for cand in b.all_mut() {
                 for cl in cand.clauses.iter_mut() {
-                    cl.node = place(&nodes, cl.node, &mut at, &mut out, &mut stack, &mut kids);
+                    cl.node = placer.place(cl.node);
                 }
             }
         }
     }
-    out
+    placer.out
 }
 
-/// Place `root`'s subtree (children before parents, first child first) and
-/// return its new id. Iterative: trees may be deep.
-fn place(
-    nodes: &[Node],
-    root: NodeId,
-    at: &mut [NodeId],
-    out: &mut Vec<Node>,
-    stack: &mut Vec<(NodeId, bool)>,
-    kids: &mut Vec<NodeId>,
-) -> NodeId {
-    stack.push((root, false));
-    while let Some((n, expanded)) = stack.pop() {
-        if at[n as usize] != UNPLACED {
-            continue;
+/// The old nodes, where each was placed (`at`), the new array, and the walk's
+/// reused buffers.
+struct Placer {
+    nodes: Vec<Node>,
+    at: Vec<NodeId>,
+    out: Vec<Node>,
+    stack: Vec<(NodeId, bool)>,
+    kids: Vec<NodeId>,
+}
+
+impl Placer {
+    /// Place `root`'s subtree (children before parents, first child first) and
+    /// return its new id. Iterative: trees may be deep.
+    fn place(&mut self, root: NodeId) -> NodeId {
+        self.stack.push((root, false));
+        while let Some((n, expanded)) = self.stack.pop() {
+            if self.at[n as usize] != UNPLACED {
+                continue;
+            }
+            let node = &self.nodes[n as usize];
+            if expanded {
+                let at = &self.at;
+                let moved = map_children(node, |c| at[c as usize]);
+                self.at[n as usize] = self.out.len() as NodeId;
+                self.out.push(moved);
+            } else {
+                self.stack.push((n, true));
+                self.kids.clear();
+                node.for_each_child(|c| self.kids.push(c));
+                self.stack
+                    .extend(self.kids.iter().rev().map(|&c| (c, false)));
+            }
         }
-        if expanded {
-            let moved = map_children(&nodes[n as usize], |c| at[c as usize]);
-            at[n as usize] = out.len() as NodeId;
-            out.push(moved);
-        } else {
-            stack.push((n, true));
-            kids.clear();
-            nodes[n as usize].for_each_child(|c| kids.push(c));
-            stack.extend(kids.iter().rev().map(|&c| (c, false)));
-        }
+        self.at[root as usize]
     }
-    at[root as usize]
 }
 
 #[cfg(test)]

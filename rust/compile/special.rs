@@ -692,6 +692,15 @@ mod tests {
         (p, interner, set)
     }
 
+    /// The context keys `a`'s plan reads, as text.
+    fn ctx_key_texts(p: &Plans, i: &Interner, a: &str) -> Vec<String> {
+        p.by_action[&uid(i, "Action", a)]
+            .ctx_keys
+            .iter()
+            .map(|(_, t)| t.to_string())
+            .collect()
+    }
+
     fn uid(i: &Interner, ty: &str, id: &str) -> Euid {
         Euid {
             ty: i.lookup(ty).unwrap(),
@@ -762,13 +771,7 @@ mod tests {
             permit (principal, action == Action::"g", resource) when { context == {} };
         "#;
         let (p, i, _) = plans(text, ENTS);
-        let keys = |a: &str| -> Vec<String> {
-            p.by_action[&uid(&i, "Action", a)]
-                .ctx_keys
-                .iter()
-                .map(|(_, t)| t.to_string())
-                .collect()
-        };
+        let keys = |a: &str| ctx_key_texts(&p, &i, a);
         // `send` is egress: the guardrail reads `dest`; `read` only its permit's key.
         assert_eq!(keys("send"), vec!["dest"]);
         assert_eq!(keys("read"), vec!["mfa"]);
@@ -833,13 +836,7 @@ mod tests {
             );
             assert!(plan.whole_context, "{a}");
         }
-        let keys = |a: &str| -> Vec<String> {
-            p.by_action[&uid(&i, "Action", a)]
-                .ctx_keys
-                .iter()
-                .map(|(_, t)| t.to_string())
-                .collect()
-        };
+        let keys = |a: &str| ctx_key_texts(&p, &i, a);
         assert!(keys("send").contains(&"dest".to_owned()));
         assert!(!keys("read").contains(&"dest".to_owned()));
         assert!(keys("read").contains(&"n".to_owned()));
