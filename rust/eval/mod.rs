@@ -11,6 +11,9 @@ pub mod stack;
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+
 use crate::compile::ir::{BinOp, CmpLong, Node, NodeId, Scalar, Var};
 use crate::entities::{EntityData, EntityStore};
 use crate::value::{value_eq, Euid, Interner, Sym, Value};
@@ -35,14 +38,16 @@ pub type EResult<'a> = Result<Cow<'a, Value>, EvalErr>;
 #[derive(Default, Debug, Clone)]
 pub struct Locals {
     pub base: u32,
-    pub strs: Vec<Box<str>>,
+    /// Kept inline (short strings in place, the first two without a list): a
+    /// request's few unknown strings cost no allocation.
+    pub strs: SmallVec<[SmolStr; 2]>,
 }
 
 impl Locals {
     pub fn new(interner: &Interner) -> Self {
         Locals {
             base: interner.len() as u32,
-            strs: Vec::new(),
+            strs: SmallVec::new(),
         }
     }
 
@@ -54,13 +59,18 @@ impl Locals {
     }
 
     pub fn sym(&mut self, interner: &Interner, s: &str) -> Sym {
-        if let Some(id) = interner.lookup(s) {
-            return id;
+        match interner.lookup(s) {
+            Some(id) => id,
+            None => self.local(s),
         }
-        if let Some(i) = self.strs.iter().position(|x| &**x == s) {
+    }
+
+    /// The symbol of `s`, known not to be in the snapshot's interner.
+    pub fn local(&mut self, s: &str) -> Sym {
+        if let Some(i) = self.strs.iter().position(|x| x == s) {
             return self.base + i as u32;
         }
-        self.strs.push(s.into());
+        self.strs.push(SmolStr::new(s));
         self.base + (self.strs.len() - 1) as u32
     }
 
@@ -68,7 +78,7 @@ impl Locals {
         if id < self.base {
             interner.get(id)
         } else {
-            self.strs.get((id - self.base) as usize).map(|s| &**s)
+            self.strs.get((id - self.base) as usize).map(|s| s.as_str())
         }
     }
 }

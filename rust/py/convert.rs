@@ -6,6 +6,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
 
+use super::str_cache::{Seen, StrCache};
 use crate::authorize::ContextFields;
 use crate::compile::special::ActionPlan;
 use crate::engine::{ResolvedRequest, Snapshot};
@@ -60,6 +61,8 @@ pub(crate) struct Converter<'s> {
     snap: &'s Snapshot,
     pub(crate) locals: Locals,
     engine_id: usize,
+    /// The engine's string cache, when this thread could take it (see `StrCache`).
+    strs: Option<&'s mut StrCache>,
 }
 
 impl<'s> Converter<'s> {
@@ -68,7 +71,17 @@ impl<'s> Converter<'s> {
             snap,
             locals: Locals::new(&snap.interner),
             engine_id,
+            strs: None,
         }
+    }
+
+    /// Use `cache` for context strings: a caller takes the engine's cache with
+    /// `try_lock` while it converts (with the GIL held, so all but never
+    /// contended; when it is, because Python code run by a conversion let another
+    /// thread in, that caller goes without).
+    pub(crate) fn cached(mut self, cache: Option<&'s mut StrCache>) -> Self {
+        self.strs = cache;
+        self
     }
 
     fn sym(&mut self, s: &str) -> u32 {
@@ -209,8 +222,28 @@ impl<'s> Converter<'s> {
                 return (overflow == 0 && !failed).then_some(Value::Long(v));
             }
         }
-        let s = obj.downcast_exact::<PyString>().ok()?.to_str().ok()?;
-        Some(Value::Str(self.sym(s)))
+        let s = obj.downcast_exact::<PyString>().ok()?;
+        match self.strs.as_ref().and_then(|c| c.get(s)) {
+            Some(Seen::Sym(sym)) if self.locals.from_snapshot(sym) => {
+                return Some(Value::Str(sym));
+            }
+            Some(Seen::AbsentBelow(n)) if self.locals.base <= n => {
+                return Some(Value::Str(self.locals.local(s.to_str().ok()?)));
+            }
+            _ => {}
+        }
+        let sym = self.sym(s.to_str().ok()?);
+        if let Some(c) = self.strs.as_mut() {
+            c.put(
+                s,
+                if self.locals.from_snapshot(sym) {
+                    Seen::Sym(sym)
+                } else {
+                    Seen::AbsentBelow(self.locals.base)
+                },
+            );
+        }
+        Some(Value::Str(sym))
     }
 
     /// Convert one context value. Errors carry the path to the bad value, built

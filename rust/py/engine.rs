@@ -22,6 +22,8 @@ pub(crate) struct Engine {
     pub(crate) next_task: AtomicU64,
     /// Agent-scoped labels, remembered across this engine's tasks.
     pub(crate) memory: std::sync::Arc<crate::state::AgentMemory>,
+    /// Context string values already resolved (see `StrCache`).
+    pub(crate) strs: std::sync::Mutex<super::str_cache::StrCache>,
     /// Identifies this engine to its handles. A counter, not the address: a freed
     /// engine's address can be reused, and a stale handle must never match.
     serial: usize,
@@ -184,6 +186,7 @@ impl Engine {
             next_task: AtomicU64::new(1),
             memory: Default::default(),
             serial: ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed),
+            strs: Default::default(),
         })
     }
 
@@ -201,7 +204,9 @@ impl Engine {
         reasons: bool,
     ) -> PyResult<Py<Decision>> {
         let snap = self.core.current.load();
+        let mut strs = self.strs.try_lock().ok();
         let req = Converter::new(&snap, self.id())
+            .cached(strs.as_deref_mut())
             .request(principal, action, resource, context)
             .map_err(PyErr::from)?;
         snap.check_request(&req, false)?;
@@ -229,7 +234,9 @@ impl Engine {
     ) -> PyResult<bool> {
         let snap = self.core.current.load();
         let mut req = ResolvedRequest::blank();
+        let mut strs = self.strs.try_lock().ok();
         Converter::new(&snap, self.id())
+            .cached(strs.as_deref_mut())
             .request_into(&mut req, principal, action, resource, context)
             .map_err(PyErr::from)?;
         // A request the schema rejects has no decision in Cedar: deny it.
@@ -262,19 +269,20 @@ impl Engine {
         const CHUNK: usize = 512;
         let on_error = self.core.on_error;
         let mut reqs: Vec<ResolvedRequest> = Vec::with_capacity(CHUNK);
+        let mut strs = self.strs.try_lock().ok();
         let mut out: Vec<bool> = Vec::new();
-        let flush = |reqs: &mut Vec<ResolvedRequest>, out: &mut Vec<bool>| {
+        let flush = |reqs: &[ResolvedRequest], out: &mut Vec<bool>| {
             let snap = &snap;
-            // Dropping the requests needs no Python either: done before the GIL is
-            // taken back, so another thread converts meanwhile.
             py.allow_threads(|| {
                 out.extend(reqs.iter().map(|r| {
                     snap.check_request(r, false).is_ok()
                         && snap.evaluate(r, Mode::DecisionOnly, on_error).allowed
                 }));
-                reqs.clear();
             });
         };
+        // Requests in `reqs[..filled]` are this chunk's; the buffer's requests are
+        // refilled in place, chunk after chunk.
+        let mut filled = 0;
         for (i, r) in requests.try_iter()?.enumerate() {
             let r = r?;
             let bad = |m: &str| PyErr::from(CoreError::Request(format!("request #{i}: {m}")));
@@ -289,7 +297,7 @@ impl Engine {
                     "expected (principal, action, resource[, context])"
                 }));
             }
-            let mut conv = Converter::new(&snap, self.id());
+            let mut conv = Converter::new(&snap, self.id()).cached(strs.as_deref_mut());
             if let Some((_, locals)) = &shared {
                 // Request-local symbols continue after the shared context's.
                 conv.locals = locals.clone();
@@ -300,8 +308,13 @@ impl Engine {
             } else {
                 None
             };
-            reqs.push(ResolvedRequest::blank());
-            let req = reqs.last_mut().expect("just pushed");
+            if filled == reqs.len() {
+                reqs.push(ResolvedRequest::blank());
+            } else {
+                reqs[filled].reset();
+            }
+            let req = &mut reqs[filled];
+            filled += 1;
             conv.request_into(
                 req,
                 &*t.get_borrowed_item(0)?,
@@ -313,11 +326,16 @@ impl Engine {
             if let Some((v, _)) = &shared {
                 req.context = Some(v.clone());
             }
-            if reqs.len() == CHUNK {
-                flush(&mut reqs, &mut out);
+            if filled == CHUNK {
+                // Released while this thread evaluates: another converts meanwhile.
+                drop(strs.take());
+                flush(&reqs, &mut out);
+                filled = 0;
+                strs = self.strs.try_lock().ok();
             }
         }
-        flush(&mut reqs, &mut out);
+        drop(strs);
+        flush(&reqs[..filled], &mut out);
         Ok(out)
     }
 

@@ -6,6 +6,7 @@ mod decision;
 mod engine;
 mod errors;
 mod explain;
+mod str_cache;
 mod task;
 
 use pyo3::prelude::*;

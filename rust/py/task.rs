@@ -211,7 +211,8 @@ impl Engine {
         }
         let now_ms = now_ms(py, now)?;
         let snap = self.core.current.load();
-        let mut conv = Converter::new(&snap, self.id());
+        let mut strs = self.strs.try_lock().ok();
+        let mut conv = Converter::new(&snap, self.id()).cached(strs.as_deref_mut());
         let action = conv.entity(action, "action").map_err(PyErr::from)?;
         let resource = conv.entity(resource, "resource").map_err(PyErr::from)?;
         let context = conv.context(context).map_err(PyErr::from)?;
