@@ -9,7 +9,8 @@ does not move with the machine's load (wall time here moves by 2x between runs).
 prints the decision count; divide callgrind's "Collected" by it. `PYTHONHASHSEED=0` makes the
 count repeat exactly (Python's string hashing, so its dict probes, is seeded per process and
 moves the count by about 1% otherwise). Use
-`...__pymethod_authorize_batch__` with `batch`. Only the native call is counted (not the
+`...__pymethod_authorize_batch__` with `batch` (a context per request) or `shared` (one context
+for the whole batch). Only the native call is counted (not the
 Python loop around it); the run decides every request twice, so both passes are warm but
 for the first use of each action's plan. With `--warm` a first, uncounted pass through the
 other method builds every plan first, so the count is the steady state (plans are built
@@ -36,7 +37,7 @@ def main() -> None:
     handles = [(handle(p), handle(a), handle(r), c) for p, a, r, c in w.requests]
     if "--warm" in sys.argv:
         # The method not being counted: its calls fall outside callgrind's toggle.
-        if mode == "batch":
+        if mode in ("batch", "shared"):
             for p, a, r, c in w.requests:
                 eng.is_allowed(p, a, r, c)
         else:
@@ -44,6 +45,8 @@ def main() -> None:
     for _ in range(2):
         if mode == "batch":
             eng.authorize_batch(handles)
+        elif mode == "shared":
+            eng.authorize_batch([h[:3] for h in handles], w.requests[0][3])
         else:
             f = eng.is_allowed
             for p, a, r, c in w.requests:

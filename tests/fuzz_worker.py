@@ -18,8 +18,13 @@ CONTEXT = {"a": {"a": {"a": 1}}, "x": 1, "s": "v", "flag": True}
 
 
 def evaluate(eng: Engine, out: list[object]) -> None:
+    req = ('User::"u"', 'Action::"a"', 'User::"r"', CONTEXT)
     try:
-        out.append(eng.authorize('User::"u"', 'Action::"a"', 'User::"r"', CONTEXT, reasons=True))
+        # Each entry point: they check the stack each in their own way (a batch once
+        # for all its requests).
+        out.append(eng.authorize(*req, reasons=True))
+        out.append(eng.is_allowed(*req))
+        out.append(eng.authorize_batch([req, req]))
     except Exception as e:  # reported to the parent, which fails the test
         out.append(e)
 
@@ -40,8 +45,9 @@ def main() -> None:
         t = threading.Thread(target=evaluate, args=(eng, out))
         t.start()
         t.join()
-        if out and isinstance(out[0], BaseException):
-            print(f"UNEXPECTED evaluation {type(out[0]).__name__}: {out[0]}"[:300], flush=True)
+        err = next((x for x in out if isinstance(x, BaseException)), None)
+        if err is not None:
+            print(f"UNEXPECTED evaluation {type(err).__name__}: {err}"[:300], flush=True)
         else:
             print("loaded", flush=True)
 

@@ -274,10 +274,12 @@ impl Engine {
         let flush = |reqs: &[ResolvedRequest], out: &mut Vec<bool>| {
             let snap = &snap;
             py.allow_threads(|| {
-                out.extend(reqs.iter().map(|r| {
-                    snap.check_request(r, false).is_ok()
-                        && snap.evaluate(r, Mode::DecisionOnly, on_error).allowed
-                }));
+                snap.stack_guarded(|| {
+                    out.extend(reqs.iter().map(|r| {
+                        snap.check_request(r, false).is_ok()
+                            && snap.evaluate_within(r, Mode::DecisionOnly, on_error).allowed
+                    }))
+                })
             });
         };
         // Requests in `reqs[..filled]` are this chunk's; the buffer's requests are
