@@ -277,7 +277,9 @@ impl Engine {
                 snap.stack_guarded(|| {
                     out.extend(reqs.iter().map(|r| {
                         snap.check_request(r, false).is_ok()
-                            && snap.evaluate_within(r, Mode::DecisionOnly, on_error).allowed
+                            && snap
+                                .evaluate_within(r, Mode::DecisionOnly, on_error)
+                                .allowed
                     }))
                 })
             });
