@@ -117,6 +117,22 @@ impl Scalar {
         }
     }
 
+    /// Whether `items`, sorted by `canonical_cmp`, holds this scalar. A string
+    /// (what sets of names, groups and hosts hold) is searched with its kind
+    /// settled once, outside the search: each probe is then one compare of symbols.
+    #[inline]
+    pub fn in_sorted(self, items: &[Value]) -> bool {
+        match self {
+            Scalar::Str(s) => items
+                .binary_search_by(|v| match v {
+                    Value::Str(x) => x.cmp(&s),
+                    other => crate::value::rank(other).cmp(&crate::value::rank(&Value::Str(s))),
+                })
+                .is_ok(),
+            _ => items.binary_search_by(|v| self.cmp_from(v)).is_ok(),
+        }
+    }
+
     /// `canonical_cmp(v, &self.value())`, without building the value: the
     /// order sets are kept in, so a binary search can use it.
     #[inline]

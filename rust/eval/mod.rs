@@ -324,7 +324,7 @@ impl<'a> Evaluator<'a> {
                 Value::Set(items) if items.len() <= 16 => {
                     Ok(items.iter().any(|v| Scalar::of(v) == Some(*needle)))
                 }
-                Value::Set(items) => Ok(items.binary_search_by(|v| needle.cmp_from(v)).is_ok()),
+                Value::Set(items) => Ok(needle.in_sorted(items)),
                 other => as_bool(&*self.binary(BinOp::Contains, other, &needle.value())?),
             },
             Node::CtxHas(k) => Ok(self.ctx_get(*k).is_some()),

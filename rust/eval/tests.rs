@@ -703,7 +703,9 @@ fn leaf_comparisons_and_set_scans_decide_as_cedar() {
     let ents = r#"[
         {"uid": {"type": "User", "id": "alice"},
          "attrs": {"level": 2, "name": "a", "tags": ["x", 1, true, {"__entity": {"type": "User", "id": "bob"}}],
-                   "big": [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,"x",false]}, "parents": []},
+                   "big": [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,"x",false],
+                   "hosts": ["h00","h01","h02","h03","h04","h05","h06","h07","h08","h09",
+                             "h10","h11","h12","h13","h14","h15","h16","h17","h18","h19"]}, "parents": []},
         {"uid": {"type": "User", "id": "bob"}, "attrs": {"level": "2", "tags": [], "big": "no"}, "parents": []},
         {"uid": {"type": "Doc", "id": "d"},
          "attrs": {"owner": {"__entity": {"type": "User", "id": "alice"}}, "level": 3}, "parents": []},
@@ -734,6 +736,14 @@ fn leaf_comparisons_and_set_scans_decide_as_cedar() {
         "principal.big.contains(\"x\")",
         "principal.big.contains(false)",
         "principal.big.contains(18)",
+        "principal.big.contains(\"y\")",
+        "principal.hosts.contains(\"h00\")",
+        "principal.hosts.contains(\"h07\")",
+        "principal.hosts.contains(\"h19\")",
+        "principal.hosts.contains(\"h1\")",
+        "principal.hosts.contains(\"zz\")",
+        "principal.hosts.contains(7)",
+        "principal.hosts.contains(context.s)",
     ];
     let contexts = [r#"{"n": 1, "s": "a"}"#, r#"{"n": "1", "s": 2}"#, "{}"];
     let mut decided = (0, 0);
