@@ -287,7 +287,7 @@ impl Snapshot {
                 && entity_scope_holds(&c.resource, &req.resource, r_anc)
                 && c.clauses
                     .iter()
-                    .all(|cl| matches!(ev.eval_bool(cl.node), Ok(v) if v != cl.unless))
+                    .all(|cl| matches!(ev.holds(cl.node), Ok(v) if v != cl.unless))
         };
         // Buckets looked up lazily: a forbid in the first one ends the decision
         // before the others are looked up (measured: collecting them first, as the

@@ -31,14 +31,21 @@ def doc(name: str) -> dict[str, Any]:
     return {"uid": {"type": "Doc", "id": "d"}, "attrs": {"name": name}, "parents": []}
 
 
-def cedar(entities: list[dict[str, Any]], action: str, ctx: dict[str, Any]) -> bool:
+def cedar(
+    entities: list[dict[str, Any]],
+    action: str,
+    ctx: dict[str, Any],
+    policies: str = POLICIES,
+    principal: str = 'User::"u"',
+    resource: str = 'Doc::"d"',
+) -> bool:
     req = {
-        "principal": 'User::"u"',
+        "principal": principal,
         "action": f'Action::"{action}"',
-        "resource": 'Doc::"d"',
+        "resource": resource,
         "context": ctx,
     }
-    ps = cedarpy.PolicySet.from_str(POLICIES)
+    ps = cedarpy.PolicySet.from_str(policies)
     es = cedarpy.Entities.from_json_str(json.dumps(entities))
     return bool(cedarpy.is_authorized(req, ps, es).allowed)
 
@@ -105,3 +112,17 @@ def test_unknown_strings_compare_by_text_within_a_request() -> None:
         # `like` reads an unknown string's text.
         assert eng.is_allowed('User::"u"', 'Action::"glob"', 'Doc::"d"', {"s": a}) is True
         assert eng.is_allowed('User::"u"', 'Action::"glob"', 'Doc::"d"', {"s": "x.net"}) is False
+
+
+def test_a_shared_context_keeps_its_unknown_strings_apart_from_a_requests() -> None:
+    # Every name here is unknown to the engine: the shared context's string and each
+    # request's entity types and ids are all numbered per request, after the context's.
+    policy = 'permit (principal, action, resource) when { context.s like "zz*" };'
+    eng = Engine(policy)
+    reqs = [('User::"qq"', 'Action::"a"', 'Doc::"qq2"'), ('Team::"t"', 'Action::"b"', 'Doc::"d"')]
+    for text, want in (("zztop", True), ("qqtop", False)):
+        ctx = {"s": "".join([text[:2], text[2:]])}
+        for p, a, r in reqs:
+            assert cedar([], a.split('"')[1], ctx, policy, p, r) is want
+            assert eng.is_allowed(p, a, r, ctx) is want
+        assert eng.authorize_batch(reqs, ctx) == [want, want]

@@ -34,6 +34,17 @@ pub enum EvalErr {
 
 pub type EResult<'a> = Result<Cow<'a, Value>, EvalErr>;
 
+/// An error not kept: `Evaluator::holds` reports only that the expression failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failed;
+
+impl From<EvalErr> for Failed {
+    #[inline(always)]
+    fn from(_: EvalErr) -> Self {
+        Failed
+    }
+}
+
 /// Strings first seen in this request, numbered above the snapshot's interner.
 #[derive(Default, Debug, Clone)]
 pub struct Locals {
@@ -281,12 +292,25 @@ impl<'a> Evaluator<'a> {
     /// Evaluate to a boolean. The boolean-valued nodes are answered here
     /// directly, without building a value; everything else goes through `eval`.
     pub fn eval_bool(&self, n: NodeId) -> Result<bool, EvalErr> {
+        self.eval_bool_as(n)
+    }
+
+    /// Whether `n` evaluates to true; false when it is false or errors. For the
+    /// decisions that skip erroring policies without reporting why: no error is
+    /// kept, so the one-byte result comes back in a register.
+    #[inline]
+    pub fn holds(&self, n: NodeId) -> Result<bool, Failed> {
+        self.eval_bool_as(n)
+    }
+
+    /// `eval_bool`, with errors turned into `E` where they arise.
+    fn eval_bool_as<E: From<EvalErr>>(&self, n: NodeId) -> Result<bool, E> {
         let nodes: &'a [Node] = self.nodes;
         match &nodes[n as usize] {
             Node::Lit(Value::Bool(b)) => Ok(*b),
-            Node::Not(a) => Ok(!self.eval_bool(*a)?),
-            Node::And(a, b) => Ok(self.eval_bool(*a)? && self.eval_bool(*b)?),
-            Node::Or(a, b) => Ok(self.eval_bool(*a)? || self.eval_bool(*b)?),
+            Node::Not(a) => Ok(!self.eval_bool_as::<E>(*a)?),
+            Node::And(a, b) => Ok(self.eval_bool_as::<E>(*a)? && self.eval_bool_as::<E>(*b)?),
+            Node::Or(a, b) => Ok(self.eval_bool_as::<E>(*a)? || self.eval_bool_as::<E>(*b)?),
             Node::EqLit(a, v, neg) => Ok(value_eq(&*self.operand(*a)?, v) != *neg),
             Node::NotEq(a, b) => {
                 let x = self.operand(*a)?;
@@ -313,7 +337,7 @@ impl<'a> Evaluator<'a> {
                             CmpLong::Gt => (BinOp::Less, &k, other),
                             CmpLong::Ge => (BinOp::LessEq, &k, other),
                         };
-                        as_bool(&*self.binary(op, l, r)?)
+                        Ok(as_bool(&*self.binary(op, l, r)?)?)
                     }
                 }
             }
@@ -325,28 +349,36 @@ impl<'a> Evaluator<'a> {
                     Ok(items.iter().any(|v| Scalar::of(v) == Some(*needle)))
                 }
                 Value::Set(items) => Ok(needle.in_sorted(items)),
-                other => as_bool(&*self.binary(BinOp::Contains, other, &needle.value())?),
+                other => Ok(as_bool(&*self.binary(
+                    BinOp::Contains,
+                    other,
+                    &needle.value(),
+                )?)?),
             },
             Node::CtxHas(k) => Ok(self.ctx_get(*k).is_some()),
             Node::CtxAttr(k) => match self.ctx_get(*k) {
-                Some(v) => as_bool(v),
-                None => Err(EvalErr::NoAttr(*k)),
+                Some(v) => Ok(as_bool(v)?),
+                None => Err(EvalErr::NoAttr(*k).into()),
             },
-            Node::PrincipalAttr(k) => {
-                as_bool(&*self.attr_of(self.principal_data, self.principal, *k)?)
-            }
+            Node::PrincipalAttr(k) => Ok(as_bool(&*self.attr_of(
+                self.principal_data,
+                self.principal,
+                *k,
+            )?)?),
             Node::Bin(
                 op @ (BinOp::Eq | BinOp::Less | BinOp::LessEq | BinOp::Greater | BinOp::GreaterEq),
                 a,
                 b,
             ) => match self.leaf_cmp(*op, *a, *b) {
                 Some(v) => Ok(v),
-                None => as_bool(&*self.eval(n)?),
+                None => Ok(as_bool(&*self.eval(n)?)?),
             },
-            Node::ResourceAttr(k) => {
-                as_bool(&*self.attr_of(self.resource_data, self.resource, *k)?)
-            }
-            _ => as_bool(&*self.eval(n)?),
+            Node::ResourceAttr(k) => Ok(as_bool(&*self.attr_of(
+                self.resource_data,
+                self.resource,
+                *k,
+            )?)?),
+            _ => Ok(as_bool(&*self.eval(n)?)?),
         }
     }
 

@@ -303,8 +303,11 @@ impl Engine {
             }
             let mut conv = Converter::new(&snap, self.id()).cached(strs.as_deref_mut());
             if let Some((_, locals)) = &shared {
-                // Request-local symbols continue after the shared context's.
-                conv.locals = locals.clone();
+                // Request-local symbols continue after the shared context's (both
+                // start at the same snapshot, so with none there is nothing to copy).
+                if !locals.strs.is_empty() {
+                    conv.locals = locals.clone();
+                }
             }
             // Borrowed items: the tuple holds them, no reference counting per item.
             let ctx = if n == 4 {
