@@ -80,15 +80,7 @@ impl Floor {
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let mut n = 0usize;
-        for u in [principal, action, resource] {
-            n += u.downcast_exact::<PyString>()?.to_str()?.len();
-        }
-        let acc = match context {
-            Some(c) => self.read_ctx(c)?,
-            None => 0,
-        };
-        Ok(std::hint::black_box(n as u64 + acc) == u64::MAX)
+        self.read_all([principal, action, resource], context, false)
     }
 
     #[pyo3(signature = (principal, action, resource, context=None))]
@@ -99,16 +91,7 @@ impl Floor {
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let mut n = 0u64;
-        for u in [principal, action, resource] {
-            let s = u.downcast_exact::<PyString>()?.to_str()?;
-            n += self.uids.get(s).copied().unwrap_or(u32::MAX) as u64;
-        }
-        let acc = match context {
-            Some(c) => self.read_ctx(c)?,
-            None => 0,
-        };
-        Ok(std::hint::black_box(n + acc) == u64::MAX)
+        self.read_all([principal, action, resource], context, true)
     }
 }
 
@@ -126,6 +109,30 @@ impl Floor {
             out.push(std::hint::black_box(acc) == u64::MAX);
         }
         Ok(out)
+    }
+
+    /// Read the uid strings (and, with `find`, look each up) and the context values.
+    #[inline(always)]
+    fn read_all(
+        &self,
+        uids: [&Bound<'_, PyAny>; 3],
+        context: Option<&Bound<'_, PyAny>>,
+        find: bool,
+    ) -> PyResult<bool> {
+        let mut n = 0u64;
+        for u in uids {
+            let s = u.downcast_exact::<PyString>()?.to_str()?;
+            n += if find {
+                self.uids.get(s).copied().unwrap_or(u32::MAX) as u64
+            } else {
+                s.len() as u64
+            };
+        }
+        let acc = match context {
+            Some(c) => self.read_ctx(c)?,
+            None => 0,
+        };
+        Ok(std::hint::black_box(n + acc) == u64::MAX)
     }
 }
 
