@@ -117,6 +117,19 @@ impl World {
         snap.authorize_task(slot, &mut req, true, OnError::Skip, now_ms, approved)
     }
 
+    /// A root task of agent `a` with `limits` and nothing else set.
+    fn open_limited(&self, id: u64, limits: Limits) -> Arc<TaskSlot> {
+        self.open(
+            id,
+            "a",
+            None,
+            Opts {
+                limits,
+                ..Opts::default()
+            },
+        )
+    }
+
     fn decide(&self, slot: &TaskSlot, action: &str, thing: &str) -> TaskOutcome {
         self.decide_at(slot, action, thing, 10, &[])
     }
@@ -171,15 +184,7 @@ fn budget_exhaustion_revokes_when_asked() {
         revoke_on_budget_exhausted: true,
         ..Limits::default()
     };
-    let t = w.open(
-        1,
-        "a",
-        None,
-        Opts {
-            limits,
-            ..Opts::default()
-        },
-    );
+    let t = w.open_limited(1, limits);
     for _ in 0..5 {
         assert!(allowed(&w.decide(&t, "use", "one")));
     }
@@ -440,15 +445,7 @@ fn deny_streak_counts_the_whole_tree_and_resets_on_a_permit() {
         max_deny_streak: 3,
         ..Limits::default()
     };
-    let root = w.open(
-        1,
-        "a",
-        None,
-        Opts {
-            limits,
-            ..Opts::default()
-        },
-    );
+    let root = w.open_limited(1, limits);
     let child = w.open(2, "b", Some(&root), Opts::default());
     assert!(!w.decide(&root, "nothing", "one").outcome.allowed);
     assert!(!w.decide(&child, "nothing", "one").outcome.allowed);
@@ -472,15 +469,7 @@ fn deny_streak_counts_the_whole_tree_and_resets_on_a_permit() {
         Some("task revoked: ancestor task 1 revoked: monitor: 3 denials in a row")
     );
     // A refused approval counts as a denial too, on a fresh tree.
-    let t = w.open(
-        3,
-        "a",
-        None,
-        Opts {
-            limits,
-            ..Opts::default()
-        },
-    );
+    let t = w.open_limited(3, limits);
     assert_eq!(record_denial(&t), None);
     assert_eq!(record_denial(&t), None);
     assert_eq!(
@@ -498,15 +487,7 @@ fn rate_monitor_counts_decisions_in_its_window() {
         rate_window_ms: 100,
         ..Limits::default()
     };
-    let t = w.open(
-        1,
-        "a",
-        None,
-        Opts {
-            limits,
-            ..Opts::default()
-        },
-    );
+    let t = w.open_limited(1, limits);
     assert!(allowed(&w.decide_at(&t, "use", "one", 0, &[])));
     assert!(allowed(&w.decide_at(&t, "use", "one", 99, &[])));
     assert!(
@@ -530,15 +511,7 @@ fn deny_ratio_counts_the_share_of_denials_once_enough_were_denied() {
         min_denials: 3,
         ..Limits::default()
     };
-    let t = w.open(
-        1,
-        "a",
-        None,
-        Opts {
-            limits,
-            ..Opts::default()
-        },
-    );
+    let t = w.open_limited(1, limits);
     assert!(allowed(&w.decide(&t, "use", "one")));
     assert!(!w.decide(&t, "nothing", "one").outcome.allowed);
     assert!(!w.decide(&t, "nothing", "one").outcome.allowed);
@@ -550,15 +523,7 @@ fn deny_ratio_counts_the_share_of_denials_once_enough_were_denied() {
         Some("monitor: deny ratio 0.75 (3 of 4 decisions denied, limit 0.50)")
     );
     // The benign twin: as many permits as denials never exceeds one half.
-    let u = w.open(
-        2,
-        "a",
-        None,
-        Opts {
-            limits,
-            ..Opts::default()
-        },
-    );
+    let u = w.open_limited(2, limits);
     for _ in 0..4 {
         assert!(allowed(&w.decide(&u, "use", "one")));
         assert!(!w.decide(&u, "nothing", "one").outcome.allowed);

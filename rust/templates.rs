@@ -694,52 +694,20 @@ mod tests {
         .unwrap();
         let before = core.current.load().version;
         let msg = |r: Result<(), TetherError>| r.unwrap_err().to_string();
-        assert!(msg(link1(
-            &core,
-            "nope",
-            "x",
-            Some(("User", "a")),
-            Some(("Folder", "f"))
-        ))
-        .contains("no template named `nope`"));
-        assert!(msg(link1(&core, "base", "x", None, None)).contains("is a static policy"));
-        assert!(msg(link1(
-            &core,
-            "grant",
-            "alice-grant",
-            Some(("User", "b")),
-            Some(("Folder", "f"))
-        ))
-        .contains("already exists"));
-        assert!(msg(link1(
-            &core,
-            "grant",
-            "base",
-            Some(("User", "b")),
-            Some(("Folder", "f"))
-        ))
-        .contains("already exists"));
-        assert!(msg(link1(
-            &core,
-            "grant",
-            "grant",
-            Some(("User", "b")),
-            Some(("Folder", "f"))
-        ))
-        .contains("already exists"));
-        assert!(msg(link1(
-            &core,
-            "grant",
-            "policy7",
-            Some(("User", "b")),
-            Some(("Folder", "f"))
-        ))
-        .contains("reserved"));
-        assert!(
-            msg(link1(&core, "grant", "x", Some(("User", "b")), None)).contains("give resource=")
-        );
-        assert!(msg(link1(&core, "grant", "x", None, Some(("Folder", "f"))))
-            .contains("give principal="));
+        let (bob, f) = (Some(("User", "b")), Some(("Folder", "f")));
+        for (template, id, p, r, want) in [
+            ("nope", "x", bob, f, "no template named `nope`"),
+            ("base", "x", None, None, "is a static policy"),
+            ("grant", "alice-grant", bob, f, "already exists"),
+            ("grant", "base", bob, f, "already exists"),
+            ("grant", "grant", bob, f, "already exists"),
+            ("grant", "policy7", bob, f, "reserved"),
+            ("grant", "x", bob, None, "give resource="),
+            ("grant", "x", None, f, "give principal="),
+        ] {
+            let m = msg(link1(&core, template, id, p, r));
+            assert!(m.contains(want), "{template} as {id}: {m}");
+        }
         assert!(msg(core.unlink("base")).contains("is a static policy"));
         assert!(msg(core.unlink("grant")).contains("is a template"));
         assert!(msg(core.unlink("nobody")).contains("no linked policy named `nobody`"));
