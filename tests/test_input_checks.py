@@ -94,3 +94,24 @@ def test_the_error_names_the_argument(engine: Engine) -> None:
         engine.open_task(("User", "a"), now=0.0, deadline=math.nan)
     with pytest.raises(ValueError, match=r"^now must"):
         engine.open_task(("User", "a"), now=math.nan)
+
+
+# Every way a request names an entity by text, as a function of the uid string.
+UID_TEXT_PATHS: dict[str, Callable[[Engine, str], bool]] = {
+    "is_allowed": lambda e, u: e.is_allowed(u, 'Action::"a"', 'User::"r"'),
+    "authorize": lambda e, u: e.authorize('User::"p"', u, 'User::"r"').allowed,
+    "batch": lambda e, u: e.authorize_batch([('User::"p"', 'Action::"a"', u)])[0],
+}
+
+
+@pytest.mark.parametrize("path", sorted(UID_TEXT_PATHS))
+def test_a_uid_that_is_not_utf8_is_refused_and_leaves_no_error_behind(
+    engine: Engine, path: str
+) -> None:
+    # A lone surrogate: a Python str with no UTF-8 form.
+    with pytest.raises(RequestError, match="not valid UTF-8"):
+        UID_TEXT_PATHS[path](engine, 'User::"\ud800"')
+    # The benign twin, a valid non-ASCII id, decides; so does the next call on the same
+    # thread (no exception is left set behind the refusal).
+    assert UID_TEXT_PATHS[path](engine, 'User::"\u00e9"') is True
+    assert engine.is_allowed('User::"p"', 'Action::"a"', 'User::"r"', {"k": "v"}) is True
