@@ -3,20 +3,27 @@
 //! Cloning is one refcount; a change copies only the shards it touches (copy on
 //! write), so a snapshot that differs from the last by a few entries costs
 //! O(shards + touched shard sizes), about O(sqrt n), instead of O(n). A lookup is
-//! one shard index and one probe of a small `FxHashMap`: as fast as a flat map,
-//! unlike a trie (HAMT) whose lookups hop through several nodes.
+//! one hash, one shard index and one probe of a small table: as fast as a flat
+//! map, unlike a trie (HAMT) whose lookups hop through several nodes. The shards
+//! are `hashbrown::HashTable`s so that the one hash picks the shard and probes
+//! it (with a map per shard, a key was hashed twice: ~20 instructions more for a
+//! uid's text, three of which every request by strings looks up).
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 /// Shards hold about this many entries at most before the map is resharded.
 const MIN_BITS: u32 = 4;
 
+/// One shard: a table of entries, shared between snapshots until one writes to it.
+type Shard<K, V> = Arc<HashTable<(K, V)>>;
+
 pub struct PMap<K, V> {
-    shards: Arc<Vec<Arc<FxHashMap<K, V>>>>,
+    shards: Arc<Vec<Shard<K, V>>>,
     bits: u32,
     len: usize,
 }
@@ -43,6 +50,11 @@ impl<K: std::fmt::Debug, V> std::fmt::Debug for PMap<K, V> {
     }
 }
 
+#[inline]
+fn hash_of<Q: Hash + ?Sized>(k: &Q) -> u64 {
+    FxBuildHasher.hash_one(k)
+}
+
 /// Shard bits for `n` entries: about sqrt(n) shards of about sqrt(n) entries.
 fn bits_for(n: usize) -> u32 {
     let log2 = usize::BITS - n.max(1).leading_zeros();
@@ -58,14 +70,11 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         }
     }
 
-    /// The shard of a key: the hash re-mixed, so a shard's keys do not all share
-    /// the top hash bits the shard's own table uses for its control bytes.
+    /// The shard of a key hashed to `h`: the hash re-mixed, so a shard's keys do
+    /// not all share the top hash bits the shard's own table uses for its control bytes.
     #[inline]
-    fn shard_of<Q: Hash + ?Sized>(&self, k: &Q) -> usize {
-        let h = FxBuildHasher
-            .hash_one(k)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> (64 - self.bits)) as usize
+    fn shard_of(&self, h: u64) -> usize {
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
     }
 
     #[inline]
@@ -74,7 +83,10 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards[self.shard_of(k)].get(k)
+        let h = hash_of(k);
+        self.shards[self.shard_of(h)]
+            .find(h, |(x, _)| x.borrow() == k)
+            .map(|(_, v)| v)
     }
 
     #[inline]
@@ -94,20 +106,29 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         self.len == 0
     }
 
-    fn shard_mut(&mut self, i: usize) -> &mut FxHashMap<K, V> {
+    fn shard_mut(&mut self, i: usize) -> &mut HashTable<(K, V)> {
         Arc::make_mut(&mut Arc::make_mut(&mut self.shards)[i])
     }
 
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
-        let i = self.shard_of(&k);
-        let old = self.shard_mut(i).insert(k, v);
-        if old.is_none() {
-            self.len += 1;
-            if bits_for(self.len) > self.bits + 1 {
-                self.reshard(bits_for(self.len));
+        let h = hash_of(&k);
+        let i = self.shard_of(h);
+        match self
+            .shard_mut(i)
+            .entry(h, |(x, _)| *x == k, |(x, _)| hash_of(x))
+        {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                return Some(std::mem::replace(&mut e.get_mut().1, v));
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((k, v));
             }
         }
-        old
+        self.len += 1;
+        if bits_for(self.len) > self.bits + 1 {
+            self.reshard(bits_for(self.len));
+        }
+        None
     }
 
     pub fn remove<Q>(&mut self, k: &Q) -> Option<V>
@@ -115,16 +136,17 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let i = self.shard_of(k);
+        let h = hash_of(k);
+        let i = self.shard_of(h);
         // Look before writing: a miss must not copy the shard.
-        if !self.shards[i].contains_key(k) {
-            return None;
-        }
-        let old = self.shard_mut(i).remove(k);
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
+        self.shards[i].find(h, |(x, _)| x.borrow() == k)?;
+        let entry = self
+            .shard_mut(i)
+            .find_entry(h, |(x, _)| x.borrow() == k)
+            .ok()?;
+        let ((_, old), _) = entry.remove();
+        self.len -= 1;
+        Some(old)
     }
 
     /// Mutable access to an entry, copying its shard if another snapshot shares it.
@@ -133,11 +155,12 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let i = self.shard_of(k);
-        if !self.shards[i].contains_key(k) {
-            return None;
-        }
-        self.shard_mut(i).get_mut(k)
+        let h = hash_of(k);
+        let i = self.shard_of(h);
+        self.shards[i].find(h, |(x, _)| x.borrow() == k)?;
+        self.shard_mut(i)
+            .find_mut(h, |(x, _)| x.borrow() == k)
+            .map(|(_, v)| v)
     }
 
     /// Make room for `more` entries (resharding once, not at every 4x of growth).
@@ -155,19 +178,23 @@ impl<K: Hash + Eq + Clone, V: Clone> PMap<K, V> {
         {
             let shards = Arc::make_mut(&mut next.shards);
             for s in shards.iter_mut() {
-                Arc::make_mut(s).reserve(per + per / 4);
+                Arc::make_mut(s).reserve(per + per / 4, |(k, _)| hash_of(k));
             }
         }
         for (k, v) in self.iter() {
-            let i = next.shard_of(k);
-            next.shard_mut(i).insert(k.clone(), v.clone());
+            let h = hash_of(k);
+            let i = next.shard_of(h);
+            next.shard_mut(i)
+                .insert_unique(h, (k.clone(), v.clone()), |(x, _)| hash_of(x));
         }
         next.len = self.len;
         *self = next;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|s| s.iter())
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, v)| (k, v)))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &K> {
@@ -193,6 +220,7 @@ impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for PMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustc_hash::FxHashMap;
 
     #[test]
     fn clone_is_isolated_from_later_writes() {
