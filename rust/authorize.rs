@@ -62,15 +62,6 @@ pub struct ResolvedRequest {
 }
 
 impl ResolvedRequest {
-    /// Make this request ready to be filled in again (as `blank`, but keeping
-    /// its storage): a batch refills its buffer's requests in place instead of
-    /// dropping them and copying in blank ones.
-    pub fn reset(&mut self) {
-        self.context = None;
-        self.fields.clear();
-        self.locals.strs.clear();
-    }
-
     /// A request to be filled in: no entities, no context, no local symbols.
     pub fn blank() -> Self {
         let nobody = Euid { ty: 0, id: 0 };

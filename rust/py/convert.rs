@@ -429,6 +429,8 @@ impl<'s> Converter<'s> {
 
     /// `request`, written into `out` (a batch's buffer slot) instead of returned:
     /// the request is a few hundred bytes, and each move of it was a `memcpy`.
+    /// Every field of `out` is written, so a slot is refilled in place, keeping
+    /// its storage.
     pub(crate) fn request_into(
         mut self,
         out: &mut ResolvedRequest,
@@ -437,6 +439,8 @@ impl<'s> Converter<'s> {
         resource: &Bound<'_, PyAny>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> Result<(), CoreError> {
+        out.context = None;
+        out.fields.clear();
         out.principal = self.entity_arg(principal, "principal")?;
         out.action = self.entity_arg(action, "action")?;
         out.resource = self.entity_arg(resource, "resource")?;

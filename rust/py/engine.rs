@@ -317,8 +317,6 @@ impl Engine {
             };
             if filled == reqs.len() {
                 reqs.push(ResolvedRequest::blank());
-            } else {
-                reqs[filled].reset();
             }
             let req = &mut reqs[filled];
             filled += 1;
